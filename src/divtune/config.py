@@ -1,0 +1,133 @@
+"""Typed configs shared by every stage: YAML in, ``--set key=value`` overrides,
+resolved config written beside the outputs.
+
+Each stage defines its own config as a subclass of :class:`StageConfig` in its
+own module (``PrepareConfig`` in ``divtune.prepare`` and so on); this module
+only holds the machinery they share.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+C = TypeVar("C", bound="StageConfig")
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be applied; the message says where."""
+
+
+class StageConfig(BaseModel):
+    """Base for all stage configs: unknown keys are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    @classmethod
+    def load(
+        cls: type[C],
+        yaml_path: str | Path | None = None,
+        overrides: Iterable[str] = (),
+        **explicit: Any,
+    ) -> C:
+        """Build a config: defaults < YAML file < explicit CLI values < ``--set`` overrides.
+
+        ``explicit`` values that are ``None`` are treated as "not given", so a CLI
+        can pass every option straight through.
+        """
+        data: dict[str, Any] = {}
+        if yaml_path is not None:
+            data = deep_merge(data, read_yaml(yaml_path))
+        data = deep_merge(data, {k: v for k, v in explicit.items() if v is not None})
+        data = deep_merge(data, parse_overrides(overrides))
+        return cls.from_dict(data, source=str(yaml_path) if yaml_path else "<cli>")
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any], source: str = "<dict>") -> C:
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()
+            )
+            raise ConfigError(f"invalid {cls.__name__} from {source}: {problems}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def save(self, path: str | Path) -> Path:
+        """Write the resolved config as YAML (the file every run leaves beside its outputs)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+        tmp.replace(path)
+        return path
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
+    return loaded
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
+    """``["a.b=3", "name=x"]`` -> ``{"a": {"b": 3}, "name": "x"}``.
+
+    Values are parsed as YAML scalars/lists (``3`` -> int, ``1e-5`` -> float,
+    ``[q,v]`` -> list, ``null`` -> None), so types match what a YAML file gives.
+    """
+    result: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {item!r} has an empty key")
+        value = _parse_scalar(raw)
+        node = result
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier override of {part!r}")
+        node[parts[-1]] = value
+    return result
+
+
+def _parse_scalar(raw: str) -> Any:
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    # YAML 1.1 reads "1e-5" as a string; users mean a float.
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value.lower() for c in ".e") and value.strip() else value
+        except ValueError:
+            return value
+    return value
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``update`` into a copy of ``base`` (mappings merge, other values replace)."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

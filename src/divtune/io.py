@@ -1,0 +1,113 @@
+"""Small file helpers shared by all stages: JSONL with line-numbered errors,
+atomic writes, and "stage finished" markers so a killed stage is never taken
+for a finished one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+DONE_MARKER = ".divtune-done.json"
+
+
+class InputError(ValueError):
+    """Bad user input; the message names the file, the line/row and the field."""
+
+    def __init__(self, path: str | Path, message: str, line: int | None = None, field: str | None = None):
+        self.path = str(path)
+        self.line = line
+        self.field = field
+        where = self.path
+        if line is not None:
+            where += f", line {line}"
+        if field is not None:
+            where += f", field {field!r}"
+        super().__init__(f"{where}: {message}")
+
+
+def open_text(path: str | Path, mode: str = "rt"):
+    """Open a text file, transparently gunzipping ``*.gz``; strict UTF-8."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        return gzip.open(path, mode, encoding="utf-8", errors="strict")
+    return open(path, mode, encoding="utf-8", errors="strict")
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, object)``; blank lines are skipped, bad lines raise InputError."""
+    path = Path(path)
+    try:
+        with open_text(path) as handle:
+            for lineno, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield lineno, json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise InputError(path, f"malformed JSON ({err.msg} at column {err.colno})", line=lineno) from None
+    except UnicodeDecodeError as err:
+        raise InputError(path, f"undecodable bytes (not UTF-8) at byte offset {err.start}") from None
+
+
+def read_jsonl(path: str | Path) -> list[Any]:
+    return [obj for _, obj in iter_jsonl(path)]
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Any]) -> Path:
+    """Write rows as JSONL atomically (a reader never sees a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def is_stage_done(directory: str | Path) -> bool:
+    return (Path(directory) / DONE_MARKER).is_file()
+
+
+def mark_stage_done(directory: str | Path, info: dict[str, Any] | None = None) -> None:
+    """Write the marker last: its presence means every output of the stage is complete."""
+    write_json(Path(directory) / DONE_MARKER, info or {})
+
+
+def clear_stage_done(directory: str | Path) -> None:
+    marker = Path(directory) / DONE_MARKER
+    if marker.exists():
+        marker.unlink()

@@ -1,0 +1,190 @@
+"""Loading policy models and tokenizers from a hub id, a local folder, a local
+GGUF file (dequantised once, cached as safetensors) or a PEFT adapter folder.
+
+Security defaults: ``trust_remote_code=False`` unless the caller asks, and
+only safetensors weights (``use_safetensors=True``): no pickles from users.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from divtune import resources
+
+logger = logging.getLogger(__name__)
+
+#: Written into every adapter/model folder divtune saves: the model spec the
+#: user gave (e.g. ``smollm2``), so the base can be re-resolved on another
+#: machine instead of trusting an absolute cache path.
+BASE_SPEC_FILE = "divtune_base.json"
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str | None = None):
+    """bf16 on GPUs that support it, fp32 elsewhere (bf16 on CPU is ~10x slower here)."""
+    import torch
+
+    device = device or default_device()
+    if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def is_adapter_dir(spec: str | Path) -> bool:
+    return Path(spec).is_dir() and (Path(spec) / "adapter_config.json").is_file()
+
+
+def write_base_spec(output_dir: str | Path, base_spec: str) -> None:
+    path = Path(output_dir) / BASE_SPEC_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"base_model": str(base_spec)}) + "\n")
+
+
+def read_base_spec(model_dir: str | Path) -> str | None:
+    path = Path(model_dir) / BASE_SPEC_FILE
+    if path.is_file():
+        return json.loads(path.read_text())["base_model"]
+    return None
+
+
+def adapter_base_spec(adapter_dir: str | Path) -> str:
+    """The base model of an adapter folder: divtune's own record first, PEFT's second."""
+    recorded = read_base_spec(adapter_dir)
+    if recorded:
+        return recorded
+    config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{adapter_dir}/adapter_config.json names no base_model_name_or_path")
+    return base
+
+
+def gguf_cache_dir(gguf_path: str | Path) -> Path:
+    gguf_path = Path(gguf_path).resolve()
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:16]
+    return resources.cache_root() / "gguf" / f"{gguf_path.stem}-{key}"
+
+
+def convert_gguf(gguf_path: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """Dequantise a GGUF file to an fp32 safetensors folder, once; later calls reuse it.
+
+    A file lock makes concurrent processes (torchrun ranks) wait for one
+    conversion, and a marker written last means a killed conversion is redone.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_path)
+    if not gguf_path.is_file():
+        raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
+    target = Path(cache_dir) if cache_dir else gguf_cache_dir(gguf_path)
+    marker = target / ".converted"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(target) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.is_file():
+            return target
+        if target.exists():
+            shutil.rmtree(target)
+        logger.info("converting %s to safetensors in %s (once)", gguf_path, target)
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        # transformers refuses to save a model "quantized with gguf"; the
+        # weights are already dequantised, so drop the quantizer record.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        tmp = target.with_name(target.name + ".partial")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(target)
+        marker.write_text(str(gguf_path) + "\n")
+    return target
+
+
+def resolve_model_source(spec: str | Path) -> str:
+    """Turn a user's model spec into something ``from_pretrained`` takes.
+
+    - ``smollm2``: the shipped SmolLM2-135M-Instruct GGUF, converted once;
+    - ``minilm``: the shipped all-MiniLM-L6-v2 folder;
+    - ``*.gguf`` file: converted once;
+    - an existing folder: itself;
+    - anything else: a Hugging Face Hub id, left as is.
+    """
+    spec = str(spec)
+    if spec == resources.SMOLLM2_ALIAS:
+        return str(convert_gguf(resources.smollm2_gguf()))
+    if spec == resources.MINILM_ALIAS:
+        return str(resources.minilm_dir())
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        return str(convert_gguf(path))
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"model path {spec} is a file; expected a model folder or a .gguf file")
+        return str(path)
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise FileNotFoundError(f"model folder not found: {spec}")
+    return spec
+
+
+def load_tokenizer(spec: str | Path, trust_remote_code: bool = False, padding_side: str | None = None):
+    """Tokenizer of a model spec (of the base model, for an adapter folder), with a pad token."""
+    from transformers import AutoTokenizer
+
+    source = resolve_model_source(spec)
+    if is_adapter_dir(source) and not (Path(source) / "tokenizer_config.json").is_file():
+        source = resolve_model_source(adapter_base_spec(source))
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        # Reusing EOS as padding is safe: padded positions are masked out.
+        tokenizer.pad_token = tokenizer.eos_token
+    if padding_side:
+        tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_causal_lm(
+    spec: str | Path,
+    *,
+    dtype: Any = None,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    merge_adapter: bool = False,
+    adapter_trainable: bool = False,
+):
+    """Load a causal LM from any supported spec; adapters load on top of their base.
+
+    ``merge_adapter=True`` folds a LoRA adapter into the weights (faster
+    sampling); otherwise a ``PeftModel`` is returned for adapter folders.
+    """
+    from transformers import AutoModelForCausalLM
+
+    device = device or default_device()
+    dtype = dtype if dtype is not None else default_dtype(device)
+    source = resolve_model_source(spec)
+    if is_adapter_dir(source):
+        from peft import PeftModel
+
+        base = load_causal_lm(adapter_base_spec(source), dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        model = PeftModel.from_pretrained(base, source, is_trainable=adapter_trainable)
+        if merge_adapter:
+            model = model.merge_and_unload()
+        return model
+    model = AutoModelForCausalLM.from_pretrained(
+        source, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
+    )
+    return model.to(device)
