@@ -1,0 +1,229 @@
+"""Diversity, lexical and bootstrap metrics (SPEC §7), pure functions on arrays and strings.
+
+Embedding metrics work on a whole stack of prompts at once: ``emb`` has shape
+``(P, N, d)`` (P prompts, N samples each) and every pairwise similarity is one
+batched matrix product, so there is no Python loop over samples or pairs.
+Prompts with different sample counts are grouped by N by the caller
+(:func:`group_by_size`).
+
+Conventions (documented in ``docs/evaluate.md``):
+
+- cosine distance is ``1 - cos``; rows are L2-normalised here, so callers may
+  pass raw embeddings;
+- a per-prompt value that is undefined (fewer than 2 samples, no n-grams) is
+  ``nan``; averages over prompts ignore ``nan`` (``np.nanmean``);
+- higher is *more diverse* for diversity, Vendi and distinct-n; lower is more
+  diverse for self-BLEU and the compression ratio.
+"""
+
+from __future__ import annotations
+
+import gzip
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+# Eigenvalues below this (relative to 1) are numerical noise of a PSD kernel.
+_EIG_EPS = 1e-12
+
+
+def normalise_rows(emb: np.ndarray) -> np.ndarray:
+    """L2-normalise the last axis; all-zero rows stay zero (they have no direction)."""
+    emb = np.asarray(emb, dtype=np.float64)
+    norms = np.linalg.norm(emb, axis=-1, keepdims=True)
+    return emb / np.where(norms > 0, norms, 1.0)
+
+
+def cosine_similarity_stack(emb: np.ndarray) -> np.ndarray:
+    """``(P, N, d)`` -> ``(P, N, N)`` cosine similarities, one batched matmul."""
+    unit = normalise_rows(emb)
+    return np.einsum("pid,pjd->pij", unit, unit)
+
+
+def _pair_mask(mask: np.ndarray) -> np.ndarray:
+    """``(P, N)`` sample mask -> ``(P, N, N)`` mask of distinct pairs (i != j) of kept samples."""
+    n = mask.shape[-1]
+    off_diagonal = ~np.eye(n, dtype=bool)
+    return mask[:, :, None] & mask[:, None, :] & off_diagonal
+
+
+def mean_pairwise_cosine_distance(emb: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Per prompt, mean of ``1 - cos(e_i, e_j)`` over pairs i != j.
+
+    ``emb``: ``(P, N, d)``. ``mask`` (optional, ``(P, N)`` bool) keeps only some
+    samples per prompt (effective diversity); prompts with fewer than 2 kept
+    samples get ``nan``. Returns ``(P,)``.
+    """
+    emb = np.asarray(emb)
+    if emb.ndim != 3:
+        raise ValueError(f"expected embeddings of shape (P, N, d), got {emb.shape}")
+    sim = cosine_similarity_stack(emb)
+    if mask is None:
+        mask = np.ones(emb.shape[:2], dtype=bool)
+    pairs = _pair_mask(np.asarray(mask, dtype=bool))
+    n_pairs = pairs.sum(axis=(1, 2))
+    total = np.where(pairs, 1.0 - sim, 0.0).sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_pairs > 0, total / np.maximum(n_pairs, 1), np.nan)
+
+
+def vendi_score(emb: np.ndarray) -> np.ndarray:
+    """Per prompt Vendi score ``exp(-sum λ log λ)``, λ = eigenvalues of ``K / N``.
+
+    K is the cosine-similarity kernel of the N samples (K_ii = 1, so the
+    eigenvalues of K/N sum to 1). Tiny negative eigenvalues from round-off are
+    clipped to 0 and ``0 log 0 = 0``. Ranges from 1 (all samples identical) to N
+    (mutually orthogonal). ``emb``: ``(P, N, d)`` -> ``(P,)``.
+    """
+    emb = np.asarray(emb)
+    if emb.ndim != 3:
+        raise ValueError(f"expected embeddings of shape (P, N, d), got {emb.shape}")
+    n = emb.shape[1]
+    if n == 0:
+        return np.full(emb.shape[0], np.nan)
+    kernel = cosine_similarity_stack(emb) / n
+    eigenvalues = np.clip(np.linalg.eigvalsh(kernel), 0.0, None)
+    safe = np.where(eigenvalues > _EIG_EPS, eigenvalues, 1.0)  # log(1) = 0 implements 0 log 0 = 0
+    entropy = -(eigenvalues * np.log(safe)).sum(axis=-1)
+    return np.exp(entropy)
+
+
+def group_by_size(sizes: Sequence[int]) -> dict[int, np.ndarray]:
+    """Indices of items grouped by their size, so each group stacks into one ``(P, N, d)`` array."""
+    sizes_arr = np.asarray(sizes)
+    return {int(n): np.flatnonzero(sizes_arr == n) for n in np.unique(sizes_arr)}
+
+
+# ---------------------------------------------------------------- lexical metrics
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case, whitespace split: the tokenisation used by distinct-n."""
+    return text.lower().split()
+
+
+def distinct_n(samples: Sequence[str], n: int) -> float:
+    """Unique n-grams / total n-grams over one prompt's samples.
+
+    n-grams are taken within each sample (never across two samples) on
+    :func:`tokenize` tokens, and uniqueness is counted over the union of the
+    samples, so repeating a story lowers the value. ``nan`` when the samples
+    have no n-gram at all (every sample shorter than n tokens).
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    seen: set[tuple[str, ...]] = set()
+    total = 0
+    for text in samples:
+        tokens = tokenize(text)
+        grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+        total += len(grams)
+        seen.update(grams)
+    return len(seen) / total if total else float("nan")
+
+
+_BLEU = None
+
+
+def _bleu():
+    # One BLEU object reused: building it per sentence dominates the cost otherwise.
+    global _BLEU
+    if _BLEU is None:
+        from sacrebleu.metrics import BLEU
+
+        _BLEU = BLEU(effective_order=True)  # sacrebleu's sentence-BLEU defaults (13a, exp smoothing)
+    return _BLEU
+
+
+def self_bleu(samples: Sequence[str]) -> float:
+    """Mean over samples of sentence-BLEU(sample, references = the other samples), on a 0..1 scale.
+
+    sacrebleu defaults for sentence BLEU (13a tokeniser, ``exp`` smoothing,
+    effective order). Higher means the samples repeat each other (less diverse);
+    ``nan`` with fewer than 2 samples.
+    """
+    if len(samples) < 2:
+        return float("nan")
+    bleu = _bleu()
+    scores = [
+        bleu.sentence_score(hyp, [ref for j, ref in enumerate(samples) if j != i]).score
+        for i, hyp in enumerate(samples)
+    ]
+    return float(np.mean(scores)) / 100.0
+
+
+def compression_ratio(samples: Sequence[str]) -> float:
+    """Original bytes / gzip-compressed bytes of the samples joined by newlines.
+
+    Repetition across samples compresses well, so a *higher* ratio means *less*
+    diverse text. ``mtime=0`` keeps the gzip header (and so the value) deterministic.
+    """
+    raw = "\n".join(samples).encode("utf-8")
+    if not raw:
+        return float("nan")
+    return len(raw) / len(gzip.compress(raw, compresslevel=9, mtime=0))
+
+
+# ---------------------------------------------------------------- bootstrap
+
+
+def _resample_means(values: np.ndarray, n_boot: int, rng: np.random.Generator, chunk: int = 256) -> np.ndarray:
+    """``n_boot`` nan-means of resamples (with replacement) of ``values``, in chunks to bound memory."""
+    means = np.empty(n_boot)
+    size = len(values)
+    for start in range(0, n_boot, chunk):
+        stop = min(start + chunk, n_boot)
+        idx = rng.integers(0, size, size=(stop - start, size))
+        # An all-nan resample has a nan mean by definition; numpy's warning about it is noise.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            means[start:stop] = np.nanmean(values[idx], axis=1)
+    return means
+
+
+def bootstrap_ci(
+    values: Sequence[float], n_boot: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the (nan-)mean over prompts.
+
+    ``values`` holds one number per prompt (``nan`` = undefined for that prompt,
+    ignored). Returns ``(nan, nan)`` when no value is defined.
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0 or np.all(np.isnan(arr)):
+        return float("nan"), float("nan")
+    means = _resample_means(arr, n_boot, np.random.default_rng(seed))
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.nanquantile(means, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def paired_bootstrap_diff(
+    system: Sequence[float], baseline: Sequence[float], n_boot: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> dict[str, float]:
+    """Mean of ``system - baseline`` over common prompts, with a paired bootstrap interval.
+
+    Both arrays are aligned per prompt (same order); prompts where either value
+    is ``nan`` are dropped. Resampling prompts (not the two systems separately)
+    keeps the pairing, which removes the prompt-difficulty variance from the
+    interval. ``p_le_zero`` is the fraction of resampled differences <= 0.
+    """
+    a = np.asarray(system, dtype=np.float64)
+    b = np.asarray(baseline, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired arrays differ in shape: {a.shape} vs {b.shape}")
+    diff = a - b
+    diff = diff[~np.isnan(diff)]
+    if diff.size == 0:
+        return {"diff": float("nan"), "low": float("nan"), "high": float("nan"), "p_le_zero": float("nan"), "n": 0}
+    means = _resample_means(diff, n_boot, np.random.default_rng(seed))
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return {
+        "diff": float(diff.mean()),
+        "low": float(low),
+        "high": float(high),
+        "p_le_zero": float(np.mean(means <= 0)),
+        "n": int(diff.size),
+    }

@@ -1,0 +1,113 @@
+"""Hand-computed checks of the pure metric functions (SPEC §7)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from divtune import metrics
+
+
+def test_identical_samples_have_zero_diversity_and_vendi_one():
+    emb = np.tile(np.array([0.6, 0.8, 0.0]), (2, 4, 1))  # 2 prompts x 4 identical samples
+    assert metrics.mean_pairwise_cosine_distance(emb) == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert metrics.vendi_score(emb) == pytest.approx([1.0, 1.0], abs=1e-9)
+
+
+def test_orthogonal_unit_embeddings_have_diversity_one_and_vendi_n():
+    emb = np.eye(4)[None]  # 1 prompt, 4 mutually orthogonal unit vectors
+    assert metrics.mean_pairwise_cosine_distance(emb) == pytest.approx([1.0])
+    assert metrics.vendi_score(emb) == pytest.approx([4.0])
+
+
+def test_diversity_hand_computed_mixed_angles():
+    # e1, e1, e2: pairs (e1,e1)=0, (e1,e2)=1 twice -> mean over 3 unordered pairs = 2/3.
+    emb = np.array([[[1.0, 0.0], [2.0, 0.0], [0.0, 3.0]]])  # unnormalised on purpose
+    assert metrics.mean_pairwise_cosine_distance(emb) == pytest.approx([2.0 / 3.0])
+    # K/N has eigenvalues 2/3 and 1/3 (block [[1,1],[1,1]]/3 and [1]/3).
+    expected = math.exp(-(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3)))
+    assert metrics.vendi_score(emb) == pytest.approx([expected])
+
+
+def test_masked_diversity_keeps_only_passing_samples_and_nan_below_two():
+    emb = np.array([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]] * 2)
+    mask = np.array([[True, True, False], [True, False, False]])
+    out = metrics.mean_pairwise_cosine_distance(emb, mask=mask)
+    assert out[0] == pytest.approx(0.0)  # the two identical ones remain
+    assert np.isnan(out[1])
+
+
+def test_distinct_n_hand_computed():
+    samples = ["the cat sat", "The cat ran"]
+    # unigrams: the,cat,sat,the,cat,ran -> 4 unique / 6
+    assert metrics.distinct_n(samples, 1) == pytest.approx(4 / 6)
+    # bigrams: (the cat),(cat sat),(the cat),(cat ran) -> 3 / 4
+    assert metrics.distinct_n(samples, 2) == pytest.approx(3 / 4)
+    # trigrams: two different -> 2 / 2
+    assert metrics.distinct_n(samples, 3) == pytest.approx(1.0)
+    # no 4-grams at all -> undefined
+    assert math.isnan(metrics.distinct_n(samples, 4))
+
+
+def test_distinct_n_does_not_join_samples():
+    # "a b" + "c d": a cross-sample bigram (b c) must not be counted.
+    assert metrics.distinct_n(["a b", "c d"], 2) == pytest.approx(1.0)
+    assert metrics.distinct_n(["a b", "a b"], 2) == pytest.approx(0.5)
+
+
+def test_self_bleu_hand_computed():
+    assert metrics.self_bleu(["a b c d"] * 3) == pytest.approx(1.0)
+    assert metrics.self_bleu(["a b c d", "e f g h"]) == pytest.approx(0.0)
+    # "a b c d" vs "a b c e": precisions 3/4, 2/3, 1/2 and 4-gram 0/1 -> exp smoothing 1/2.
+    expected = (0.75 * (2 / 3) * 0.5 * 0.5) ** 0.25
+    assert metrics.self_bleu(["a b c d", "a b c e"]) == pytest.approx(expected, rel=1e-6)
+    assert math.isnan(metrics.self_bleu(["alone"]))
+
+
+def test_compression_ratio_is_higher_for_repeated_samples():
+    story = "The lighthouse keeper counted the ships that never came back, one candle for each."
+    others = [
+        "A dragon applied for a loan and the bank manager asked for collateral in gold.",
+        "Nobody on the colony ship remembered Earth, only the songs about its oceans.",
+        "My grandmother's recipe book had one page written in a language no one spoke.",
+    ]
+    repeated = metrics.compression_ratio([story] * 4)
+    varied = metrics.compression_ratio([story, *others])
+    assert repeated > varied > 1.0
+
+
+def test_bootstrap_interval_contains_point_estimate_and_is_seeded():
+    rng = np.random.default_rng(3)
+    values = rng.normal(0.4, 0.1, size=200)
+    low, high = metrics.bootstrap_ci(values, n_boot=500, seed=7)
+    assert low < values.mean() < high
+    assert high - low < 0.1  # about 4 standard errors (0.1/sqrt(200) = 0.007)
+    assert metrics.bootstrap_ci(values, n_boot=500, seed=7) == (low, high)
+
+
+def test_bootstrap_ignores_nan_prompts():
+    values = np.array([0.2, np.nan, 0.4, 0.6, np.nan])
+    low, high = metrics.bootstrap_ci(values, n_boot=300, seed=0)
+    assert 0.2 <= low <= 0.4 <= high <= 0.6
+    assert metrics.bootstrap_ci([np.nan, np.nan]) == pytest.approx((np.nan, np.nan), nan_ok=True)
+
+
+def test_paired_bootstrap_detects_a_consistent_gain():
+    rng = np.random.default_rng(0)
+    baseline = rng.uniform(0.0, 1.0, size=100)  # large between-prompt spread
+    system = baseline + 0.05 + rng.normal(0, 0.01, size=100)
+    result = metrics.paired_bootstrap_diff(system, baseline, n_boot=500, seed=1)
+    assert result["low"] > 0.0
+    assert result["low"] < result["diff"] < result["high"]
+    assert result["diff"] == pytest.approx(0.05, abs=0.01)
+    assert result["n"] == 100
+    # Same data unpaired: an interval for the baseline alone is far wider than the paired one.
+    low, high = metrics.bootstrap_ci(baseline, n_boot=500, seed=1)
+    assert (high - low) > 5 * (result["high"] - result["low"])
+
+
+def test_group_by_size():
+    groups = metrics.group_by_size([4, 3, 4, 2])
+    assert {k: v.tolist() for k, v in groups.items()} == {2: [3], 3: [1], 4: [0, 2]}
