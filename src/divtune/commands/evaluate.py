@@ -2,8 +2,67 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Not built yet: see the open issue for this stage."""
+    # Extra positional arguments are more generation files, so `--generations a.jsonl b.jsonl` works.
+    @app.command("evaluate", context_settings={"allow_extra_args": True})
+    def evaluate(
+        ctx: typer.Context,
+        generations: Optional[list[Path]] = typer.Option(
+            None, "--generations", help="Generations JSONL file(s); repeat or list several after one flag."
+        ),
+        output: Path = typer.Option(..., "--output", help="Folder for metrics.json, per_prompt.jsonl, config.yaml."),
+        gold: Optional[Path] = typer.Option(None, "--gold", help="Prepared folder: its human test responses become the `gold` row."),
+        reward: Optional[Path] = typer.Option(None, "--reward", help="Reward-model folder for quality (else the lines' `quality` field)."),
+        embedder: Optional[list[str]] = typer.Option(
+            None, "--embedder", help="NAME=SPEC for `semantic` and/or `style` (default semantic=minilm, style=stylometric)."
+        ),
+        embed_cache_dir: Optional[Path] = typer.Option(None, "--embed-cache-dir", help="On-disk embedding cache."),
+        num_gold: Optional[int] = typer.Option(None, "--num-gold", help="Human responses per gold prompt (default: the samples' N)."),
+        quality_threshold: Optional[float] = typer.Option(
+            None, "--quality-threshold", help="Effective diversity keeps samples with quality >= X (default: median gold quality)."
+        ),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Seed for gold sampling and the bootstrap."),
+        bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="Bootstrap resamples (default 1000)."),
+        config: Optional[Path] = typer.Option(None, "--config", help="YAML config file."),
+        overrides: Optional[list[str]] = typer.Option(None, "--set", help="key=value override (repeatable)."),
+    ) -> None:
+        """Diversity and quality metrics of generation files, with bootstrap intervals."""
+        import json
+
+        from divtune.embedders import DEFAULT_EMBEDDERS, parse_embedder_specs
+        from divtune.evaluate import EvaluateConfig, run_evaluate
+
+        from divtune.config import ConfigError
+
+        files = [str(p) for p in (generations or [])] + list(ctx.args)
+        embedders = None
+        if embedder:
+            try:
+                embedders = {**DEFAULT_EMBEDDERS, **parse_embedder_specs(embedder)}
+            except ValueError as err:
+                raise ConfigError(f"--embedder: {err}") from None
+        cfg = EvaluateConfig.load(
+            config,
+            overrides or [],
+            generations=files or None,
+            output=str(output),
+            gold=str(gold) if gold else None,
+            reward=str(reward) if reward else None,
+            embedders=embedders,
+            embed_cache_dir=str(embed_cache_dir) if embed_cache_dir else None,
+            num_gold=num_gold,
+            quality_threshold=quality_threshold,
+            seed=seed,
+            bootstrap=bootstrap,
+        )
+        results = run_evaluate(cfg)
+        for name, row in results.items():
+            shown = {k: row[k] for k in ("semantic_diversity", "style_diversity", "quality", "n_prompts")}
+            typer.echo(f"{name}: {json.dumps(shown)}")
+        typer.echo(f"wrote {Path(cfg.output) / 'metrics.json'}")

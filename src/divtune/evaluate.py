@@ -1,0 +1,395 @@
+"""``divtune evaluate``: diversity and quality metrics of generation files (SPEC §7).
+
+Reads one or more generations JSONL files (and optionally the human test
+responses of a prepared folder, the ``gold`` row), embeds every distinct text
+once per embedder, computes per-prompt metrics with the vectorised functions
+of :mod:`divtune.metrics`, and writes
+
+- ``DIR/metrics.json``: ``{system: {metric: mean over prompts, metric_ci: [low, high], n_prompts, n_samples}}``;
+- ``DIR/per_prompt.jsonl``: one line per system x prompt with the per-prompt values;
+- ``DIR/summary.json``: what was read, skipped (with reasons) and the quality threshold used;
+- ``DIR/config.yaml``: the resolved config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from divtune import metrics
+from divtune.config import ConfigError, StageConfig
+from divtune.io import InputError, clear_stage_done, iter_jsonl, mark_stage_done, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+GOLD = "gold"
+LEXICAL_KEYS = ["distinct_1", "distinct_2", "distinct_3", "distinct_4", "self_bleu", "compression_ratio"]
+#: Per-prompt metrics, in the order they appear in metrics.json.
+METRIC_KEYS = [
+    "semantic_diversity",
+    "style_diversity",
+    "vendi_semantic",
+    *LEXICAL_KEYS,
+    "quality",
+    "effective_semantic_diversity",
+]
+REQUIRED_EMBEDDERS = ("semantic", "style")
+_GENERATION_FIELDS = ("prompt_id", "prompt", "sample_index", "text")
+
+
+def _default_embedders() -> dict[str, str]:
+    from divtune.embedders import DEFAULT_EMBEDDERS
+
+    return dict(DEFAULT_EMBEDDERS)
+
+
+class EvaluateConfig(StageConfig):
+    generations: list[str] = Field(default_factory=list, description="generations JSONL files, one system each")
+    output: str
+    gold: str | None = Field(None, description="prepared folder whose test responses form the gold row")
+    reward: str | None = Field(None, description="reward-model folder (divtune reward train) for quality")
+    embedders: dict[str, str] = Field(default_factory=_default_embedders)
+    embed_cache_dir: str | None = None
+    embed_batch_size: int = 32
+    num_gold: int | None = Field(None, ge=2, description="human responses per gold prompt; default: the samples' N")
+    quality_threshold: float | None = Field(
+        None, description="effective diversity keeps samples with quality >= this; default: median gold quality"
+    )
+    seed: int = 0
+    bootstrap: int = Field(1000, ge=10)
+
+    @field_validator("embedders")
+    @classmethod
+    def _needs_semantic_and_style(cls, value: dict[str, str]) -> dict[str, str]:
+        missing = [name for name in REQUIRED_EMBEDDERS if name not in value]
+        extra = [name for name in value if name not in REQUIRED_EMBEDDERS]
+        if missing or extra:
+            raise ValueError(f"evaluate needs exactly the embedders {list(REQUIRED_EMBEDDERS)}; missing {missing}, unknown {extra}")
+        return value
+
+
+@dataclass
+class System:
+    """All samples of one system, grouped by prompt (prompt ids as strings, samples in index order)."""
+
+    name: str
+    source: str
+    prompts: dict[str, str] = field(default_factory=dict)
+    texts: dict[str, list[str]] = field(default_factory=dict)
+    quality: dict[str, list[float | None]] = field(default_factory=dict)
+    original_ids: dict[str, Any] = field(default_factory=dict)
+    is_gold: bool = False
+
+    @property
+    def n_samples(self) -> int:
+        return sum(len(t) for t in self.texts.values())
+
+    def has_quality(self) -> bool:
+        return bool(self.quality) and all(q is not None for qs in self.quality.values() for q in qs)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_generations(path: str | Path) -> System:
+    """Read one generations file; the system name is its ``model`` field, else the file stem."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "generations file not found")
+    rows: dict[str, dict[int, tuple[str, float | None]]] = {}
+    system = System(name="", source=str(path))
+    model_name: str | None = None
+    for lineno, obj in iter_jsonl(path):
+        if not isinstance(obj, dict):
+            raise InputError(path, f"expected a JSON object, got {type(obj).__name__}", line=lineno)
+        for key in _GENERATION_FIELDS:
+            if key not in obj:
+                raise InputError(path, "missing required field", line=lineno, field=key)
+        if not isinstance(obj["text"], str):
+            raise InputError(path, f"must be a string, got {type(obj['text']).__name__}", line=lineno, field="text")
+        if not isinstance(obj["prompt"], str):
+            raise InputError(path, "must be a string", line=lineno, field="prompt")
+        if not isinstance(obj["sample_index"], int) or isinstance(obj["sample_index"], bool):
+            raise InputError(path, "must be an integer", line=lineno, field="sample_index")
+        model = obj.get("model")
+        if model is not None:
+            if model_name is None:
+                model_name = str(model)
+            elif str(model) != model_name:
+                raise InputError(
+                    path, f"{model!r} differs from {model_name!r} earlier in the file (one system per file)",
+                    line=lineno, field="model",
+                )
+        quality = obj.get("quality")
+        if quality is not None and (not isinstance(quality, (int, float)) or isinstance(quality, bool)):
+            raise InputError(path, f"must be a number, got {quality!r}", line=lineno, field="quality")
+        prompt_key = str(obj["prompt_id"])
+        samples = rows.setdefault(prompt_key, {})
+        if obj["sample_index"] in samples:
+            raise InputError(
+                path, f"sample {obj['sample_index']} of prompt {prompt_key!r} appears twice", line=lineno,
+                field="sample_index",
+            )
+        samples[obj["sample_index"]] = (obj["text"], None if quality is None else float(quality))
+        system.prompts.setdefault(prompt_key, obj["prompt"])
+        system.original_ids.setdefault(prompt_key, obj["prompt_id"])
+    if not rows:
+        raise InputError(path, "no generations in file")
+    for prompt_key, samples in rows.items():
+        ordered = [samples[i] for i in sorted(samples)]
+        system.texts[prompt_key] = [text for text, _ in ordered]
+        system.quality[prompt_key] = [q for _, q in ordered]
+    system.name = model_name or path.name.split(".")[0]
+    return system
+
+
+def _pick_gold_indices(pool_id: str, available: int, n: int, seed: int) -> list[int]:
+    """Seeded choice of n of a pool's responses; seeded per pool so it does not depend on file order."""
+    pool_seed = int.from_bytes(hashlib.sha256(pool_id.encode()).digest()[:8], "little")
+    rng = np.random.default_rng([seed, pool_seed])
+    return sorted(rng.choice(available, size=n, replace=False).tolist())
+
+
+def read_gold(
+    prepared_dir: str | Path, wanted_prompts: set[str] | None, num_per_prompt: int, seed: int, skipped: Counter
+) -> System:
+    """Human test responses of a prepared folder, ``num_per_prompt`` per prompt (chosen with ``seed``)."""
+    prepared_dir = Path(prepared_dir)
+    responses_path = prepared_dir / "responses.jsonl"
+    test_path = prepared_dir / "test.jsonl"
+    for path in (responses_path, test_path):
+        if not path.is_file():
+            raise InputError(path, "not found (the --gold folder must be written by `divtune prepare`)")
+    prompts: dict[str, str] = {}
+    original_ids: dict[str, Any] = {}
+    for lineno, obj in iter_jsonl(test_path):
+        for key in ("pool_id", "prompt"):
+            if not isinstance(obj, dict) or key not in obj:
+                raise InputError(test_path, "missing required field", line=lineno, field=key)
+        prompts.setdefault(str(obj["pool_id"]), obj["prompt"])
+        original_ids.setdefault(str(obj["pool_id"]), obj["pool_id"])
+    pools: dict[str, list[tuple[int, str]]] = {}
+    for lineno, obj in iter_jsonl(responses_path):
+        for key in ("pool_id", "split", "text"):
+            if not isinstance(obj, dict) or key not in obj:
+                raise InputError(responses_path, "missing required field", line=lineno, field=key)
+        if obj["split"] != "test":
+            skipped["gold: train-split responses (not evaluated)"] += 1
+            continue
+        pool_key = str(obj["pool_id"])
+        if pool_key not in prompts:
+            raise InputError(responses_path, f"test pool {pool_key!r} has no prompt in {test_path.name}", line=lineno, field="pool_id")
+        if wanted_prompts is not None and pool_key not in wanted_prompts:
+            skipped["gold: test responses of prompts without generations"] += 1
+            continue
+        pools.setdefault(pool_key, []).append((int(obj.get("index", lineno)), obj["text"]))
+    gold = System(name=GOLD, source=str(prepared_dir), is_gold=True)
+    for pool_key in sorted(pools):
+        responses = sorted(pools[pool_key])
+        if len(responses) < num_per_prompt:
+            skipped[f"gold: test prompts with fewer than {num_per_prompt} human responses"] += 1
+            continue
+        chosen = _pick_gold_indices(pool_key, len(responses), num_per_prompt, seed)
+        gold.texts[pool_key] = [responses[i][1] for i in chosen]
+        gold.quality[pool_key] = [None] * num_per_prompt
+        gold.prompts[pool_key] = prompts[pool_key]
+        gold.original_ids[pool_key] = original_ids[pool_key]
+    if not gold.texts:
+        raise InputError(prepared_dir, f"no test prompt with at least {num_per_prompt} human responses for the gold row")
+    return gold
+
+
+def _unique_system_names(systems: list[System]) -> None:
+    """Generation files naming the same model (or ``gold``) get ``name (file stem)`` so none overwrites another."""
+    generated = [s for s in systems if not s.is_gold]
+    counts = Counter(s.name for s in generated)
+    for system in generated:
+        if counts[system.name] > 1 or system.name == GOLD:
+            system.name = f"{system.name} ({Path(system.source).name.split('.')[0]})"
+    names = [s.name for s in systems]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"system names collide even after adding file stems: {names}; rename the files")
+
+
+# ---------------------------------------------------------------- computing
+
+
+def embed_unique(texts: list[str], spec: str, cache_dir: str | None, batch_size: int) -> dict[str, np.ndarray]:
+    """Embed each distinct text once (one batched call for all systems)."""
+    from divtune.embedders import load_embedder
+
+    unique = list(dict.fromkeys(texts))
+    embedder = load_embedder(spec, cache_dir)
+    vectors = np.asarray(embedder.embed(unique, batch_size=batch_size, show_progress=True))
+    return dict(zip(unique, vectors))
+
+
+def per_prompt_embedding_metrics(
+    groups: list[list[str]], table: dict[str, np.ndarray], mask: list[np.ndarray] | None = None, vendi: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mean pairwise cosine distance (and optionally Vendi) per prompt, batched by sample count."""
+    diversity = np.full(len(groups), np.nan)
+    vendi_values = np.full(len(groups), np.nan) if vendi else None
+    for n, idx in metrics.group_by_size([len(g) for g in groups]).items():
+        if n < 2:
+            continue
+        stack = np.stack([np.stack([table[t] for t in groups[i]]) for i in idx])
+        sample_mask = None if mask is None else np.stack([mask[i] for i in idx])
+        diversity[idx] = metrics.mean_pairwise_cosine_distance(stack, mask=sample_mask)
+        if vendi:
+            vendi_values[idx] = metrics.vendi_score(stack)
+    return diversity, vendi_values
+
+
+def lexical_metrics(samples: list[str]) -> dict[str, float]:
+    out = {f"distinct_{n}": metrics.distinct_n(samples, n) for n in range(1, 5)}
+    out["self_bleu"] = metrics.self_bleu(samples)
+    out["compression_ratio"] = metrics.compression_ratio(samples)
+    return out
+
+
+def system_per_prompt(
+    system: System, semantic: dict[str, np.ndarray], style: dict[str, np.ndarray], threshold: float | None
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Per-prompt values of every metric for one system (prompts in sorted order)."""
+    prompt_keys = sorted(system.texts)
+    groups = [system.texts[k] for k in prompt_keys]
+    values: dict[str, np.ndarray] = {}
+    values["semantic_diversity"], values["vendi_semantic"] = per_prompt_embedding_metrics(groups, semantic, vendi=True)
+    values["style_diversity"], _ = per_prompt_embedding_metrics(groups, style)
+    lexical = [lexical_metrics(g) for g in groups]
+    for key in LEXICAL_KEYS:
+        values[key] = np.array([row[key] for row in lexical])
+    if system.has_quality() and threshold is not None:
+        qualities = [np.array(system.quality[k], dtype=np.float64) for k in prompt_keys]
+        values["quality"] = np.array([q.mean() for q in qualities])
+        passing = [q >= threshold for q in qualities]
+        effective, _ = per_prompt_embedding_metrics(groups, semantic, mask=passing)
+        # Rule: a prompt with fewer than 2 passing samples has no usable diversity -> 0,
+        # so a system cannot look diverse by producing mostly low-quality samples.
+        values["effective_semantic_diversity"] = np.nan_to_num(effective, nan=0.0)
+    else:
+        values["quality"] = np.full(len(groups), np.nan)
+        values["effective_semantic_diversity"] = np.full(len(groups), np.nan)
+    return prompt_keys, values
+
+
+def _json_number(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def aggregate(values: dict[str, np.ndarray], has_quality: bool, n_boot: int, seed: int) -> dict[str, Any]:
+    """Mean over prompts (ignoring undefined ones) and a bootstrap interval for every metric."""
+    row: dict[str, Any] = {}
+    for key in METRIC_KEYS:
+        per_prompt = values[key]
+        if key in ("quality", "effective_semantic_diversity") and not has_quality:
+            row[key], row[f"{key}_ci"] = None, None
+            continue
+        mean = float(np.nanmean(per_prompt)) if np.any(~np.isnan(per_prompt)) else float("nan")
+        low, high = metrics.bootstrap_ci(per_prompt, n_boot=n_boot, seed=seed)
+        row[key] = _json_number(mean)
+        row[f"{key}_ci"] = [_json_number(low), _json_number(high)]
+    return row
+
+
+def _score_quality(systems: list[System], reward_dir: str) -> None:
+    """Fill missing qualities with the reward model, in one batched call over all systems."""
+    from divtune.reward_model import RewardModel
+
+    todo: list[tuple[System, str, int]] = [
+        (s, k, i) for s in systems for k, qs in s.quality.items() for i, q in enumerate(qs) if q is None
+    ]
+    if not todo:
+        return
+    model = RewardModel.load(reward_dir)
+    scores = np.asarray(model.score([s.prompts[k] for s, k, _ in todo], [s.texts[k][i] for s, k, i in todo]))
+    for (system, key, i), score in zip(todo, scores):
+        system.quality[key][i] = float(score)
+
+
+def _resolve_threshold(cfg: EvaluateConfig, systems: list[System]) -> float | None:
+    if cfg.quality_threshold is not None:
+        return cfg.quality_threshold
+    # Default anchor: the median human (gold) response, i.e. "as good as a typical human story";
+    # without gold, the median over all evaluated samples.
+    gold = [s for s in systems if s.is_gold and s.has_quality()]
+    pool = gold or [s for s in systems if s.has_quality()]
+    scores = [q for s in pool for qs in s.quality.values() for q in qs]
+    return float(np.median(scores)) if scores else None
+
+
+def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+    """Evaluate every generations file (and the gold row); returns the metrics.json content."""
+    if not cfg.generations and not cfg.gold:
+        raise ConfigError("nothing to evaluate: give --generations files and/or --gold")
+    output = Path(cfg.output)
+    output.mkdir(parents=True, exist_ok=True)
+    clear_stage_done(output)
+    skipped: Counter = Counter()
+
+    systems = [read_generations(path) for path in cfg.generations]
+    if cfg.gold:
+        sample_counts = Counter(len(t) for s in systems for t in s.texts.values())
+        num_gold = cfg.num_gold or (sample_counts.most_common(1)[0][0] if sample_counts else 4)
+        wanted = {k for s in systems for k in s.texts} if systems else None
+        systems.append(read_gold(cfg.gold, wanted, num_gold, cfg.seed, skipped))
+    _unique_system_names(systems)
+
+    for system in systems:
+        for key in [k for k, t in system.texts.items() if len(t) < 2]:
+            skipped[f"{system.name}: prompts with fewer than 2 samples"] += 1
+            for table in (system.texts, system.quality, system.prompts):
+                table.pop(key, None)
+        if not system.texts:
+            raise InputError(system.source, "no prompt with at least 2 samples: diversity is undefined")
+
+    if cfg.reward:
+        _score_quality(systems, cfg.reward)
+    threshold = _resolve_threshold(cfg, systems)
+
+    all_texts = [t for s in systems for texts in s.texts.values() for t in texts]
+    semantic = embed_unique(all_texts, cfg.embedders["semantic"], cfg.embed_cache_dir, cfg.embed_batch_size)
+    if cfg.embedders["style"] == cfg.embedders["semantic"]:
+        style = semantic
+    else:
+        style = embed_unique(all_texts, cfg.embedders["style"], cfg.embed_cache_dir, cfg.embed_batch_size)
+
+    results: dict[str, Any] = {}
+    per_prompt_rows: list[dict[str, Any]] = []
+    for system in systems:
+        log.info("metrics for %s (%d prompts)", system.name, len(system.texts))
+        prompt_keys, values = system_per_prompt(system, semantic, style, threshold)
+        has_quality = system.has_quality() and threshold is not None
+        row = aggregate(values, has_quality, cfg.bootstrap, cfg.seed)
+        row["n_prompts"] = len(prompt_keys)
+        row["n_samples"] = system.n_samples
+        results[system.name] = row
+        for i, key in enumerate(prompt_keys):
+            line = {"system": system.name, "prompt_id": system.original_ids[key], "n_samples": len(system.texts[key])}
+            line.update({m: _json_number(values[m][i]) for m in METRIC_KEYS})
+            per_prompt_rows.append(line)
+
+    write_json(output / "metrics.json", results)
+    write_jsonl(output / "per_prompt.jsonl", per_prompt_rows)
+    cfg.save(output / "config.yaml")
+    summary = {
+        "systems": {s.name: {"source": s.source, "n_prompts": len(s.texts), "n_samples": s.n_samples} for s in systems},
+        "quality_threshold": threshold,
+        "quality_source": "reward model" if cfg.reward else "quality field of the generation lines",
+        "skipped": dict(skipped),
+        "embedders": cfg.embedders,
+        "bootstrap": cfg.bootstrap,
+        "seed": cfg.seed,
+    }
+    write_json(output / "summary.json", summary)
+    mark_stage_done(output, {"systems": list(results)})
+    return results
