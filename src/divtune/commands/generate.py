@@ -2,8 +2,41 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import List, Optional
+
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Not built yet: see the open issue for this stage."""
+    @app.command("generate")
+    def generate(
+        model: str = typer.Option(..., "--model", help="Model folder, adapter folder, .gguf file, hub id or 'smollm2'."),
+        prompts: str = typer.Option(..., "--prompts", help="Prepared folder/test.jsonl/responses.jsonl, JSONL with 'prompt', or a text file."),
+        output: Path = typer.Option(..., "--output", "-o", help="Generations JSONL (appended to when resuming)."),
+        num_samples: Optional[int] = typer.Option(None, "--num-samples", help="Samples per prompt (default 4)."),
+        name: Optional[str] = typer.Option(None, "--name", help="System name written in the 'model' field."),
+        max_prompts: Optional[int] = typer.Option(None, "--max-prompts", help="Use only the first K prompts."),
+        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Default 256."),
+        temperature: Optional[float] = typer.Option(None, "--temperature", help="Default 1.0 (0 = greedy)."),
+        top_p: Optional[float] = typer.Option(None, "--top-p", help="Default 0.95."),
+        top_k: Optional[int] = typer.Option(None, "--top-k", help="Default 50."),
+        repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", help="Default 1.1."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sequences per batch (default 16)."),
+        seed: Optional[int] = typer.Option(None, "--seed"),
+        backend: Optional[str] = typer.Option(None, "--backend", help="hf (default) or vllm."),
+        device: Optional[str] = typer.Option(None, "--device"),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file."),
+        overrides: List[str] = typer.Option([], "--set", help="key=value override, repeatable."),
+    ) -> None:
+        """Sample responses per prompt into a resumable generations JSONL."""
+        from divtune.generate import GenerateConfig, run_generate
+
+        cfg = GenerateConfig.load(
+            config, overrides, model=model, prompts=prompts, output=str(output), num_samples=num_samples,
+            name=name, max_prompts=max_prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+            top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty, batch_size=batch_size,
+            seed=seed, backend=backend, device=device,
+        )
+        path = run_generate(cfg)
+        typer.echo(str(path))

@@ -1,0 +1,486 @@
+"""Batched sampling from a policy model into a generations JSONL file.
+
+One output line per sample: ``prompt_id, prompt, sample_index, text, model,
+seed`` plus the decoding settings. The run is resumable: every finished batch
+is appended and fsync'ed, and a restarted run skips the samples already on
+disk (a torn last line from a killed run is cut off first).
+
+Determinism: the work is a fixed list of (prompt, sample_index) items, in
+prompt order, cut into batches of ``batch_size`` sequences. Batch ``k`` is
+sampled after seeding torch with ``batch_seed(seed, k)``. A resumed run
+therefore regenerates an interrupted batch exactly as an uninterrupted run
+would (same prompts, same batch, same seed) and writes only its missing
+samples, so the file ends up identical, as long as the prompts, ``seed`` and
+``batch_size`` are unchanged. The vllm backend instead seeds every request
+with ``sample_seed(seed, prompt_id, sample_index)``, which does not depend on
+batching at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal
+
+from divtune.config import ConfigError, StageConfig
+from divtune.io import InputError, iter_jsonl, open_text
+
+logger = logging.getLogger(__name__)
+
+#: Config fields that change which samples are produced: a resumed run must
+#: agree with the config already written beside the output on all of them.
+SAMPLE_DEFINING_FIELDS = (
+    "model",
+    "name",
+    "prompts",
+    "num_samples",
+    "max_prompts",
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+    "seed",
+    "use_chat_template",
+    "backend",
+)
+
+
+class GenerateConfig(StageConfig):
+    """Settings of ``divtune generate``; decoding defaults are the paper's (SPEC §7)."""
+
+    model: str
+    prompts: str
+    output: str
+    name: str | None = None
+    num_samples: int = 4
+    max_prompts: int | None = None
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 0.95
+    top_k: int = 50
+    repetition_penalty: float = 1.1
+    batch_size: int = 16
+    seed: int = 0
+    backend: Literal["hf", "vllm"] = "hf"
+    use_chat_template: bool = True
+    device: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    trust_remote_code: bool = False
+    show_progress: bool = True
+
+
+@dataclass(frozen=True)
+class Prompt:
+    prompt_id: Any
+    prompt: str
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def read_prompts(source: str | Path, max_prompts: int | None = None) -> list[Prompt]:
+    """Prompts from any supported source, in file order, optionally the first ``max_prompts``.
+
+    - a prepared folder: its ``test.jsonl``;
+    - a prepared ``test.jsonl``/``train.jsonl`` (pairs): unique prompts by ``pool_id``;
+    - a prepared ``responses.jsonl``: its test pools, prompt text from ``test.jsonl`` beside it;
+    - a JSONL list with a ``prompt`` field (optional ``prompt_id``, else the line number);
+    - any other file: plain text, one prompt per line, ``prompt_id`` = line number.
+    """
+    path = Path(source)
+    if path.is_dir():
+        path = path / "test.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"prompts file not found: {path}")
+    if _is_jsonl(path):
+        prompts = _read_jsonl_prompts(path)
+    else:
+        prompts = _read_text_prompts(path)
+    if not prompts:
+        raise InputError(path, "no prompts found")
+    if max_prompts is not None:
+        prompts = prompts[:max_prompts]
+    return prompts
+
+
+def _is_jsonl(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith((".jsonl", ".jsonl.gz", ".json", ".ndjson"))
+
+
+def _read_text_prompts(path: Path) -> list[Prompt]:
+    prompts, blank = [], 0
+    with open_text(path) as handle:
+        for lineno, line in enumerate(handle, start=1):
+            text = line.strip()
+            if not text:
+                blank += 1
+                continue
+            prompts.append(Prompt(lineno, text))
+    if blank:
+        logger.info("%s: skipped %d blank lines", path, blank)
+    return prompts
+
+
+def _read_jsonl_prompts(path: Path) -> list[Prompt]:
+    rows = iter_jsonl(path)
+    first = next(rows, None)
+    if first is None:
+        return []
+    lineno, obj = first
+    if not isinstance(obj, dict):
+        raise InputError(path, f"expected a JSON object, got {type(obj).__name__}", line=lineno)
+    rows = _chain([first], rows)
+    if "prompt" not in obj and "pool_id" in obj and "split" in obj:
+        return _read_responses_prompts(path, rows)
+    if "pool_id" in obj and "prompt" in obj:
+        return _read_pair_prompts(path, rows)
+    return _read_prompt_list(path, rows)
+
+
+def _chain(head: list, tail: Iterable) -> Iterable:
+    yield from head
+    yield from tail
+
+
+def _require_str(path: Path, lineno: int, obj: Any, field: str) -> str:
+    if not isinstance(obj, dict):
+        raise InputError(path, f"expected a JSON object, got {type(obj).__name__}", line=lineno)
+    if field not in obj:
+        raise InputError(path, "missing field", line=lineno, field=field)
+    value = obj[field]
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(path, f"must be a non-empty string, got {value!r:.60}", line=lineno, field=field)
+    return value
+
+
+def _read_pair_prompts(path: Path, rows) -> list[Prompt]:
+    """Prepared pairs: several lines share a pool; keep one prompt per pool_id."""
+    by_pool: dict[Any, str] = {}
+    for lineno, obj in rows:
+        prompt = _require_str(path, lineno, obj, "prompt")
+        pool_id = obj.get("pool_id")
+        if pool_id is None:
+            raise InputError(path, "missing field", line=lineno, field="pool_id")
+        if by_pool.setdefault(pool_id, prompt) != prompt:
+            raise InputError(path, f"pool {pool_id!r} has two different prompts", line=lineno, field="prompt")
+    return [Prompt(pool_id, prompt) for pool_id, prompt in by_pool.items()]
+
+
+def _read_responses_prompts(path: Path, rows) -> list[Prompt]:
+    """``responses.jsonl`` holds pool ids but no prompt text: join with ``test.jsonl`` beside it."""
+    test_pools: list[Any] = []
+    seen: set = set()
+    for lineno, obj in rows:
+        if not isinstance(obj, dict) or "pool_id" not in obj:
+            raise InputError(path, "missing field", line=lineno, field="pool_id")
+        if obj.get("split") == "test" and obj["pool_id"] not in seen:
+            seen.add(obj["pool_id"])
+            test_pools.append(obj["pool_id"])
+    pairs_path = path.parent / "test.jsonl"
+    if not pairs_path.is_file():
+        raise InputError(path, f"has no prompt text and {pairs_path} (where it is looked up) is missing")
+    texts = {p.prompt_id: p.prompt for p in _read_pair_prompts(pairs_path, iter_jsonl(pairs_path))}
+    missing = [pool for pool in test_pools if pool not in texts]
+    if missing:
+        # Pools with responses but no pair have no prompt text anywhere: say so, don't drop silently.
+        logger.warning("%s: %d test pools have no prompt in %s and are skipped (e.g. %r)",
+                       path, len(missing), pairs_path, missing[0])
+    return [Prompt(pool, texts[pool]) for pool in test_pools if pool in texts]
+
+
+def _read_prompt_list(path: Path, rows) -> list[Prompt]:
+    prompts: list[Prompt] = []
+    seen: dict[Any, int] = {}
+    for lineno, obj in rows:
+        prompt = _require_str(path, lineno, obj, "prompt")
+        prompt_id = obj.get("prompt_id", lineno)
+        if prompt_id in seen:
+            raise InputError(path, f"duplicate prompt_id {prompt_id!r} (first on line {seen[prompt_id]})",
+                             line=lineno, field="prompt_id")
+        seen[prompt_id] = lineno
+        prompts.append(Prompt(prompt_id, prompt))
+    return prompts
+
+
+# --------------------------------------------------------------------------- seeds and work plan
+
+
+def _derive_seed(*parts: Any) -> int:
+    digest = hashlib.sha256("|".join(json.dumps(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def batch_seed(seed: int, batch_index: int) -> int:
+    """Torch seed of batch ``batch_index`` (HF backend)."""
+    return _derive_seed("batch", seed, batch_index)
+
+
+def sample_seed(seed: int, prompt_id: Any, sample_index: int) -> int:
+    """Per-request seed (vllm backend): independent of batching."""
+    return _derive_seed("sample", seed, prompt_id, sample_index)
+
+
+def plan_batches(n_prompts: int, num_samples: int, batch_size: int) -> list[list[tuple[int, int]]]:
+    """All (prompt position, sample_index) items in prompt order, cut into batches."""
+    items = [(p, s) for p in range(n_prompts) for s in range(num_samples)]
+    return [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+
+
+# --------------------------------------------------------------------------- resumable output
+
+
+def load_done(output: Path) -> set[tuple[str, int]]:
+    """Keys of the samples already written; a torn (unterminated) last line is cut off."""
+    if not output.is_file():
+        return set()
+    data = output.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        logger.warning("%s: cutting off a torn last line (%d bytes) left by an interrupted run",
+                       output, len(data) - end)
+        with open(output, "r+b") as handle:
+            handle.truncate(end)
+            handle.flush()
+            os.fsync(handle.fileno())
+    done = set()
+    for lineno, obj in iter_jsonl(output):
+        for field in ("prompt_id", "sample_index"):
+            if field not in obj:
+                raise InputError(output, "existing generations line lacks a field", line=lineno, field=field)
+        done.add(sample_key(obj["prompt_id"], obj["sample_index"]))
+    return done
+
+
+def sample_key(prompt_id: Any, sample_index: int) -> tuple[str, int]:
+    # JSON round-trips keep types, but key on the JSON text so 1 and "1" stay distinct.
+    return json.dumps(prompt_id), int(sample_index)
+
+
+def append_rows(output: Path, rows: list[dict]) -> None:
+    """Append a finished batch and make it durable before the next one starts."""
+    with open(output, "a", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _check_resume_config(cfg: GenerateConfig, config_path: Path) -> None:
+    if not config_path.is_file():
+        return
+    import yaml
+
+    previous = yaml.safe_load(config_path.read_text()) or {}
+    current = cfg.to_dict()
+    changed = [f for f in SAMPLE_DEFINING_FIELDS if f in previous and previous[f] != current[f]]
+    if changed:
+        diff = ", ".join(f"{f}: {previous[f]!r} -> {current[f]!r}" for f in changed)
+        raise ConfigError(
+            f"{cfg.output} was started with different settings ({diff}); "
+            "use another --output or delete the old file to start over"
+        )
+
+
+def system_name(cfg: GenerateConfig) -> str:
+    """The ``model`` field of every line: ``--name``, else the model folder/file stem or hub id."""
+    if cfg.name:
+        return cfg.name
+    spec = cfg.model.rstrip("/")
+    path = Path(spec)
+    if path.suffix == ".gguf":
+        return path.stem
+    return path.name or spec
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run_generate(cfg: GenerateConfig, stop_after_batches: int | None = None) -> Path:
+    """Sample ``num_samples`` responses per prompt; returns the generations file.
+
+    ``stop_after_batches`` stops after that many newly written batches (used to
+    simulate an interrupted run in tests).
+    """
+    output = Path(cfg.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    prompts = read_prompts(cfg.prompts, cfg.max_prompts)
+    config_path = output.with_name(output.name + ".config.yaml")
+    _check_resume_config(cfg, config_path)
+    cfg.save(config_path)
+    done = load_done(output)
+    batches = plan_batches(len(prompts), cfg.num_samples, cfg.batch_size)
+    todo = [
+        (k, batch) for k, batch in enumerate(batches)
+        if any(sample_key(prompts[p].prompt_id, s) not in done for p, s in batch)
+    ]
+    total = len(prompts) * cfg.num_samples
+    logger.info("%d prompts x %d samples: %d already in %s, %d batches to run",
+                len(prompts), cfg.num_samples, len(done), output, len(todo))
+    if not todo:
+        return output
+    if cfg.backend == "vllm":
+        _run_vllm(cfg, prompts, done, output)
+        return output
+    _run_hf(cfg, prompts, todo, done, output, total, stop_after_batches)
+    return output
+
+
+def _row(cfg: GenerateConfig, prompt: Prompt, sample_index: int, text: str, seed: int, n_tokens: int) -> dict:
+    return {
+        "prompt_id": prompt.prompt_id,
+        "prompt": prompt.prompt,
+        "sample_index": sample_index,
+        "text": text,
+        "model": system_name(cfg),
+        "seed": seed,
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "top_k": cfg.top_k,
+        "repetition_penalty": cfg.repetition_penalty,
+        "max_new_tokens": cfg.max_new_tokens,
+        "num_new_tokens": n_tokens,
+    }
+
+
+def format_prompt(tokenizer, prompt: str, use_chat_template: bool = True) -> str:
+    """The prompt as the model sees it: a user turn of the chat template when there is one."""
+    if use_chat_template and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
+    return prompt
+
+
+def _torch_dtype(name: str, device: str):
+    import torch
+
+    from divtune.models import default_dtype
+
+    if name == "auto":
+        return default_dtype(device)
+    return getattr(torch, name)
+
+
+def _run_hf(cfg, prompts, todo, done, output, total, stop_after_batches) -> None:
+    import torch
+    from tqdm.auto import tqdm
+
+    from divtune.models import default_device, load_causal_lm, load_tokenizer
+
+    device = cfg.device or default_device()
+    tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code, padding_side="left")
+    model = load_causal_lm(
+        cfg.model, dtype=_torch_dtype(cfg.dtype, device), device=device,
+        trust_remote_code=cfg.trust_remote_code, merge_adapter=True,
+    )
+    model.eval()
+    formatted = [format_prompt(tokenizer, p.prompt, cfg.use_chat_template) for p in prompts]
+    # Chat templates already insert their special tokens; plain prompts get the tokenizer's own.
+    add_special = not (cfg.use_chat_template and getattr(tokenizer, "chat_template", None))
+    sampling = cfg.temperature > 0
+    progress = tqdm(total=total, initial=len(done), desc="generate", unit="sample", disable=not cfg.show_progress)
+    written_batches = 0
+    for batch_index, batch in todo:
+        seed = batch_seed(cfg.seed, batch_index)
+        encoded = tokenizer(
+            [formatted[p] for p, _ in batch], return_tensors="pt", padding=True, add_special_tokens=add_special
+        ).to(device)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            generated = model.generate(
+                **encoded,
+                do_sample=sampling,
+                temperature=cfg.temperature if sampling else None,
+                top_p=cfg.top_p if sampling else None,
+                top_k=cfg.top_k if sampling else None,
+                repetition_penalty=cfg.repetition_penalty,
+                max_new_tokens=cfg.max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        new_tokens = generated[:, encoded["input_ids"].shape[1]:]
+        rows = []
+        for (p, s), tokens in zip(batch, new_tokens):
+            if sample_key(prompts[p].prompt_id, s) in done:
+                continue  # written before an interruption; the batch was rerun only for its missing samples
+            n_tokens = _count_generated(tokens, tokenizer)
+            text = tokenizer.decode(tokens[:n_tokens], skip_special_tokens=True).strip()
+            rows.append(_row(cfg, prompts[p], s, text, seed, n_tokens))
+        append_rows(output, rows)
+        progress.update(len(rows))
+        written_batches += 1
+        if stop_after_batches is not None and written_batches >= stop_after_batches:
+            break
+    progress.close()
+
+
+def _count_generated(tokens, tokenizer) -> int:
+    """Tokens up to and including the first EOS (the rest is padding after the sequence ended)."""
+    eos = tokenizer.eos_token_id
+    ids = tokens.tolist()
+    if eos is not None and eos in ids:
+        return ids.index(eos) + 1
+    return len(ids)
+
+
+def _vllm_model_dir(cfg: GenerateConfig) -> str:
+    """vllm wants a plain model folder: adapters are merged into a cached folder first."""
+    from divtune import resources
+    from divtune.models import is_adapter_dir, load_causal_lm, load_tokenizer, resolve_model_source
+
+    source = resolve_model_source(cfg.model)
+    if not is_adapter_dir(source):
+        return source
+    key = _derive_seed("merged", str(Path(source).resolve()), os.path.getmtime(Path(source) / "adapter_config.json"))
+    target = resources.cache_root() / "merged" / f"{Path(source).name}-{key}"
+    if not (target / "config.json").is_file():
+        model = load_causal_lm(source, device="cpu", merge_adapter=True, trust_remote_code=cfg.trust_remote_code)
+        model.save_pretrained(target, safe_serialization=True)
+        load_tokenizer(source).save_pretrained(target)
+    return str(target)
+
+
+def _run_vllm(cfg: GenerateConfig, prompts: list[Prompt], done: set, output: Path) -> None:
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError:
+        raise ConfigError(
+            "--backend vllm needs vllm (GPU): install it with `pip install 'divtune[vllm]'`, "
+            "or use --backend hf"
+        ) from None
+    from tqdm.auto import tqdm
+
+    from divtune.models import load_tokenizer
+
+    model_dir = _vllm_model_dir(cfg)
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code)
+    llm = LLM(model=model_dir, seed=cfg.seed, trust_remote_code=cfg.trust_remote_code,
+              dtype="auto" if cfg.dtype == "auto" else cfg.dtype)
+    todo = [(p, s) for p in range(len(prompts)) for s in range(cfg.num_samples)
+            if sample_key(prompts[p].prompt_id, s) not in done]
+    # vllm schedules its own batches; chunks only bound how much is lost on interruption.
+    chunk = max(cfg.batch_size, 256)
+    progress = tqdm(total=len(todo), desc="generate (vllm)", unit="sample", disable=not cfg.show_progress)
+    for start in range(0, len(todo), chunk):
+        part = todo[start : start + chunk]
+        seeds = [sample_seed(cfg.seed, prompts[p].prompt_id, s) for p, s in part]
+        params = [
+            SamplingParams(
+                n=1, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                repetition_penalty=cfg.repetition_penalty, max_tokens=cfg.max_new_tokens, seed=seed,
+            )
+            for seed in seeds
+        ]
+        texts = [format_prompt(tokenizer, prompts[p].prompt, cfg.use_chat_template) for p, _ in part]
+        results = llm.generate(texts, params, use_tqdm=False)
+        rows = [
+            _row(cfg, prompts[p], s, result.outputs[0].text.strip(), seed, len(result.outputs[0].token_ids))
+            for (p, s), seed, result in zip(part, seeds, results)
+        ]
+        append_rows(output, rows)
+        progress.update(len(rows))
+    progress.close()
