@@ -1,0 +1,420 @@
+"""``divtune report``: tables and plots from one or more evaluation folders.
+
+Writes ``report.md``, a self-contained ``report.html`` (plots embedded as
+base64 PNG data URIs, inline CSS, no external assets) and the PNG plots:
+
+- ``quality_vs_semantic.png`` / ``quality_vs_style.png``: quality (x) against
+  diversity (y), one point per system with 95% interval bars, the human
+  ``gold`` row marked apart (the paper's main figure); when no system has a
+  quality score, a diversity-only strip chart that says so;
+- ``metrics_bars.png``: one panel per metric, a bar per system with its interval.
+
+Each system is compared with a baseline system by a paired bootstrap over the
+prompts both were evaluated on (from ``per_prompt.jsonl``).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from divtune import metrics as metric_fns
+from divtune.config import ConfigError
+from divtune.evaluate import GOLD, METRIC_KEYS
+from divtune.io import InputError, atomic_write_text, iter_jsonl
+
+#: Direction per metric, shown in the tables so readers need not remember it.
+HIGHER_IS_MORE_DIVERSE = {
+    "semantic_diversity": True,
+    "style_diversity": True,
+    "vendi_semantic": True,
+    "distinct_1": True,
+    "distinct_2": True,
+    "distinct_3": True,
+    "distinct_4": True,
+    "self_bleu": False,
+    "compression_ratio": False,
+    "effective_semantic_diversity": True,
+}
+GOLD_COLOUR = "#d4a017"
+PLOTS = ("quality_vs_semantic.png", "quality_vs_style.png", "metrics_bars.png")
+
+
+@dataclass
+class SystemResult:
+    name: str
+    eval_dir: Path
+    metrics: dict[str, Any]
+    per_prompt: dict[str, dict[str, float | None]]  # prompt id -> metric -> value
+
+    @property
+    def is_gold(self) -> bool:
+        return self.name == GOLD or self.name.startswith(f"{GOLD} [")
+
+
+def load_eval_dir(eval_dir: str | Path) -> list[SystemResult]:
+    """Systems of one evaluation folder (metrics.json + per_prompt.jsonl)."""
+    eval_dir = Path(eval_dir)
+    metrics_path = eval_dir / "metrics.json"
+    per_prompt_path = eval_dir / "per_prompt.jsonl"
+    for path in (metrics_path, per_prompt_path):
+        if not path.is_file():
+            raise InputError(path, "not found (run `divtune evaluate --output DIR` first)")
+    import json
+
+    try:
+        table = json.loads(metrics_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise InputError(metrics_path, f"malformed JSON ({err.msg})", line=err.lineno) from None
+    if not isinstance(table, dict) or not table:
+        raise InputError(metrics_path, "expected an object keyed by system name")
+    per_prompt: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in table}
+    for lineno, obj in iter_jsonl(per_prompt_path):
+        for key in ("system", "prompt_id"):
+            if not isinstance(obj, dict) or key not in obj:
+                raise InputError(per_prompt_path, "missing required field", line=lineno, field=key)
+        if obj["system"] not in per_prompt:
+            raise InputError(per_prompt_path, f"system {obj['system']!r} is not in metrics.json", line=lineno, field="system")
+        per_prompt[obj["system"]][str(obj["prompt_id"])] = obj
+    systems = []
+    for name, row in table.items():
+        missing = [k for k in METRIC_KEYS if k not in row]
+        if missing:
+            raise InputError(metrics_path, f"system {name!r} lacks {missing}", field=missing[0])
+        systems.append(SystemResult(name, eval_dir, row, per_prompt[name]))
+    return systems
+
+
+def load_systems(eval_dirs: list[str | Path]) -> list[SystemResult]:
+    """All systems of all folders; a name found in several folders gets ``name [folder]``."""
+    systems = [s for d in eval_dirs for s in load_eval_dir(d)]
+    counts: dict[str, int] = {}
+    for s in systems:
+        counts[s.name] = counts.get(s.name, 0) + 1
+    for s in systems:
+        if counts[s.name] > 1:
+            s.name = f"{s.name} [{s.eval_dir.name}]"
+    if len({s.name for s in systems}) != len(systems):
+        raise ConfigError("evaluation folders share a name and a system; give folders distinct names")
+    return systems
+
+
+def choose_baseline(systems: list[SystemResult], baseline: str | None) -> SystemResult:
+    """``--baseline`` if given; else a system named ``dpo`` (or ``...-dpo``), else the first non-gold one."""
+    if baseline is not None:
+        for s in systems:
+            if s.name == baseline:
+                return s
+        raise ConfigError(f"--baseline {baseline!r} is not among the systems {[s.name for s in systems]}")
+    for pattern in (r"^dpo$", r"(^|[^a-z0-9])dpo($|[^a-z0-9])"):
+        for s in systems:
+            if re.search(pattern, s.name.lower()):
+                return s
+    non_gold = [s for s in systems if not s.is_gold]
+    return (non_gold or systems)[0]
+
+
+def paired_differences(
+    systems: list[SystemResult], baseline: SystemResult, n_boot: int = 1000, seed: int = 0
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``{system: {metric: paired_bootstrap_diff(system - baseline)}}`` over common prompts."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for s in systems:
+        if s is baseline:
+            continue
+        common = sorted(set(s.per_prompt) & set(baseline.per_prompt))
+        out[s.name] = {}
+        for key in METRIC_KEYS:
+            a = np.array([_num(s.per_prompt[p].get(key)) for p in common], dtype=np.float64)
+            b = np.array([_num(baseline.per_prompt[p].get(key)) for p in common], dtype=np.float64)
+            out[s.name][key] = metric_fns.paired_bootstrap_diff(a, b, n_boot=n_boot, seed=seed)
+    return out
+
+
+def _num(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _colours(systems: list[SystemResult]) -> dict[str, str]:
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
+    colours, i = {}, 0
+    for s in systems:
+        if s.is_gold:
+            colours[s.name] = GOLD_COLOUR
+        else:
+            colours[s.name] = palette[i % len(palette)]
+            i += 1
+    return colours
+
+
+def _err(value: float | None, ci: list | None) -> tuple[float, float]:
+    """Asymmetric error-bar lengths from a [low, high] interval (0 when unknown)."""
+    if value is None or not ci or ci[0] is None or ci[1] is None:
+        return 0.0, 0.0
+    return max(value - ci[0], 0.0), max(ci[1] - value, 0.0)
+
+
+def plot_quality_vs_diversity(systems: list[SystemResult], metric: str, label: str, path: Path) -> str:
+    """Scatter of quality vs diversity (or a strip chart when no quality); returns the caption."""
+    plt = _plt()
+    colours = _colours(systems)
+    with_quality = [s for s in systems if s.metrics.get("quality") is not None and s.metrics.get(metric) is not None]
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    if with_quality:
+        for i, s in enumerate(with_quality):
+            x, y = s.metrics["quality"], s.metrics[metric]
+            xerr = np.array(_err(x, s.metrics.get("quality_ci"))).reshape(2, 1)
+            yerr = np.array(_err(y, s.metrics.get(f"{metric}_ci"))).reshape(2, 1)
+            ax.errorbar(
+                x, y, xerr=xerr, yerr=yerr, fmt="*" if s.is_gold else "o", markersize=16 if s.is_gold else 8,
+                color=colours[s.name], ecolor=colours[s.name], elinewidth=1.2, capsize=4,
+                markeredgecolor="black", label=f"{s.name} (human)" if s.is_gold else s.name,
+            )
+            # Alternate label offsets so systems at nearly the same point stay readable.
+            ax.annotate(s.name, (x, y), textcoords="offset points", xytext=(8, 6 if i % 2 == 0 else -14), fontsize=9)
+        # Gold without a quality score still anchors the diversity axis: a horizontal band.
+        for s in systems:
+            if s.is_gold and s not in with_quality and s.metrics.get(metric) is not None:
+                y = s.metrics[metric]
+                ax.axhline(y, color=GOLD_COLOUR, linestyle="--", linewidth=1.5, label=f"{s.name} (human, no quality score)")
+                ci = s.metrics.get(f"{metric}_ci")
+                if ci and ci[0] is not None:
+                    ax.axhspan(ci[0], ci[1], color=GOLD_COLOUR, alpha=0.15)
+        ax.legend(fontsize=8, loc="best")
+        ax.set_xlabel("quality (mean reward-model score)")
+        left_out = [s.name for s in systems if s not in with_quality and not s.is_gold]
+        caption = f"Quality (x) against {label} (y); bars are 95% bootstrap intervals over prompts; gold = human responses (star)."
+        if left_out:
+            caption += f" Not shown (no quality score): {', '.join(left_out)}."
+        if any(s.is_gold and s not in with_quality for s in systems):
+            caption += " The gold row has no quality score, so it is the dashed line with its interval shaded."
+        ax.set_title(f"Quality vs {label}")
+    else:
+        shown = [s for s in systems if s.metrics.get(metric) is not None]
+        for i, s in enumerate(shown):
+            y = s.metrics[metric]
+            yerr = np.array(_err(y, s.metrics.get(f"{metric}_ci"))).reshape(2, 1)
+            ax.errorbar(
+                i, y, yerr=yerr, fmt="*" if s.is_gold else "o", markersize=16 if s.is_gold else 8,
+                color=colours[s.name], capsize=4, markeredgecolor="black",
+            )
+        ax.set_xticks(range(len(shown)), [s.name for s in shown], rotation=20, ha="right")
+        ax.set_xlim(-0.7, len(shown) - 0.3)
+        ax.set_title(f"{label} (no quality scores: run evaluate with --reward)")
+        caption = (
+            f"{label.capitalize()} per system with 95% bootstrap intervals. No system has a quality score "
+            "(evaluate ran without --reward), so this is a diversity-only strip chart instead of quality vs diversity."
+        )
+    ax.set_ylabel(f"{label} (mean pairwise cosine distance)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return caption
+
+
+def plot_metric_bars(systems: list[SystemResult], path: Path) -> str:
+    """One panel per metric, one bar per system with its 95% interval."""
+    plt = _plt()
+    colours = _colours(systems)
+    keys = [k for k in METRIC_KEYS if any(s.metrics.get(k) is not None for s in systems)]
+    cols = 4
+    rows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.9 * rows), squeeze=False)
+    x = np.arange(len(systems))
+    for ax, key in zip(axes.flat, keys):
+        values = [s.metrics.get(key) for s in systems]
+        heights = [v if v is not None else 0.0 for v in values]
+        errs = np.array([_err(v, s.metrics.get(f"{key}_ci")) for v, s in zip(values, systems)]).T
+        bars = ax.bar(x, heights, yerr=errs, capsize=3, color=[colours[s.name] for s in systems], edgecolor="black", linewidth=0.5)
+        for xi, bar, s, v in zip(x, bars, systems, values):
+            if s.is_gold:
+                bar.set_hatch("//")
+            if v is None:
+                ax.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=7, color="#666")
+        arrow = {True: " (higher = more diverse)", False: " (lower = more diverse)"}.get(HIGHER_IS_MORE_DIVERSE.get(key), "")
+        ax.set_title(key + arrow, fontsize=8.5)
+        ax.set_xticks(x, [s.name for s in systems], rotation=30, ha="right", fontsize=8)
+        ax.tick_params(axis="y", labelsize=8)
+        finite = [h for h, v in zip(heights, values) if v is not None]
+        if finite and key in ("vendi_semantic", "compression_ratio"):
+            # These live far from 0 (Vendi >= 1, ratio > 1): start the axis near the data to show differences.
+            low = min(finite) - 0.15 * (max(finite) - min(finite) + 1e-9) - 0.05 * max(finite)
+            ax.set_ylim(bottom=max(low, 0.0))
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return "Every metric per system with 95% bootstrap intervals over prompts; the gold (human) bar is hatched."
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def _fmt_ci(row: dict[str, Any], key: str) -> str:
+    value = row.get(key)
+    ci = row.get(f"{key}_ci")
+    if value is None:
+        return "n/a"
+    if not ci or ci[0] is None:
+        return _fmt(value)
+    return f"{_fmt(value)} [{_fmt(ci[0])}, {_fmt(ci[1])}]"
+
+
+def _fmt_diff(d: dict[str, float]) -> str:
+    if not d or d.get("n", 0) == 0 or not math.isfinite(d["diff"]):
+        return "n/a"
+    mark = "*" if d["low"] > 0 or d["high"] < 0 else ""
+    return f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]{mark}"
+
+
+def metrics_table(systems: list[SystemResult]) -> tuple[list[str], list[list[str]]]:
+    header = ["system", *METRIC_KEYS, "n_prompts", "n_samples"]
+    rows = [
+        [s.name, *[_fmt_ci(s.metrics, k) for k in METRIC_KEYS], _fmt(s.metrics.get("n_prompts")), _fmt(s.metrics.get("n_samples"))]
+        for s in systems
+    ]
+    return header, rows
+
+
+def diff_table(diffs: dict[str, dict[str, dict[str, float]]]) -> tuple[list[str], list[list[str]]]:
+    header = ["system", "common prompts", *METRIC_KEYS]
+    rows = []
+    for name, per_metric in diffs.items():
+        n = max((d.get("n", 0) for d in per_metric.values()), default=0)
+        rows.append([name, str(n), *[_fmt_diff(per_metric[k]) for k in METRIC_KEYS]])
+    return header, rows
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+_NOTES = [
+    "Values are means over prompts with 95% percentile-bootstrap intervals over prompts, shown as value [low, high].",
+    "Higher is more diverse for semantic/style diversity, Vendi and distinct-n; lower is more diverse for self-BLEU and the gzip compression ratio (original/compressed bytes).",
+    "gold = human responses to the same test prompts, with the same number of responses per prompt as the samples.",
+    "effective_semantic_diversity keeps only samples whose quality passes the threshold (prompts with fewer than 2 passing samples count as 0).",
+    "Paired differences are system minus baseline over the prompts both share; * marks intervals that exclude 0.",
+]
+
+_CSS = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 24px auto; max-width: 1150px;
+       color: #222; line-height: 1.45; padding: 0 16px; }
+h1 { font-size: 1.6em; border-bottom: 2px solid #ddd; padding-bottom: 6px; }
+h2 { font-size: 1.25em; margin-top: 1.8em; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 12px; margin: 8px 0; }
+th, td { border: 1px solid #ccc; padding: 4px 6px; text-align: right; white-space: nowrap; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; font-weight: 600; }
+tbody tr:nth-child(even) { background: #fafafa; }
+figure { margin: 16px 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 13px; color: #555; }
+ul.notes { font-size: 13px; color: #444; }
+"""
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def run_report(eval_dirs: list[str | Path], output: str | Path, baseline: str | None = None, n_boot: int = 1000, seed: int = 0) -> Path:
+    """Write report.md, report.html and the PNG plots to ``output``; returns the HTML path."""
+    if not eval_dirs:
+        raise ConfigError("give at least one evaluation folder")
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    systems = load_systems(list(eval_dirs))
+    base = choose_baseline(systems, baseline)
+    diffs = paired_differences(systems, base, n_boot=n_boot, seed=seed)
+
+    figures = [
+        (PLOTS[0], "Quality vs semantic diversity", plot_quality_vs_diversity(systems, "semantic_diversity", "semantic diversity", output / PLOTS[0])),
+        (PLOTS[1], "Quality vs style diversity", plot_quality_vs_diversity(systems, "style_diversity", "style diversity", output / PLOTS[1])),
+        (PLOTS[2], "All metrics", plot_metric_bars(systems, output / PLOTS[2])),
+    ]
+    m_header, m_rows = metrics_table(systems)
+    d_header, d_rows = diff_table(diffs)
+    sources = ", ".join(str(Path(d)) for d in eval_dirs)
+
+    md = [
+        "# divtune evaluation report",
+        "",
+        f"Evaluation folders: {sources}. Baseline for paired differences: **{base.name}**.",
+        "",
+        "## Metrics",
+        "",
+        _md_table(m_header, m_rows),
+        "",
+        f"## Paired difference against {base.name}",
+        "",
+        _md_table(d_header, d_rows) if d_rows else "_Only one system: nothing to compare._",
+        "",
+        "## Plots",
+        "",
+    ]
+    for file, title, caption in figures:
+        md += [f"### {title}", "", f"![{title}]({file})", "", caption, ""]
+    md += ["## Notes", "", *[f"- {n}" for n in _NOTES], ""]
+    atomic_write_text(output / "report.md", "\n".join(md))
+
+    figures_html = "".join(
+        f'<h3>{html.escape(title)}</h3><figure><img alt="{html.escape(title)}" src="{_data_uri(output / file)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        for file, title, caption in figures
+    )
+    diff_html = _html_table(d_header, d_rows) if d_rows else "<p><em>Only one system: nothing to compare.</em></p>"
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>divtune evaluation report</title>
+<style>{_CSS}</style></head>
+<body>
+<h1>divtune evaluation report</h1>
+<p>Evaluation folders: {html.escape(sources)}. Baseline for paired differences: <strong>{html.escape(base.name)}</strong>.</p>
+<h2>Metrics</h2>
+{_html_table(m_header, m_rows)}
+<h2>Paired difference against {html.escape(base.name)}</h2>
+{diff_html}
+<h2>Plots</h2>
+{figures_html}
+<h2>Notes</h2>
+<ul class="notes">{''.join(f'<li>{html.escape(n)}</li>' for n in _NOTES)}</ul>
+</body></html>
+"""
+    return atomic_write_text(output / "report.html", page)
