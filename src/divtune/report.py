@@ -297,21 +297,24 @@ def _fmt_diff(d: dict[str, float]) -> str:
     return f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]{mark}"
 
 
+def _direction(key: str) -> str:
+    return {True: "↑", False: "↓"}.get(HIGHER_IS_MORE_DIVERSE.get(key), "")
+
+
 def metrics_table(systems: list[SystemResult]) -> tuple[list[str], list[list[str]]]:
-    header = ["system", *METRIC_KEYS, "n_prompts", "n_samples"]
-    rows = [
-        [s.name, *[_fmt_ci(s.metrics, k) for k in METRIC_KEYS], _fmt(s.metrics.get("n_prompts")), _fmt(s.metrics.get("n_samples"))]
-        for s in systems
-    ]
+    """One row per metric, one column per system (a few systems fit a page; 14 metric columns do not)."""
+    header = ["metric", *[s.name for s in systems]]
+    rows = [[f"{key} {_direction(key)}".strip(), *[_fmt_ci(s.metrics, key) for s in systems]] for key in METRIC_KEYS]
+    rows += [[key, *[_fmt(s.metrics.get(key)) for s in systems]] for key in ("n_prompts", "n_samples")]
     return header, rows
 
 
 def diff_table(diffs: dict[str, dict[str, dict[str, float]]]) -> tuple[list[str], list[list[str]]]:
-    header = ["system", "common prompts", *METRIC_KEYS]
-    rows = []
-    for name, per_metric in diffs.items():
-        n = max((d.get("n", 0) for d in per_metric.values()), default=0)
-        rows.append([name, str(n), *[_fmt_diff(per_metric[k]) for k in METRIC_KEYS]])
+    """One row per metric, one column per compared system: difference to the baseline [interval]."""
+    names = list(diffs)
+    header = ["metric", *names]
+    rows = [[f"{key} {_direction(key)}".strip(), *[_fmt_diff(diffs[n][key]) for n in names]] for key in METRIC_KEYS]
+    rows.append(["common prompts", *[str(max((d.get("n", 0) for d in diffs[n].values()), default=0)) for n in names]])
     return header, rows
 
 
@@ -329,7 +332,7 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
 
 _NOTES = [
     "Values are means over prompts with 95% percentile-bootstrap intervals over prompts, shown as value [low, high].",
-    "Higher is more diverse for semantic/style diversity, Vendi and distinct-n; lower is more diverse for self-BLEU and the gzip compression ratio (original/compressed bytes).",
+    "↑ higher is more diverse, ↓ lower is more diverse. Higher is more diverse for semantic/style diversity, Vendi and distinct-n; lower is more diverse for self-BLEU and the gzip compression ratio (original/compressed bytes).",
     "gold = human responses to the same test prompts, with the same number of responses per prompt as the samples.",
     "effective_semantic_diversity keeps only samples whose quality passes the threshold (prompts with fewer than 2 passing samples count as 0).",
     "Paired differences are system minus baseline over the prompts both share; * marks intervals that exclude 0.",

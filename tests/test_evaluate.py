@@ -1,0 +1,224 @@
+"""divtune evaluate: metrics.json layout, gold row, embedding reuse, bad input, real data."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from divtune import evaluate as ev
+from divtune.evaluate import METRIC_KEYS, EvaluateConfig, run_evaluate
+from divtune.io import InputError
+from conftest import write_jsonl
+
+WORDS = "dragon ship night sea storm castle girl robot moon star river old ran sang wept laughed forest king".split()
+CHEAP = {"semantic": "stylometric", "style": "stylometric"}
+
+
+def _generations(path: Path, model: str | None, n_prompts: int, diverse: bool, seed: int = 0, quality: bool = False):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_prompts):
+        base = " ".join(rng.choice(WORDS, size=25))
+        for i in range(4):
+            text = " ".join(rng.choice(WORDS, size=25)) if diverse else base
+            row = {"prompt_id": f"p{p}", "prompt": f"Write about {p}.", "sample_index": i, "text": text, "seed": 0}
+            if model is not None:
+                row["model"] = model
+            if quality:
+                row["quality"] = float(rng.uniform(-1, 1))
+            rows.append(row)
+    write_jsonl(path, rows)
+    return path
+
+
+class OneHotEmbedder:
+    """Each distinct text gets its own axis: distinct texts are orthogonal (distance exactly 1)."""
+
+    calls: list[list[str]] = []
+
+    def __init__(self, dim: int = 64):
+        self.name = "onehot"
+        self.axes: dict[str, int] = {}
+        self.dim = dim
+
+    def embed(self, texts, batch_size=32, show_progress=True):
+        OneHotEmbedder.calls.append(list(texts))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            out[row, self.axes.setdefault(text, len(self.axes))] = 1.0
+        return out
+
+
+@pytest.fixture
+def onehot(monkeypatch):
+    OneHotEmbedder.calls = []
+    monkeypatch.setattr("divtune.embedders.load_embedder", lambda spec, cache_dir=None: OneHotEmbedder())
+    return OneHotEmbedder
+
+
+def test_end_to_end_metrics_json_has_every_key_and_interval(tmp_path):
+    copies = _generations(tmp_path / "copies.jsonl", "copies", 10, diverse=False)
+    varied = _generations(tmp_path / "varied.jsonl", None, 10, diverse=True, seed=1)
+    cfg = EvaluateConfig(generations=[str(copies), str(varied)], output=str(tmp_path / "eval"), embedders=CHEAP, bootstrap=200)
+    results = run_evaluate(cfg)
+
+    on_disk = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert on_disk == results
+    assert set(results) == {"copies", "varied"}  # model field, else the file stem
+    expected_keys = {*METRIC_KEYS, *(f"{k}_ci" for k in METRIC_KEYS), "n_prompts", "n_samples"}
+    for name, row in results.items():
+        assert set(row) == expected_keys, name
+        assert row["quality"] is None and row["quality_ci"] is None  # no reward, no quality field
+        assert row["n_prompts"] == 10 and row["n_samples"] == 40
+        for key in METRIC_KEYS:
+            if row[key] is None:
+                continue
+            low, high = row[f"{key}_ci"]
+            assert low <= row[key] + 1e-12 and row[key] <= high + 1e-12, (name, key)
+    assert results["copies"]["semantic_diversity"] == pytest.approx(0.0, abs=1e-6)
+    assert results["copies"]["vendi_semantic"] == pytest.approx(1.0, abs=1e-4)
+    assert results["varied"]["semantic_diversity"] > 0.01
+    assert results["copies"]["self_bleu"] == pytest.approx(1.0)
+    assert results["varied"]["distinct_2"] > results["copies"]["distinct_2"]
+    assert results["copies"]["compression_ratio"] > results["varied"]["compression_ratio"]
+
+    lines = [json.loads(l) for l in (tmp_path / "eval" / "per_prompt.jsonl").read_text().splitlines()]
+    assert len(lines) == 20
+    assert {(l["system"], l["prompt_id"]) for l in lines} == {(s, f"p{p}") for s in results for p in range(10)}
+    assert (tmp_path / "eval" / "config.yaml").is_file()
+    assert EvaluateConfig.load(tmp_path / "eval" / "config.yaml").generations == cfg.generations
+
+
+def test_each_text_is_embedded_once_across_systems(tmp_path, onehot):
+    a = _generations(tmp_path / "a.jsonl", "a", 5, diverse=True, seed=3)
+    b = _generations(tmp_path / "b.jsonl", "b", 5, diverse=True, seed=3)  # same texts as a
+    run_evaluate(EvaluateConfig(generations=[str(a), str(b)], output=str(tmp_path / "e"),
+                                embedders={"semantic": "x", "style": "y"}, bootstrap=50))
+    assert len(onehot.calls) == 2  # one batched call per embedder
+    for call in onehot.calls:
+        assert len(call) == len(set(call)) == 20
+
+
+def test_effective_diversity_rule_and_threshold(tmp_path, onehot):
+    rows = []
+    # prompt A: two passing, distinct samples -> 1.0; prompt B: one passing -> counted as 0.
+    for pid, qualities in (("A", [0.9, 0.8, 0.1, 0.1]), ("B", [0.9, 0.1, 0.1, 0.2])):
+        for i, q in enumerate(qualities):
+            rows.append({"prompt_id": pid, "prompt": "p", "sample_index": i, "text": f"{pid} story {i}", "quality": q})
+    path = write_jsonl(tmp_path / "g.jsonl", rows)
+    out = run_evaluate(EvaluateConfig(generations=[str(path)], output=str(tmp_path / "e"), embedders=CHEAP,
+                                      quality_threshold=0.5, bootstrap=50))["g"]
+    assert out["semantic_diversity"] == pytest.approx(1.0)
+    assert out["effective_semantic_diversity"] == pytest.approx(0.5)
+    assert out["quality"] == pytest.approx(np.mean([0.475, 0.325]))
+
+
+def _prepared_folder(root: Path, n_pools: int = 6, per_pool: int = 7) -> Path:
+    test_rows, responses = [], []
+    for p in range(n_pools):
+        test_rows.append({"pool_id": p, "prompt": f"prompt {p}", "chosen": "c", "rejected": "r"})
+        for i in range(per_pool):
+            responses.append({"pool_id": p, "split": "test", "index": i, "text": f"human story {p}-{i}", "quality": 0.0})
+    responses.append({"pool_id": 100, "split": "train", "index": 0, "text": "train only"})
+    responses.append({"pool_id": 0, "split": "test", "index": 99, "text": "short pool"})
+    write_jsonl(root / "test.jsonl", test_rows)
+    write_jsonl(root / "responses.jsonl", responses)
+    return root
+
+
+def test_gold_row_uses_as_many_human_responses_as_samples(tmp_path, onehot):
+    prepared = _prepared_folder(tmp_path / "prep")
+    rows = [
+        {"prompt_id": p, "prompt": f"prompt {p}", "sample_index": i, "text": f"model {p}", "model": "m"}
+        for p in range(4) for i in range(3)
+    ]
+    gens = write_jsonl(tmp_path / "m.jsonl", rows)
+    out = run_evaluate(EvaluateConfig(generations=[str(gens)], gold=str(prepared), output=str(tmp_path / "e"),
+                                      embedders=CHEAP, bootstrap=50, seed=5))
+    assert out["gold"]["n_prompts"] == 4  # only prompts that have generations
+    assert out["gold"]["n_samples"] == 12  # 3 per prompt, like the model
+    assert out["gold"]["semantic_diversity"] == pytest.approx(1.0)  # distinct human stories, one-hot
+    assert out["m"]["semantic_diversity"] == pytest.approx(0.0)
+    summary = json.loads((tmp_path / "e" / "summary.json").read_text())
+    assert summary["skipped"]["gold: train-split responses (not evaluated)"] == 1
+    assert summary["skipped"]["gold: test responses of prompts without generations"] == 2 * 7
+
+    chosen = ev.read_gold(prepared, {"0", "1"}, 3, seed=5, skipped=__import__("collections").Counter())
+    again = ev.read_gold(prepared, {"0", "1"}, 3, seed=5, skipped=__import__("collections").Counter())
+    other = ev.read_gold(prepared, {"0", "1"}, 3, seed=6, skipped=__import__("collections").Counter())
+    assert chosen.texts == again.texts
+    assert chosen.texts != other.texts
+
+
+@pytest.mark.parametrize(
+    "bad_line, field",
+    [
+        ({"prompt_id": 1, "prompt": "p", "sample_index": 0}, "text"),
+        ({"prompt": "p", "sample_index": 0, "text": "t"}, "prompt_id"),
+        ({"prompt_id": 1, "prompt": "p", "sample_index": "0", "text": "t"}, "sample_index"),
+        ({"prompt_id": 1, "prompt": "p", "sample_index": 1, "text": "t", "quality": "high"}, "quality"),
+        ({"prompt_id": 1, "prompt": "p", "sample_index": 0, "text": "dup"}, "sample_index"),
+    ],
+)
+def test_bad_generation_line_names_file_line_and_field(tmp_path, bad_line, field):
+    good = {"prompt_id": 1, "prompt": "p", "sample_index": 0, "text": "t", "model": "m"}
+    path = write_jsonl(tmp_path / "g.jsonl", [good, bad_line])
+    with pytest.raises(InputError) as err:
+        ev.read_generations(path)
+    assert err.value.line == 2 and err.value.field == field
+    assert "g.jsonl" in str(err.value)
+
+
+def test_malformed_json_line_is_reported(tmp_path):
+    path = tmp_path / "g.jsonl"
+    path.write_text('{"prompt_id": 1, "prompt": "p", "sample_index": 0, "text": "t"}\n{not json\n')
+    with pytest.raises(InputError, match="line 2"):
+        ev.read_generations(path)
+
+
+def test_cli_accepts_several_files_after_one_flag(tmp_path, onehot):
+    from typer.testing import CliRunner
+
+    from divtune.cli import app
+
+    a = _generations(tmp_path / "a.jsonl", "a", 3, diverse=True)
+    b = _generations(tmp_path / "b.jsonl", "b", 3, diverse=False)
+    result = CliRunner().invoke(
+        app, ["evaluate", "--generations", str(a), str(b), "--output", str(tmp_path / "e"), "--bootstrap", "20"]
+    )
+    assert result.exit_code == 0, result.output
+    assert set(json.loads((tmp_path / "e" / "metrics.json").read_text())) == {"a", "b"}
+
+
+def test_real_data_gold_is_more_diverse_than_four_copies(tmp_path, minilm_path):
+    """Shipped wp_scored, prepared by divtune prepare, real MiniLM embeddings."""
+    from divtune.prepare import PrepareConfig, run_prepare
+
+    start = time.time()
+    prepared = tmp_path / "prep"
+    run_prepare(PrepareConfig(inputs=["shipped:wp_scored"], output=str(prepared), max_prompts=40))
+    test_pools = {}
+    for line in (prepared / "responses.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if row["split"] == "test":
+            test_pools.setdefault(row["pool_id"], []).append(row["text"])
+    prompts = {json.loads(l)["pool_id"]: json.loads(l)["prompt"] for l in (prepared / "test.jsonl").read_text().splitlines()}
+    usable = [pid for pid, texts in test_pools.items() if len(texts) >= 4 and pid in prompts]
+    assert len(usable) >= 2, "the prepared test split should have pools with 4+ responses"
+    copies = [
+        {"prompt_id": pid, "prompt": prompts[pid], "sample_index": i, "text": test_pools[pid][0], "model": "copies"}
+        for pid in usable for i in range(4)
+    ]
+    gens = write_jsonl(tmp_path / "copies.jsonl", copies)
+    out = run_evaluate(EvaluateConfig(generations=[str(gens)], gold=str(prepared), output=str(tmp_path / "e"),
+                                      embedders={"semantic": str(minilm_path), "style": "stylometric"}, bootstrap=200))
+    assert out["gold"]["n_prompts"] == len(usable)
+    assert out["gold"]["semantic_diversity"] > out["copies"]["semantic_diversity"]
+    assert out["gold"]["semantic_diversity"] > 0.2  # different human stories are far apart in MiniLM space
+    assert out["copies"]["semantic_diversity"] == pytest.approx(0.0, abs=1e-5)
+    assert out["gold"]["semantic_diversity_ci"][0] > out["copies"]["semantic_diversity_ci"][1]
+    assert time.time() - start < 60
