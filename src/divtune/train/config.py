@@ -1,0 +1,200 @@
+"""``TrainConfig``: the typed settings of ``divtune train`` and how they become
+the keyword arguments of TRL's ``DPOConfig`` / ``ORPOConfig`` / ``SFTConfig``.
+
+Precedence, lowest first: TrainingArguments defaults < TRL config defaults <
+divtune's device defaults (fp32 and no gradient checkpointing on CPU, bf16 on
+capable GPUs) < the paper's per-method defaults (lr, epochs, schedule) <
+``training:`` in YAML / ``--set``.
+
+``--set`` routing rule: a top-level key that is not a ``TrainConfig`` field but
+is a field of Hugging Face ``TrainingArguments`` (or of TRL's DPO/ORPO/SFT
+configs) is moved into ``training``. So ``--set max_steps=5`` and
+``--set training.max_steps=5`` mean the same; a key that is neither is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from divtune.config import ConfigError, StageConfig
+from divtune.train.online_config import OnlineConfig
+
+OFFLINE_METHODS = ("sft", "dpo", "ddpo", "orpo", "dorpo", "divpo")
+ONLINE_METHODS = ("grpo", "dqo", "darling")
+METHODS = OFFLINE_METHODS + ONLINE_METHODS
+#: Methods whose loss reads the per-pair ``weight`` column.
+WEIGHTED_METHODS = ("ddpo", "dorpo")
+DPO_FAMILY = ("dpo", "ddpo", "divpo")
+ORPO_FAMILY = ("orpo", "dorpo")
+
+#: The paper's settings (Chung et al. 2025, appendix) per method.
+PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dpo": {"learning_rate": 5e-6, "num_train_epochs": 3},
+    "ddpo": {"learning_rate": 5e-6, "num_train_epochs": 3},
+    "divpo": {"learning_rate": 5e-6, "num_train_epochs": 3},
+    "orpo": {"learning_rate": 5e-6, "num_train_epochs": 4},
+    "dorpo": {"learning_rate": 5e-6, "num_train_epochs": 4},
+    "sft": {"learning_rate": 3e-5, "num_train_epochs": 1, "lr_scheduler_type": "cosine"},
+}
+
+#: divtune's own defaults for every method (overridable): log every step so
+#: metrics.jsonl has one line per optimizer step, keep two checkpoints for --resume.
+COMMON_DEFAULTS: dict[str, Any] = {
+    "logging_steps": 1,
+    "save_strategy": "steps",
+    "save_steps": 100,
+    "save_total_limit": 2,
+    "per_device_train_batch_size": 4,
+    "gradient_accumulation_steps": 4,
+    "report_to": ["tensorboard"],
+    "dataloader_num_workers": 0,
+}
+
+
+class LoraSettings(StageConfig):
+    enabled: bool = True
+    r: int = 128
+    alpha: int = 256
+    dropout: float = 0.05
+    #: ``all-linear`` (PEFT's shortcut) or a list of module names, e.g. ``[q_proj, v_proj]``.
+    target_modules: str | list[str] = "all-linear"
+
+
+class TrainConfig(StageConfig):
+    method: Literal["sft", "dpo", "ddpo", "orpo", "dorpo", "divpo", "grpo", "dqo", "darling"] = "ddpo"
+    #: Prepared data: a folder with ``train.jsonl`` (``divtune prepare``) or a JSONL file.
+    data: str = ""
+    #: Base model: hub id, local folder, ``.gguf`` file or the ``smollm2`` alias.
+    model: str = "smollm2"
+    output: str = ""
+    #: Start from an SFT adapter folder or a full model folder (DPO/ORPO family).
+    init: str | None = None
+    #: Compute the reference log-probs once before training and drop the reference.
+    precompute_ref: bool = False
+    beta: float = 0.1
+    orpo_lambda: float = 0.25
+    dorpo_mode: Literal["outside", "released"] = "outside"
+    #: Which tokens the ORPO NLL term covers: prompt + chosen (TRL and the
+    #: released code) or the chosen completion only.
+    orpo_nll_tokens: Literal["full", "completion"] = "full"
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    #: Longest prompt + completion in tokens. Completions are cut to fit (counted);
+    #: pairs whose prompt alone leaves no room for one completion token are dropped (counted).
+    max_length: int = 1024
+    resume: bool = False
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: Reward model folder for the online methods (grpo, dqo, darling).
+    reward: str | None = None
+    online: OnlineConfig = Field(default_factory=OnlineConfig)
+    #: Also log to Weights & Biases (only if ``wandb`` is installed).
+    wandb: bool = False
+    trust_remote_code: bool = False
+    #: Hugging Face ``TrainingArguments`` / TRL config fields, passed through as they are.
+    training: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _route_training_arguments(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        own = set(cls.model_fields)
+        stray = [key for key in data if key not in own]
+        if not stray:
+            return data
+        known = passthrough_field_names()
+        data = dict(data)
+        training = dict(data.get("training") or {})
+        for key in stray:
+            if key in known:
+                training[key] = data.pop(key)
+        data["training"] = training
+        return data
+
+    @field_validator("training")
+    @classmethod
+    def _check_training_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - passthrough_field_names())
+        if unknown:
+            raise ValueError(f"not TrainingArguments/TRL config fields: {', '.join(unknown)}")
+        reserved = sorted(set(value) & RESERVED_TRAINING_KEYS)
+        if reserved:
+            raise ValueError(
+                f"{', '.join(reserved)} are set by divtune; use the top-level settings "
+                "(output, seed, max_length, beta, orpo_lambda, precompute_ref) instead"
+            )
+        return value
+
+
+#: TrainingArguments/TRL names divtune derives from its own top-level fields.
+RESERVED_TRAINING_KEYS = frozenset(
+    {"output_dir", "seed", "max_length", "beta", "precompute_ref_log_probs", "loss_type", "completion_only_loss"}
+)
+
+
+@functools.lru_cache(maxsize=1)
+def passthrough_field_names() -> frozenset[str]:
+    """Field names of TrainingArguments and TRL's DPO/ORPO/SFT configs."""
+    from transformers import TrainingArguments
+    from trl import DPOConfig, SFTConfig
+    from trl.experimental.orpo import ORPOConfig
+
+    names: set[str] = set()
+    for config_class in (TrainingArguments, DPOConfig, ORPOConfig, SFTConfig):
+        names.update(f.name for f in dataclasses.fields(config_class) if f.init)
+    return frozenset(names)
+
+
+def device_defaults(device: str) -> dict[str, Any]:
+    """fp32 and no gradient checkpointing on CPU (TRL defaults bf16 + checkpointing, ~10x slower here)."""
+    from divtune.models import default_dtype
+
+    import torch
+
+    if device == "cpu":
+        return {"use_cpu": True, "bf16": False, "fp16": False, "gradient_checkpointing": False}
+    bf16 = default_dtype(device) == torch.bfloat16
+    return {"bf16": bf16, "fp16": False, "gradient_checkpointing": True}
+
+
+def resolve_device(cfg: TrainConfig) -> str:
+    import torch
+
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda was asked for but no CUDA device is available")
+    return cfg.device
+
+
+def resolved_training(cfg: TrainConfig, device: str) -> dict[str, Any]:
+    """The TrainingArguments overrides of this run: divtune defaults, then the user's."""
+    if cfg.method not in PAPER_DEFAULTS:
+        raise ConfigError(f"unknown offline method {cfg.method!r}; expected one of {', '.join(OFFLINE_METHODS)}")
+    merged: dict[str, Any] = {}
+    merged.update(COMMON_DEFAULTS)
+    merged.update(device_defaults(device))
+    merged.update(PAPER_DEFAULTS[cfg.method])
+    merged.update(cfg.training)
+    return merged
+
+
+def trl_config_kwargs(cfg: TrainConfig, device: str) -> dict[str, Any]:
+    """Everything the TRL config of ``cfg.method`` is built from."""
+    kwargs = resolved_training(cfg, device)
+    kwargs["output_dir"] = cfg.output
+    kwargs["seed"] = cfg.seed
+    kwargs["max_length"] = cfg.max_length
+    if cfg.method in DPO_FAMILY:
+        kwargs["beta"] = cfg.beta
+        kwargs["precompute_ref_log_probs"] = cfg.precompute_ref
+    elif cfg.method in ORPO_FAMILY:
+        # TRL's ORPOConfig calls the paper's lambda ``beta``.
+        kwargs["beta"] = cfg.orpo_lambda
+    elif cfg.method == "sft":
+        kwargs["completion_only_loss"] = True
+    return kwargs

@@ -1,0 +1,220 @@
+"""``run_train``: prepared pairs + a base model -> a tuned adapter (or model) in OUTPUT.
+
+OUTPUT holds the adapter/model and tokenizer, ``config.yaml`` (resolved),
+``metrics.jsonl``, TensorBoard logs in ``runs/``, ``data_report.json``,
+``divtune_base.json`` (the base model spec, so the adapter reloads anywhere),
+``checkpoint-*`` folders for ``--resume``, and a done marker written last.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from divtune.config import ConfigError
+from divtune.io import is_stage_done, mark_stage_done, write_json
+from divtune.train.config import (
+    DPO_FAMILY,
+    ONLINE_METHODS,
+    ORPO_FAMILY,
+    TrainConfig,
+    resolve_device,
+    resolved_training,
+    trl_config_kwargs,
+)
+
+logger = logging.getLogger(__name__)
+
+DATA_REPORT_FILE = "data_report.json"
+REF_ADAPTER = "ref"
+
+
+def run_train(cfg: TrainConfig, callbacks: list[Any] | None = None) -> Path:
+    """Train ``cfg.method`` and return the output folder. ``callbacks``: extra TrainerCallbacks."""
+    if cfg.method in ONLINE_METHODS:
+        from divtune.train.online import run_online_train
+
+        return run_online_train(cfg)
+    if not cfg.data:
+        raise ConfigError("train: `data` (prepared folder or pairs JSONL) is required")
+    if not cfg.output:
+        raise ConfigError("train: `output` folder is required")
+    output = Path(cfg.output)
+    resume_from = _resume_point(output, cfg.resume)
+    if resume_from == "done":
+        logger.info("%s already holds a finished run; nothing to do", output)
+        return output
+
+    from divtune.train import data as pairs_data
+
+    device = resolve_device(cfg)
+    path = pairs_data.train_file(cfg.data)
+    pairs_data.check_pairs_kind(cfg.data, cfg.method)
+    rows = pairs_data.read_pairs(path, cfg.method)
+    tokenizer = _load_tokenizer(cfg)
+    report = pairs_data.DataReport(path=str(path), rows_read=len(rows))
+    rows = pairs_data.fit_to_max_length(rows, tokenizer, cfg.max_length, report)
+    if report.dropped_long_prompt:
+        logger.warning(
+            "dropped %d pairs whose prompt alone fills max_length=%d (see %s)",
+            len(report.dropped_long_prompt), cfg.max_length, DATA_REPORT_FILE,
+        )
+    if report.truncated:
+        logger.info("%d pairs are longer than max_length=%d and keep their start", report.truncated, cfg.max_length)
+
+    from datasets import Dataset
+
+    dataset = Dataset.from_list(pairs_data.to_trl_rows(rows, cfg.method, pairs_data.has_chat_template(tokenizer)))
+    model, base_spec = load_policy(cfg, device)
+    trainer = build_trainer(cfg, device, model, tokenizer, dataset, callbacks or [])
+    report.dropped_by_trainer = len(dataset) - len(trainer.train_dataset)
+    if report.dropped_by_trainer:
+        logger.warning("TRL dropped %d more pairs while tokenising (see %s)", report.dropped_by_trainer, DATA_REPORT_FILE)
+
+    is_main = trainer.is_world_process_zero()
+    if is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        resolved = cfg.model_copy(update={"training": resolved_training(cfg, device)})
+        resolved.save(output / "config.yaml")
+        write_json(output / DATA_REPORT_FILE, report.to_dict())
+        if resume_from is not None:
+            from divtune.train.callbacks import truncate_metrics
+
+            truncate_metrics(output, int(Path(resume_from).name.split("-")[-1]))
+
+    trainer.train(resume_from_checkpoint=resume_from)
+    save_final(trainer, tokenizer, output, base_spec)
+    trainer.accelerator.wait_for_everyone()
+    if is_main:
+        mark_stage_done(output, {"method": cfg.method, "global_step": trainer.state.global_step})
+    return output
+
+
+def _resume_point(output: Path, resume: bool) -> str | None:
+    """The checkpoint to resume from, ``"done"`` for a finished run, or None for a fresh start."""
+    checkpoints = sorted(output.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) if output.is_dir() else []
+    if is_stage_done(output):
+        if resume:
+            return "done"
+        raise ConfigError(f"{output} already holds a finished training run; choose another --output")
+    if not resume:
+        if checkpoints:
+            raise ConfigError(f"{output} holds checkpoints of an unfinished run; pass --resume to continue it")
+        return None
+    complete = [c for c in checkpoints if (c / "trainer_state.json").is_file()]
+    if not complete:
+        logger.info("--resume: no checkpoint in %s yet, starting from scratch", output)
+        return None
+    return str(complete[-1])
+
+
+def _load_tokenizer(cfg: TrainConfig):
+    from divtune.models import load_tokenizer
+
+    return load_tokenizer(cfg.init or cfg.model, trust_remote_code=cfg.trust_remote_code, padding_side="left")
+
+
+def load_policy(cfg: TrainConfig, device: str):
+    """The model to train and the base spec its adapter belongs to.
+
+    ``init`` adapter: its own base, adapter trainable (DPO then keeps a frozen
+    copy as the reference); ``init`` full model: that model is the base.
+    """
+    import torch
+
+    from divtune.models import adapter_base_spec, default_dtype, is_adapter_dir, load_causal_lm, resolve_model_source
+
+    # Full fine-tuning keeps fp32 master weights; LoRA can sit on a bf16 base.
+    dtype = default_dtype(device) if cfg.lora.enabled else torch.float32
+    if cfg.init:
+        source = resolve_model_source(cfg.init)
+        if is_adapter_dir(source):
+            model = load_causal_lm(
+                source, dtype=dtype, device="cpu", trust_remote_code=cfg.trust_remote_code, adapter_trainable=True
+            )
+            return model, adapter_base_spec(source)
+        return load_causal_lm(source, dtype=dtype, device="cpu", trust_remote_code=cfg.trust_remote_code), cfg.init
+    model = load_causal_lm(cfg.model, dtype=dtype, device="cpu", trust_remote_code=cfg.trust_remote_code)
+    return model, cfg.model
+
+
+def lora_config(cfg: TrainConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=cfg.lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def build_trainer(cfg: TrainConfig, device: str, model, tokenizer, dataset, callbacks: list[Any]):
+    """The TRL trainer of ``cfg.method`` with divtune's loss, metrics file and callbacks."""
+    from peft import PeftModel
+
+    from divtune.train.callbacks import MetricsJsonlCallback
+
+    kwargs = trl_config_kwargs(cfg, device)
+    if cfg.wandb:
+        kwargs["report_to"] = _with_wandb(kwargs.get("report_to"))
+    peft_config = lora_config(cfg) if cfg.lora.enabled and not isinstance(model, PeftModel) else None
+    common = dict(
+        model=model,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[MetricsJsonlCallback(cfg.output), *callbacks],
+    )
+    try:
+        if cfg.method in DPO_FAMILY:
+            from trl import DPOConfig
+
+            from divtune.train.trainers import WeightedDPOTrainer
+
+            return WeightedDPOTrainer(args=DPOConfig(**kwargs), use_weights=cfg.method == "ddpo", **common)
+        if cfg.method in ORPO_FAMILY:
+            from trl.experimental.orpo import ORPOConfig
+
+            from divtune.train.trainers import WeightedORPOTrainer
+
+            return WeightedORPOTrainer(
+                args=ORPOConfig(**kwargs),
+                use_weights=cfg.method == "dorpo",
+                dorpo_mode=cfg.dorpo_mode,
+                nll_tokens=cfg.orpo_nll_tokens,
+                **common,
+            )
+        from trl import SFTConfig, SFTTrainer
+
+        return SFTTrainer(args=SFTConfig(**kwargs), **common)
+    except TypeError as err:
+        # A training key that the chosen method's TRL config does not have.
+        raise ConfigError(f"training settings do not fit method {cfg.method}: {err}") from None
+
+
+def _with_wandb(report_to: Any) -> list[str]:
+    import importlib.util
+
+    targets = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    if importlib.util.find_spec("wandb") is None:
+        logger.warning("wandb=true but wandb is not installed; logging to %s only", targets)
+        return targets
+    return [*targets, "wandb"] if "wandb" not in targets else targets
+
+
+def save_final(trainer, tokenizer, output: Path, base_spec: str) -> None:
+    """Save the trained adapter/model (without TRL's frozen reference copy) where adapters reload anywhere."""
+    from peft import PeftModel
+
+    from divtune.models import write_base_spec
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if isinstance(model, PeftModel) and REF_ADAPTER in model.peft_config:
+        model.delete_adapter(REF_ADAPTER)
+    trainer.save_model(str(output))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(output)
+        write_base_spec(output, base_spec)

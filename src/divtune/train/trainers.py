@@ -1,0 +1,279 @@
+"""Thin subclasses of TRL's trainers that own two things only: the per-pair
+``weight`` column and the loss (from :mod:`divtune.losses`). Tokenisation,
+collation, the reference model (adapter disabled, or precomputed log-probs),
+PEFT handling and the training loop are TRL's and transformers'.
+
+Pinned against TRL 1.16 (``DPOTrainer``; ``trl.experimental.orpo.ORPOTrainer``).
+
+Batch reduction: :meth:`GlobalCountsMixin.get_batch_samples` counts pairs,
+NLL tokens and the weight sum over every micro-batch of one optimizer step on
+every process. Each micro-batch returns ``world_size * sum(local
+contributions) / global count``; the Trainer does not divide by the
+accumulation steps (``loss_is_scaled_for_ga = True``) and DDP / DeepSpeed /
+FSDP average gradients over processes, so the gradient of a step is exactly
+``sum over the global batch / global count`` however the batch is split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from trl import DPOTrainer
+from trl.experimental.orpo import ORPOTrainer
+from trl.experimental.utils import DPODataCollatorWithPadding
+from trl.trainer.dpo_trainer import DataCollatorForPreference
+from trl.trainer.utils import selective_log_softmax
+
+from divtune import losses
+
+WEIGHT = "weight"
+
+
+@dataclass
+class WeightedPreferenceCollator(DataCollatorForPreference):
+    """TRL's DPO collator plus a float ``weight`` tensor (1 when a row has none)."""
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = super().torch_call(examples)
+        batch[WEIGHT] = _weights_of(examples)
+        return batch
+
+
+@dataclass
+class WeightedORPOCollator(DPODataCollatorWithPadding):
+    """TRL's ORPO collator with ``weight`` as a float tensor instead of a list."""
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = super().__call__(features)
+        batch[WEIGHT] = _weights_of(features)
+        return batch
+
+
+def _weights_of(examples: list[dict[str, Any]]) -> torch.Tensor:
+    return torch.tensor([float(example.get(WEIGHT, 1.0)) for example in examples], dtype=torch.float32)
+
+
+class GlobalCountsMixin:
+    """Normalise losses by counts of the whole optimizer step (see module docstring)."""
+
+    loss_is_scaled_for_ga = True
+
+    def _local_counts(self, batch: dict[str, Any]) -> list[float]:
+        """[pairs, NLL tokens, weight sum] of one micro-batch."""
+        raise NotImplementedError
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        totals = [0.0, 0.0, 0.0]
+        for batch in batch_samples:
+            for index, value in enumerate(self._local_counts(batch)):
+                totals[index] += float(value)
+        counts = torch.tensor(totals, dtype=torch.float64, device=device)
+        if self.accelerator.num_processes > 1:
+            counts = self.accelerator.reduce(counts, reduction="sum")
+        return batch_samples, counts
+
+    def _normalisers(self, num_items_in_batch, local: list[float]) -> tuple[Any, Any, Any, float]:
+        """(pairs, NLL tokens, mean weight, scale): global counts in training, local ones otherwise."""
+        if num_items_in_batch is None or not torch.is_tensor(num_items_in_batch) or num_items_in_batch.numel() != 3:
+            pairs, tokens, weight_sum = local
+            return pairs, tokens, weight_sum / pairs, 1.0
+        pairs, tokens, weight_sum = (num_items_in_batch[i].float() for i in range(3))
+        # DDP averages gradients over processes; multiplying by the world size
+        # turns that average back into the global sum over the global count.
+        return pairs, tokens, weight_sum / pairs, float(self.accelerator.num_processes)
+
+    def _weight_metrics(self, weights: torch.Tensor) -> dict[str, float]:
+        gathered = self.accelerator.gather_for_metrics(weights.detach().float())
+        return {
+            "weight/mean": gathered.mean().item(),
+            "weight/min": gathered.min().item(),
+            "weight/max": gathered.max().item(),
+        }
+
+
+def _min_max_of_period(store: dict[str, list[float]]) -> None:
+    """Logged metrics are averaged over the logging period; min/max must stay min/max."""
+    for key, reduce in (("weight/min", min), ("weight/max", max)):
+        if store.get(key):
+            store[key] = [reduce(store[key])]
+
+
+class WeightedDPOTrainer(GlobalCountsMixin, DPOTrainer):
+    """DPO / DDPO / DivPO: TRL's DPOTrainer with the DDPO loss (weights 1 for dpo, divpo)."""
+
+    def __init__(self, *args, use_weights: bool = True, **kwargs):
+        self.use_weights = use_weights
+        trl_args = kwargs.get("args")
+        tokenizer = kwargs.get("processing_class")
+        if kwargs.get("data_collator") is None and tokenizer is not None and trl_args is not None:
+            pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            kwargs["data_collator"] = WeightedPreferenceCollator(
+                pad_token_id=pad_id,
+                max_length=trl_args.max_length,
+                truncation_mode=trl_args.truncation_mode,
+                pad_to_multiple_of=trl_args.pad_to_multiple_of,
+            )
+        super().__init__(*args, **kwargs)
+        if self.loss_types != ["sigmoid"] or self.f_divergence_type != "reverse_kl" or self.ld_alpha is not None:
+            raise ValueError("divtune's DPO trainers implement the sigmoid loss with reverse KL only")
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if WEIGHT not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, WEIGHT]
+
+    def _local_counts(self, batch):
+        pairs = batch["input_ids"].shape[0] // 2  # rows are [chosen..., rejected...]
+        return [pairs, 0.0, float(batch[WEIGHT].sum()) if self.use_weights else pairs]
+
+    def _sequence_logps(self, model, inputs) -> torch.Tensor:
+        """Summed completion log-probs of every row, through TRL's fused LM head."""
+        completion_mask = inputs["completion_mask"]
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        outputs = model(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            labels=labels,
+            use_cache=False,
+            fused_lm_head=True,
+        )
+        return outputs.log_probs[:, -(completion_mask.shape[1] - 1) :].sum(dim=1)
+
+    def _reference_logps(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.precompute_ref_logps:
+            return inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        return self.compute_ref_log_probs(self.ref_model or self.model, inputs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        weights = inputs.pop(WEIGHT)
+        if not self.use_weights:
+            weights = torch.ones_like(weights)
+        mode = "train" if self.model.training else "eval"
+        chosen_logps, rejected_logps = self._sequence_logps(model, inputs).chunk(2, dim=0)
+        ref_chosen_logps, ref_rejected_logps = self._reference_logps(inputs)
+        pairs, _, _, scale = self._normalisers(num_items_in_batch, [weights.numel(), 0.0, weights.sum()])
+        loss = scale * losses.ddpo_loss(
+            chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, weights, self.beta, pairs
+        )
+        self._record(mode, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, weights)
+        if return_outputs:
+            return loss, {}
+        return loss
+
+    def _record(self, mode, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, weights) -> None:
+        gather = self.accelerator.gather_for_metrics
+        chosen_rewards = self.beta * (chosen_logps.detach() - ref_chosen_logps)
+        rejected_rewards = self.beta * (rejected_logps.detach() - ref_rejected_logps)
+        rewards = gather(torch.stack([chosen_rewards, rejected_rewards], dim=1))
+        logps = gather(torch.stack([chosen_logps.detach(), rejected_logps.detach()], dim=1))
+        metrics = {
+            "rewards/chosen": rewards[:, 0].mean().item(),
+            "rewards/rejected": rewards[:, 1].mean().item(),
+            "rewards/margins": (rewards[:, 0] - rewards[:, 1]).mean().item(),
+            "rewards/accuracies": (rewards[:, 0] > rewards[:, 1]).float().mean().item(),
+            "logps/chosen": logps[:, 0].mean().item(),
+            "logps/rejected": logps[:, 1].mean().item(),
+            **self._weight_metrics(weights),
+        }
+        for key, value in metrics.items():
+            self._metrics[mode][key].append(value)
+
+    def log(self, logs, start_time=None):
+        _min_max_of_period(self._metrics["train" if self.model.training else "eval"])
+        super().log(logs, start_time)
+
+
+class WeightedORPOTrainer(GlobalCountsMixin, ORPOTrainer):
+    """ORPO / DORPO: TRL's experimental ORPOTrainer with the DORPO loss."""
+
+    def __init__(self, *args, use_weights: bool = True, dorpo_mode: str = "outside", nll_tokens: str = "full", **kwargs):
+        self.use_weights = use_weights
+        self.dorpo_mode = dorpo_mode
+        self.nll_tokens = nll_tokens
+        tokenizer = kwargs.get("processing_class")
+        if kwargs.get("data_collator") is None and tokenizer is not None:
+            kwargs["data_collator"] = WeightedORPOCollator(pad_token_id=tokenizer.pad_token_id, is_encoder_decoder=False)
+            trl_args = kwargs.get("args")
+            if trl_args is not None:
+                trl_args.remove_unused_columns = False  # keep the weight column
+        super().__init__(*args, **kwargs)
+        # Our collator is a DPODataCollatorWithPadding, so TRL's eval path applies.
+        self.use_dpo_data_collator = True
+
+    def _nll_mask(self, attention_mask: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+        return attention_mask if self.nll_tokens == "full" else completion_mask
+
+    def _local_counts(self, batch):
+        pairs = batch["chosen_input_ids"].shape[0]
+        completion = batch["chosen_labels"][:, 1:] != -100
+        nll = self._nll_mask(batch["chosen_attention_mask"][:, 1:].bool(), completion)
+        weight_sum = float(batch[WEIGHT].sum()) if self.use_weights else pairs
+        return [pairs, float(nll.sum()), weight_sum]
+
+    def _forward_logps(self, model, batch):
+        """One forward over [chosen; rejected]: mean completion log-probs and chosen NLL sums/counts."""
+        concatenated = self.concatenated_inputs(
+            batch, is_encoder_decoder=False, padding_value=self.padding_value, device=self.accelerator.device
+        )
+        input_ids = concatenated["concatenated_input_ids"]
+        attention_mask = concatenated["concatenated_attention_mask"]
+        outputs = model(input_ids, attention_mask=attention_mask, use_cache=False)
+        token_logps = selective_log_softmax(outputs.logits[:, :-1, :], input_ids[:, 1:])
+        completion_mask = (concatenated["concatenated_labels"][:, 1:] != -100).to(token_logps.dtype)
+        mean_logps = (token_logps * completion_mask).sum(-1) / completion_mask.sum(-1)
+        chosen_count = batch["chosen_input_ids"].shape[0]
+        nll_mask = self._nll_mask(attention_mask[:, 1:].to(token_logps.dtype), completion_mask)[:chosen_count]
+        nll_sums = -(token_logps[:chosen_count] * nll_mask).sum(-1)
+        return mean_logps[:chosen_count], mean_logps[chosen_count:], nll_sums, nll_mask.sum(-1)
+
+    def _weighted_loss(self, model, batch, num_items_in_batch, train_eval):
+        batch = dict(batch)
+        weights = batch.pop(WEIGHT)
+        if not self.use_weights:
+            weights = torch.ones_like(weights)
+        chosen_logps, rejected_logps, nll_sums, nll_counts = self._forward_logps(model, batch)
+        local = [weights.numel(), nll_counts.sum(), weights.sum()]
+        pairs, tokens, mean_weight, scale = self._normalisers(num_items_in_batch, local)
+        loss = scale * losses.dorpo_loss(
+            chosen_logps, rejected_logps, nll_sums, nll_counts, weights,
+            orpo_lambda=self.beta, mode=self.dorpo_mode,
+            num_pairs=pairs, num_nll_tokens=tokens, mean_weight=mean_weight,
+        )
+        metrics = self._orpo_metrics(chosen_logps, rejected_logps, nll_sums, nll_counts, weights, train_eval)
+        return loss, metrics
+
+    def _orpo_metrics(self, chosen_logps, rejected_logps, nll_sums, nll_counts, weights, train_eval):
+        gather = self.accelerator.gather_for_metrics
+        prefix = "eval_" if train_eval == "eval" else ""
+        chosen_rewards = self.beta * chosen_logps.detach()
+        rejected_rewards = self.beta * rejected_logps.detach()
+        rewards = gather(torch.stack([chosen_rewards, rejected_rewards], dim=1))
+        log_odds = gather(losses.orpo_log_odds(chosen_logps.detach(), rejected_logps.detach()))
+        nll = gather(torch.stack([nll_sums.detach().sum(), nll_counts.sum().to(nll_sums.dtype)]).unsqueeze(0))
+        metrics = {
+            "rewards/chosen": rewards[:, 0].mean().item(),
+            "rewards/rejected": rewards[:, 1].mean().item(),
+            "rewards/margins": (rewards[:, 0] - rewards[:, 1]).mean().item(),
+            "rewards/accuracies": (rewards[:, 0] > rewards[:, 1]).float().mean().item(),
+            "log_odds_chosen": log_odds.mean().item(),
+            "nll_loss": (nll[:, 0].sum() / nll[:, 1].sum()).item(),
+            **self._weight_metrics(weights),
+        }
+        return {prefix + key: value for key, value in metrics.items()}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, metrics = self._weighted_loss(model, inputs, num_items_in_batch, "train")
+        self.store_metrics(metrics, train_eval="train")
+        return (loss, metrics) if return_outputs else loss
+
+    def get_batch_loss_metrics(self, model, batch, train_eval="train"):
+        # Evaluation path of ORPOTrainer.prediction_step: local normalisation.
+        return self._weighted_loss(model, batch, None, train_eval)
+
+    def log(self, logs, start_time=None):
+        _min_max_of_period(self._stored_metrics["train" if "loss" in logs else "eval"])
+        return super().log(logs, start_time)
