@@ -202,7 +202,9 @@ def plot_quality_vs_diversity(systems: list[SystemResult], metric: str, label: s
         ax.legend(fontsize=8, loc="best")
         ax.set_xlabel("quality (mean reward-model score)")
         left_out = [s.name for s in systems if s not in with_quality and not s.is_gold]
-        caption = f"Quality (x) against {label} (y); bars are 95% bootstrap intervals over prompts; gold = human responses (star)."
+        caption = f"Quality (x) against {label} (y); bars are 95% bootstrap intervals over prompts."
+        if any(s.is_gold for s in with_quality):
+            caption += " The star is the gold row (human responses)."
         if left_out:
             caption += f" Not shown (no quality score): {', '.join(left_out)}."
         if any(s.is_gold and s not in with_quality for s in systems):
@@ -368,9 +370,10 @@ def run_report(eval_dirs: list[str | Path], output: str | Path, baseline: str | 
     base = choose_baseline(systems, baseline)
     diffs = paired_differences(systems, base, n_boot=n_boot, seed=seed)
 
+    has_quality = any(s.metrics.get("quality") is not None for s in systems)
     figures = [
-        (PLOTS[0], "Quality vs semantic diversity", plot_quality_vs_diversity(systems, "semantic_diversity", "semantic diversity", output / PLOTS[0])),
-        (PLOTS[1], "Quality vs style diversity", plot_quality_vs_diversity(systems, "style_diversity", "style diversity", output / PLOTS[1])),
+        (PLOTS[0], "Quality vs semantic diversity" if has_quality else "Semantic diversity (no quality scores)", plot_quality_vs_diversity(systems, "semantic_diversity", "semantic diversity", output / PLOTS[0])),
+        (PLOTS[1], "Quality vs style diversity" if has_quality else "Style diversity (no quality scores)", plot_quality_vs_diversity(systems, "style_diversity", "style diversity", output / PLOTS[1])),
         (PLOTS[2], "All metrics", plot_metric_bars(systems, output / PLOTS[2])),
     ]
     m_header, m_rows = metrics_table(systems)
