@@ -1,0 +1,89 @@
+"""Read every input file into pools (one per distinct prompt), validating rows."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from divtune.data.layouts import LAYOUTS, RowError, detect_layout, parse_row
+from divtune.data.readers import iter_rows
+from divtune.io import InputError
+
+
+@dataclass
+class Pool:
+    pool_id: str
+    prompt: str
+    layout: str
+    texts: list[str] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+
+
+@dataclass
+class LoadReport:
+    files: dict[str, str] = field(default_factory=dict)  # path -> layout
+    rows_read: int = 0
+    rows_invalid: Counter = field(default_factory=Counter)
+    responses_read: int = 0
+
+
+def _rename(row: dict, columns: dict[str, str]) -> dict:
+    """``columns`` maps divtune's column name to the file's column name."""
+    if not columns:
+        return row
+    renamed = dict(row)
+    for canonical, source in columns.items():
+        if source in row:
+            renamed[canonical] = row[source]
+    return renamed
+
+
+def _fallback_id(prompt: str) -> str:
+    return "p-" + hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:12]
+
+
+def load_pools(
+    inputs: list[str | Path],
+    layout: str = "auto",
+    columns: dict[str, str] | None = None,
+    skip_invalid: bool = False,
+) -> tuple[list[Pool], LoadReport]:
+    """Pools in first-seen order. Rows with the same prompt text (in any file) join
+    one pool, so the prompt split cannot leak. Bad rows raise InputError, or with
+    ``skip_invalid`` are counted in ``report.rows_invalid`` by reason."""
+    if layout != "auto" and layout not in LAYOUTS:
+        raise ValueError(f"format must be auto or one of {LAYOUTS}, got {layout!r}")
+    columns = columns or {}
+    report = LoadReport()
+    pools: dict[str, Pool] = {}
+    used_ids: set[str] = set()
+    for path in inputs:
+        path = Path(path)
+        file_layout = None if layout == "auto" else layout
+        for line, raw in iter_rows(path):
+            report.rows_read += 1
+            row = _rename(raw, columns)
+            try:
+                if file_layout is None:
+                    file_layout = detect_layout(set(row))
+                parsed = parse_row(row, file_layout)
+            except RowError as err:
+                if err.reason == "unknown_layout" or not skip_invalid:
+                    raise InputError(path, str(err), line=line, field=err.field) from None
+                report.rows_invalid[err.reason] += 1
+                continue
+            report.files[str(path)] = file_layout
+            report.responses_read += len(parsed.responses)
+            pool = pools.get(parsed.prompt)
+            if pool is None:
+                pool_id = parsed.pool_id or _fallback_id(parsed.prompt)
+                if pool_id in used_ids:  # same id, different prompt: keep ids unique
+                    pool_id = f"{pool_id}-{_fallback_id(parsed.prompt)}"
+                used_ids.add(pool_id)
+                pool = pools[parsed.prompt] = Pool(pool_id, parsed.prompt, file_layout)
+            for text, score in parsed.responses:
+                pool.texts.append(text)
+                pool.scores.append(score)
+    return list(pools.values()), report

@@ -1,0 +1,341 @@
+"""``divtune prepare``: raw prompt/response/score data -> weighted preference pairs.
+
+Steps (SPEC §1-3, §5): read and validate inputs, drop non-stories and duplicates
+(counted), split by prompt, compress votes to quality, build pairs per pool
+(gap matching, all pairs, or DivPO), embed the responses that take part in
+pairs (one batched, cached call per embedder across all pools), and weight each
+pair by its chosen response's deviation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from divtune.config import StageConfig
+from divtune.data import Pool, clean_responses, load_pools, seeded_subset, split_by_prompt
+from divtune.deviation import deviation_weights, mean_cosine_distance
+from divtune.embedders import DEFAULT_EMBEDDERS, load_embedder
+from divtune.io import clear_stage_done, mark_stage_done, write_json, write_jsonl
+from divtune.pairs import all_pairs, compress_votes, divpo_pairs, gap_pairs, pool_rng, pool_skip_reason, set_deviation
+
+log = logging.getLogger(__name__)
+
+SHIPPED_PREFIX = "shipped:"
+DEFAULT_MAX_PAIRS = {"gap": None, "all": 100, "divpo": 2}
+
+
+class PrepareConfig(StageConfig):
+    """Settings of ``divtune prepare`` (the CLI flags have the same names)."""
+
+    inputs: list[str] = Field(min_length=1, description="input files/folders, or shipped:wp_scored / shipped:wp_fresh")
+    output: str = Field(description="output folder")
+    format: Literal["auto", "reddit", "pools", "flat"] = "auto"
+    columns: dict[str, str] = Field(default_factory=dict, description="divtune column -> column in the file")
+    min_words: int = Field(100, ge=0)
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    seed: int = 0
+    vote_transform: Literal["exact", "released"] = "exact"
+    compression_factor: int = Field(100, ge=1)
+    gap: float = 5.0
+    pairs: Literal["gap", "all", "divpo"] = "gap"
+    max_pairs_per_prompt: int | None = Field(None, ge=1, description="default: none (gap), 100 (all), 2 (divpo)")
+    rho: float = Field(25.0, gt=0.0, le=100.0)
+    embedders: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_EMBEDDERS))
+    weight_floor: float = Field(0.0, ge=0.0, lt=1.0)
+    conversational: bool = False
+    skip_invalid: bool = False
+    max_prompts: int | None = Field(None, ge=1)
+    max_responses_per_prompt: int | None = Field(None, ge=2)
+    cache_dir: str | None = None
+    embed_batch_size: int = Field(64, ge=1)
+    show_progress: bool = True
+
+    @field_validator("embedders")
+    @classmethod
+    def _some_embedder(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value:
+            raise ValueError("at least one embedder is needed for deviation weights")
+        return value
+
+    def pair_cap(self) -> int | None:
+        return self.max_pairs_per_prompt if self.max_pairs_per_prompt is not None else DEFAULT_MAX_PAIRS[self.pairs]
+
+    def resolved_cache_dir(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        from divtune.resources import cache_root
+
+        return cache_root() / "embeddings"
+
+
+def resolve_input(spec: str) -> Path:
+    if spec.startswith(SHIPPED_PREFIX):
+        from divtune.resources import shipped_dataset
+
+        return shipped_dataset(spec[len(SHIPPED_PREFIX) :])
+    return Path(spec).expanduser()
+
+
+@dataclass
+class PoolWork:
+    """One kept pool on its way to pairs."""
+
+    pool: Pool
+    split: str
+    quality: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    pairs: list[tuple[int, int]] = field(default_factory=list)
+    members: list[int] = field(default_factory=list)  # responses whose deviation is computed
+    deviation: dict[str, np.ndarray] = field(default_factory=dict)  # name -> per-member raw deviation
+    weights: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per member
+    divpo_sets: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def _clean_pools(pools: list[Pool], cfg: PrepareConfig, dropped: Counter) -> list[Pool]:
+    kept_pools = []
+    for pool in pools:
+        keep = clean_responses(pool.texts, pool.layout, cfg.min_words, dropped)
+        texts = [pool.texts[i].strip() for i in keep]
+        scores = [pool.scores[i] for i in keep]
+        cap = cfg.max_responses_per_prompt
+        if cap is not None and len(texts) > cap:
+            # the paper's max_cutoff: keep the top-scored K (stable among ties)
+            top = sorted(np.argsort(-np.asarray(scores), kind="stable")[:cap])
+            dropped["over_max_responses_per_prompt"] += len(texts) - cap
+            texts, scores = [texts[i] for i in top], [scores[i] for i in top]
+        if texts:
+            kept_pools.append(Pool(pool.pool_id, pool.prompt, pool.layout, texts, scores))
+    return kept_pools
+
+
+def _choose_pairs(work: PoolWork, cfg: PrepareConfig) -> None:
+    scores = np.asarray(work.pool.scores)
+    rng = pool_rng(cfg.seed, work.pool.pool_id)
+    if cfg.pairs == "gap":
+        pairs = gap_pairs(scores, cfg.gap, rng)
+        cap = cfg.pair_cap()
+        work.pairs = pairs[:cap] if cap is not None else pairs
+    elif cfg.pairs == "all":
+        work.pairs = all_pairs(scores, cfg.gap, cfg.pair_cap(), rng)
+    work.members = sorted({i for pair in work.pairs for i in pair})
+
+
+def _divpo_sets(work: PoolWork, cfg: PrepareConfig) -> None:
+    from divtune.pairs import divpo_set_size
+
+    scores = np.asarray(work.pool.scores)
+    k = divpo_set_size(scores.size, cfg.rho, cfg.pair_cap())
+    by_score_desc = np.argsort(-scores, kind="stable")
+    work.divpo_sets = (by_score_desc[:k], by_score_desc[::-1][:k])
+    work.members = sorted({int(i) for group in work.divpo_sets for i in group})
+
+
+def _embed_members(works: list[PoolWork], cfg: PrepareConfig) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+    """One embed call per embedder over the member texts of every pool."""
+    texts = sorted({w.pool.texts[i] for w in works for i in w.members})
+    index = {t: n for n, t in enumerate(texts)}
+    matrices: dict[str, np.ndarray] = {}
+    info = {}
+    cache_dir = cfg.resolved_cache_dir()
+    for name, spec in cfg.embedders.items():
+        embedder = load_embedder(spec, cache_dir=cache_dir)
+        log.info("embedding %d texts with %s (%s)", len(texts), name, embedder.name)
+        matrices[name] = embedder.embed(texts, batch_size=cfg.embed_batch_size, show_progress=cfg.show_progress)
+        info[name] = {"spec": spec, "id": embedder.name, "texts": len(texts), "computed": embedder.last_computed}
+    per_pool = {}
+    for w in works:
+        rows = [index[w.pool.texts[i]] for i in w.members]
+        per_pool[w.pool.pool_id] = {name: m[rows] for name, m in matrices.items()} if rows else {}
+    return per_pool, info
+
+
+def _weigh(work: PoolWork, embeddings: dict[str, np.ndarray], cfg: PrepareConfig) -> None:
+    position = {idx: n for n, idx in enumerate(work.members)}
+    if cfg.pairs == "divpo":
+        high, low = work.divpo_sets
+        raw = {name: np.zeros(len(work.members)) for name in embeddings}
+        for group in (high, low):
+            rows = [position[int(i)] for i in group]
+            for name, emb in embeddings.items():
+                raw[name][rows] = mean_cosine_distance(emb[rows])
+        work.deviation = raw
+
+        def deviation_of(indices: np.ndarray) -> np.ndarray:
+            rows = [position[int(i)] for i in indices]
+            return set_deviation({name: emb[rows] for name, emb in embeddings.items()})
+
+        work.pairs = divpo_pairs(work.pool.scores, deviation_of, cfg.rho, cfg.pair_cap(), pool_rng(cfg.seed, work.pool.pool_id))
+        work.weights = np.ones(len(work.members))  # DivPO trains with plain DPO
+        return
+    work.deviation, work.weights = deviation_weights(embeddings, floor=cfg.weight_floor)
+
+
+def _stats(values: list[float]) -> dict:
+    if not values:
+        return {"count": 0, "mean": None, "min": None, "max": None, "std": None}
+    arr = np.asarray(values, dtype=np.float64)
+    return {
+        "count": int(arr.size),
+        "mean": float(arr.mean()),
+        "min": float(arr.min()),
+        "max": float(arr.max()),
+        "std": float(arr.std()),
+    }
+
+
+def _as_messages(role: str, text: str) -> list[dict[str, str]]:
+    return [{"role": role, "content": text}]
+
+
+def _pair_rows(work: PoolWork, cfg: PrepareConfig) -> list[dict]:
+    position = {idx: n for n, idx in enumerate(work.members)}
+    pool = work.pool
+    rows = []
+    for chosen, rejected in work.pairs:
+        prompt, chosen_text, rejected_text = pool.prompt, pool.texts[chosen], pool.texts[rejected]
+        if cfg.conversational:
+            prompt = _as_messages("user", prompt)
+            chosen_text = _as_messages("assistant", chosen_text)
+            rejected_text = _as_messages("assistant", rejected_text)
+        rows.append(
+            {
+                "pool_id": pool.pool_id,
+                "prompt": prompt,
+                "chosen": chosen_text,
+                "rejected": rejected_text,
+                "score_chosen": pool.scores[chosen],
+                "score_rejected": pool.scores[rejected],
+                "quality_chosen": float(work.quality[chosen]),
+                "quality_rejected": float(work.quality[rejected]),
+                "weight": float(work.weights[position[chosen]]),
+            }
+        )
+    return rows
+
+
+def _response_rows(work: PoolWork, embedder_names: list[str]) -> list[dict]:
+    position = {idx: n for n, idx in enumerate(work.members)}
+    in_pairs = {i for pair in work.pairs for i in pair}
+    rows = []
+    for i, (text, score) in enumerate(zip(work.pool.texts, work.pool.scores)):
+        pos = position.get(i)
+        rows.append(
+            {
+                "pool_id": work.pool.pool_id,
+                "split": work.split,
+                "index": i,
+                "text": text,
+                "score": score,
+                "quality": float(work.quality[i]),
+                "in_pairs": i in in_pairs,
+                "deviation": {
+                    name: (float(work.deviation[name][pos]) if pos is not None and work.deviation else None)
+                    for name in embedder_names
+                },
+                "weight": float(work.weights[pos]) if pos is not None and i in in_pairs else None,
+            }
+        )
+    return rows
+
+
+def run_prepare(cfg: PrepareConfig) -> dict:
+    """Run the stage; returns the summary (also written to ``output/summary.json``)."""
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    clear_stage_done(out)
+    input_paths = [resolve_input(spec) for spec in cfg.inputs]
+    pools, report = load_pools(input_paths, cfg.format, cfg.columns, cfg.skip_invalid)
+
+    dropped: Counter = Counter()
+    kept = _clean_pools(pools, cfg, dropped)
+    prompts_dropped = Counter({"no_response_left": len(pools) - len(kept)})
+    if cfg.max_prompts is not None and len(kept) > cfg.max_prompts:
+        chosen_ids = seeded_subset([p.pool_id for p in kept], cfg.max_prompts, cfg.seed)
+        for pool in kept:
+            if pool.pool_id not in chosen_ids:
+                dropped["over_max_prompts"] += len(pool.texts)
+        prompts_dropped["over_max_prompts"] = len(kept) - cfg.max_prompts
+        kept = [p for p in kept if p.pool_id in chosen_ids]
+
+    test_ids = split_by_prompt([p.pool_id for p in kept], cfg.test_fraction, cfg.seed)
+    works = [PoolWork(p, "test" if p.pool_id in test_ids else "train") for p in kept]
+
+    all_scores = np.concatenate([np.asarray(w.pool.scores) for w in works]) if works else np.zeros(0)
+    score_min = float(all_scores.min()) if all_scores.size else 0.0
+    score_max = float(all_scores.max()) if all_scores.size else 0.0
+    without_pairs: dict[str, Counter] = {"train": Counter(), "test": Counter()}
+    for w in works:
+        w.quality = compress_votes(w.pool.scores, cfg.vote_transform, cfg.compression_factor, score_min, score_max)
+        reason = pool_skip_reason(w.pool.scores)
+        if reason is not None:
+            without_pairs[w.split][reason] += 1
+            continue
+        if cfg.pairs == "divpo":
+            _divpo_sets(w, cfg)
+        else:
+            _choose_pairs(w, cfg)
+
+    embeddings, embed_info = _embed_members([w for w in works if w.members], cfg)
+    for w in works:
+        if w.members:
+            _weigh(w, embeddings[w.pool.pool_id], cfg)
+            if not w.pairs:
+                without_pairs[w.split]["no DivPO pair with chosen score > rejected score"] += 1
+
+    names = list(cfg.embedders)
+    pair_rows = {"train": [], "test": []}
+    response_rows = []
+    for w in works:
+        pair_rows[w.split].extend(_pair_rows(w, cfg))
+        response_rows.extend(_response_rows(w, names))
+    write_jsonl(out / "train.jsonl", pair_rows["train"])
+    write_jsonl(out / "test.jsonl", pair_rows["test"])
+    write_jsonl(out / "responses.jsonl", response_rows)
+    cfg.save(out / "config.yaml")
+
+    summary = _summary(cfg, input_paths, report, pools, works, dropped, prompts_dropped, without_pairs, pair_rows, response_rows, embed_info, score_min, score_max)
+    write_json(out / "summary.json", summary)
+    mark_stage_done(out, {"stage": "prepare", "pairs": summary["pairs"]})
+    return summary
+
+
+def _summary(cfg, input_paths, report, pools, works, dropped, prompts_dropped, without_pairs, pair_rows, response_rows, embed_info, score_min, score_max) -> dict:
+    kept_responses = sum(len(w.pool.texts) for w in works)
+    by_split = {s: [w for w in works if w.split == s] for s in ("train", "test")}
+    return {
+        "inputs": [str(p) for p in input_paths],
+        "layouts": report.files,
+        "rows": {"read": report.rows_read, "invalid": dict(report.rows_invalid)},
+        "prompts": {
+            "read": len(pools),
+            "kept": len(works),
+            "train": len(by_split["train"]),
+            "test": len(by_split["test"]),
+            "dropped": {k: v for k, v in prompts_dropped.items() if v},
+        },
+        "responses": {
+            "read": report.responses_read,
+            "kept": kept_responses,
+            "train": sum(len(w.pool.texts) for w in by_split["train"]),
+            "test": sum(len(w.pool.texts) for w in by_split["test"]),
+            "dropped": dict(dropped),
+            "in_pairs": sum(r["in_pairs"] for r in response_rows),
+        },
+        "pairs": {s: len(pair_rows[s]) for s in ("train", "test")},
+        "pools_with_pairs": {s: sum(1 for w in by_split[s] if w.pairs) for s in ("train", "test")},
+        "pools_without_pairs": {s: dict(without_pairs[s]) for s in ("train", "test")},
+        "pair_weights": {s: _stats([r["weight"] for r in pair_rows[s]]) for s in ("train", "test")},
+        "response_weights": {
+            s: _stats([r["weight"] for r in response_rows if r["split"] == s and r["weight"] is not None])
+            for s in ("train", "test")
+        },
+        "quality": {"vote_transform": cfg.vote_transform, "score_min": score_min, "score_max": score_max},
+        "pair_mode": cfg.pairs,
+        "embedders": embed_info,
+    }
