@@ -38,7 +38,7 @@ def normalise_rows(emb: np.ndarray) -> np.ndarray:
 def cosine_similarity_stack(emb: np.ndarray) -> np.ndarray:
     """``(P, N, d)`` -> ``(P, N, N)`` cosine similarities, one batched matmul."""
     unit = normalise_rows(emb)
-    return np.einsum("pid,pjd->pij", unit, unit)
+    return unit @ unit.transpose(0, 2, 1)
 
 
 def _pair_mask(mask: np.ndarray) -> np.ndarray:
