@@ -1,0 +1,407 @@
+"""Online diversity training (SPEC §6): GRPO, DQO and DARLING on TRL's GRPOTrainer.
+
+``run_online_train(cfg)`` is what ``divtune train --method {grpo,dqo,darling}``
+calls (through ``divtune.train.run_train``). ``cfg`` is the ``TrainConfig``;
+this module reads only: method, data, model, output, reward, seed, device,
+lora, max_length, online (``OnlineConfig``) and training (extra GRPOConfig
+keys).
+
+Group integrity. TRL calls reward functions on each process's own slice of
+the generation batch, and one prompt's G samples may straddle two processes.
+The quality reward is per sample, so it stays a normal TRL reward function.
+The diversity term needs the whole group, so ``DiversityGRPOTrainer``
+overrides ``_calculate_rewards``: after TRL has gathered the quality column
+over all processes, each process embeds only its own completions, the
+embeddings are gathered the same way (same order), and every process scores
+the complete groups (:func:`score_gathered_groups`). TRL then slices the
+advantages back to each process as usual.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from divtune.io import InputError, iter_jsonl
+from divtune.rewards import group_rewards
+from divtune.train.online_config import OnlineConfig
+
+ONLINE_METHODS = ("grpo", "dqo", "darling")
+
+#: ``(prompts, completions) -> (n,) quality``; prompts are the plain prompt texts.
+QualityFn = Callable[[list[str], list[str]], np.ndarray]
+#: ``texts -> (n, d)`` embeddings (rows are normalised again in divtune.rewards).
+EmbedFn = Callable[[list[str]], np.ndarray]
+
+# Keys added to the trainer's logs (and so to metrics.jsonl).
+QUALITY_KEY = "online/quality"
+DIVERSITY_KEY = "online/diversity"
+REWARD_KEY = "online/diversity_weighted_reward"
+
+
+# ---------------------------------------------------------------- data
+
+
+def load_online_prompts(train_path: str | Path) -> tuple[list[dict[str, str]], dict[str, int]]:
+    """One prompt per pool from a prepared ``train.jsonl`` (pairs share their pool's prompt).
+
+    Returns ``(rows, counts)`` with rows ``{"pool_id", "prompt"}`` in file
+    order and counts of rows read / prompts kept / rows that repeat a pool.
+    """
+    train_path = Path(train_path)
+    if not train_path.is_file():
+        raise InputError(train_path, "prepared training pairs not found (run `divtune prepare` first)")
+    prompts: dict[str, str] = {}
+    rows_read = 0
+    for lineno, obj in iter_jsonl(train_path):
+        rows_read += 1
+        if not isinstance(obj, dict):
+            raise InputError(train_path, "expected a JSON object", line=lineno)
+        for field in ("pool_id", "prompt"):
+            if field not in obj:
+                raise InputError(train_path, "missing field", line=lineno, field=field)
+        prompt = obj["prompt"]
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError(train_path, "prompt must be a non-empty string", line=lineno, field="prompt")
+        pool_id = str(obj["pool_id"])
+        if pool_id in prompts and prompts[pool_id] != prompt:
+            raise InputError(train_path, f"pool {pool_id!r} has two different prompts", line=lineno, field="prompt")
+        prompts.setdefault(pool_id, prompt)
+    if not prompts:
+        raise InputError(train_path, "no prompts to train on")
+    counts = {"rows_read": rows_read, "prompts": len(prompts), "rows_repeating_a_pool": rows_read - len(prompts)}
+    return [{"pool_id": k, "prompt": v} for k, v in prompts.items()], counts
+
+
+def completion_text(completion: Any) -> str:
+    """TRL completions are strings, or message lists for conversational prompts."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(str(message.get("content", "")) for message in completion)
+
+
+# ---------------------------------------------------------------- rewards
+
+
+def constant_quality(prompts: list[str], completions: list[str]) -> np.ndarray:
+    """Quality without a reward model: 1 for every sample (the diversity term alone)."""
+    return np.ones(len(completions))
+
+
+def reward_model_quality(reward_dir: str | Path) -> QualityFn:
+    from divtune.reward_model import RewardModel
+
+    model = RewardModel.load(reward_dir)
+
+    def quality(prompts: list[str], completions: list[str]) -> np.ndarray:
+        return np.asarray(model.score(prompts, completions), dtype=np.float64)
+
+    return quality
+
+
+def embedder_fn(spec: str) -> EmbedFn:
+    from divtune.embedders import load_embedder
+
+    embedder = load_embedder(spec)
+    return lambda texts: embedder.embed(texts, show_progress=False)
+
+
+class QualityReward:
+    """The per-sample TRL reward function (quality only; diversity is added on whole groups later)."""
+
+    def __init__(self, quality_fn: QualityFn, name: str):
+        self.quality_fn = quality_fn
+        # TRL names reward columns (and metrics ``rewards/<name>/mean``) after ``__name__``.
+        self.__name__ = name
+
+    def __call__(self, prompts, completions, prompt_text: Sequence[str], **_: Any) -> list[float]:
+        texts = [completion_text(c) for c in completions]
+        return [float(x) for x in self.quality_fn(list(prompt_text), texts)]
+
+
+def score_gathered_groups(
+    quality_all: np.ndarray,
+    local_completions: list[str],
+    *,
+    method: str,
+    online: OnlineConfig,
+    embed: EmbedFn | None,
+    gather: Callable[[Any], Any],
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The group-integrity step shared by every process.
+
+    ``quality_all`` (N,) is already gathered over processes (process 0's
+    slice first); ``local_completions`` is this process's slice. Local
+    embeddings are gathered with the same ``gather`` so row k of both is the
+    same sample, then whole groups of ``online.num_generations`` are scored.
+    Returns the diversity-weighted reward (N,) and the diversity term (N,).
+    """
+    if method == "grpo":
+        return group_rewards("grpo", quality_all, None, online.num_generations)
+    if embed is None:
+        raise ValueError(f"method {method!r} needs an embedder")
+    import torch
+
+    local_emb = torch.as_tensor(np.asarray(embed(local_completions), dtype=np.float64))
+    all_emb = gather(local_emb).cpu().numpy()
+    return group_rewards(
+        method,
+        quality_all,
+        all_emb,
+        online.num_generations,
+        alpha=online.alpha,
+        threshold=online.darling_threshold,
+        floor=online.darling_floor,
+    )
+
+
+def _grpo_trainer_class():
+    # Imported lazily so `import divtune.train.online` stays cheap.
+    from accelerate.utils import gather
+    from trl import GRPOTrainer
+
+    class DiversityGRPOTrainer(GRPOTrainer):
+        """GRPOTrainer whose single reward column becomes the diversity-weighted reward of whole groups."""
+
+        def __init__(self, *args, method: str, online: OnlineConfig, embed: EmbedFn | None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.divtune_method = method
+            self.divtune_online = online
+            self.divtune_embed = embed
+
+        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+            # TRL's version: per-sample quality on this process's slice, gathered over processes.
+            quality_all = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            reward, diversity = score_gathered_groups(
+                quality_all[:, 0].float().cpu().numpy(),
+                [completion_text(c) for c in completions],
+                method=self.divtune_method,
+                online=self.divtune_online,
+                embed=self.divtune_embed,
+                gather=gather,
+            )
+            mode = "train" if self.model.training else "eval"
+            self._metrics[mode][QUALITY_KEY].append(float(np.nanmean(quality_all[:, 0].cpu().numpy())))
+            self._metrics[mode][REWARD_KEY].append(float(np.nanmean(reward)))
+            if diversity is not None:
+                self._metrics[mode][DIVERSITY_KEY].append(float(np.mean(diversity)))
+            return quality_all.new_tensor(reward).unsqueeze(1)
+
+    return DiversityGRPOTrainer
+
+
+# ---------------------------------------------------------------- logging
+
+
+def _metrics_callback(path: Path):
+    from transformers import TrainerCallback
+
+    class JsonlMetricsCallback(TrainerCallback):
+        """Append every log event (loss, rewards, diversity terms) as one JSON line."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            row = {"step": state.global_step, "epoch": state.epoch}
+            for key, value in logs.items():
+                if isinstance(value, (int, float)) and not (isinstance(value, float) and not math.isfinite(value)):
+                    row[key] = value
+            with open(path, "a") as handle:
+                handle.write(json.dumps(row) + "\n")
+
+    return JsonlMetricsCallback()
+
+
+# ---------------------------------------------------------------- config
+
+
+def _field(obj: Any, name: str, default: Any = None) -> Any:
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def build_lora_config(lora: Any):
+    """A peft LoraConfig from TrainConfig.lora (dict or model), or None when LoRA is off."""
+    if lora is None or not _field(lora, "enabled", True):
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=_field(lora, "r", 16),
+        lora_alpha=_field(lora, "alpha", _field(lora, "lora_alpha", 32)),
+        lora_dropout=_field(lora, "dropout", _field(lora, "lora_dropout", 0.05)),
+        target_modules=_field(lora, "target_modules", "all-linear"),
+        task_type="CAUSAL_LM",
+    )
+
+
+def build_grpo_config(cfg: Any, device: str):
+    """GRPOConfig from OnlineConfig + TrainConfig.training, with CPU-sane defaults.
+
+    TRL's GRPOConfig defaults to bf16 and gradient checkpointing (both slow on
+    CPU); divtune picks bf16 only on a capable GPU. ``training`` wins over
+    everything here except the OnlineConfig-owned keys, which must be set in
+    ``online`` so the two cannot disagree.
+    """
+    import torch
+    from trl import GRPOConfig
+
+    online: OnlineConfig = cfg.online
+    training = dict(getattr(cfg, "training", None) or {})
+    owned = {"num_generations", "beta", "max_completion_length", "use_vllm"}
+    clash = sorted(owned & training.keys())
+    if clash:
+        raise ValueError(f"set {clash} under `online` (num_generations, kl_beta, ...), not under `training`")
+    on_gpu = device.startswith("cuda")
+    use_vllm = bool(online.use_vllm and on_gpu and _vllm_installed())
+    if online.use_vllm and not use_vllm:
+        warnings.warn("use_vllm requested but vLLM is not installed or no GPU is used; generating with transformers")
+    defaults: dict[str, Any] = {
+        "output_dir": str(cfg.output),
+        "per_device_train_batch_size": online.num_generations,
+        "gradient_accumulation_steps": 1,
+        "num_train_epochs": 1,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "bf16": bool(on_gpu and torch.cuda.is_bf16_supported()),
+        # transformers 5 renamed gradient_checkpointing; TRL's default of True would come through the old name.
+        "activation_checkpointing": bool(training.pop("gradient_checkpointing", False)),
+        "use_cpu": device == "cpu",
+        "seed": int(getattr(cfg, "seed", 0) or 0),
+        "disable_tqdm": False,
+    }
+    if use_vllm:
+        defaults.update(vllm_mode="colocate", vllm_max_model_length=getattr(cfg, "max_length", None))
+    defaults.update(training)
+    return GRPOConfig(
+        num_generations=online.num_generations,
+        beta=online.kl_beta,
+        max_completion_length=online.max_completion_length,
+        use_vllm=use_vllm,
+        **defaults,
+    )
+
+
+def _vllm_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def build_prompt_dataset(rows: list[dict[str, str]], tokenizer, max_prompt_tokens: int | None):
+    """TRL dataset: ``prompt`` (chat messages when the tokenizer has a chat template) + ``prompt_text``.
+
+    Prompts longer than ``max_prompt_tokens`` are cut (counted in the returned number).
+    """
+    from datasets import Dataset
+
+    conversational = bool(getattr(tokenizer, "chat_template", None))
+    records, truncated = [], 0
+    for row in rows:
+        text = row["prompt"]
+        if max_prompt_tokens is not None:
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(ids) > max_prompt_tokens:
+                text = tokenizer.decode(ids[:max_prompt_tokens])
+                truncated += 1
+        prompt = [{"role": "user", "content": text}] if conversational else text
+        records.append({"prompt": prompt, "prompt_text": text, "pool_id": row["pool_id"]})
+    return Dataset.from_list(records), truncated
+
+
+def make_trainer(cfg: Any, *, model, tokenizer, dataset, quality_fn: QualityFn, embed_fn: EmbedFn | None, device: str, callbacks=()):
+    """The DiversityGRPOTrainer for ``cfg`` (also used by the multi-process group-integrity test)."""
+    trainer_cls = _grpo_trainer_class()
+    return trainer_cls(
+        model=model,
+        reward_funcs=[QualityReward(quality_fn, name=cfg.method)],
+        args=build_grpo_config(cfg, device),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=build_lora_config(getattr(cfg, "lora", None)),
+        callbacks=list(callbacks),
+        method=cfg.method,
+        online=cfg.online,
+        embed=embed_fn,
+    )
+
+
+def run_online_train(
+    cfg: Any, *, quality_fn: QualityFn | None = None, embed_fn: EmbedFn | None = None
+) -> Path:
+    """Train with GRPO / DQO / DARLING; returns the output dir (model or adapter, config.yaml, metrics.jsonl).
+
+    ``quality_fn`` / ``embed_fn`` replace the reward model / embedder (for
+    programmatic use and tests); by default they come from ``cfg.reward`` and
+    ``cfg.online.embedder``.
+    """
+    from divtune.models import default_device, load_causal_lm, load_tokenizer, write_base_spec
+
+    method = cfg.method
+    if method not in ONLINE_METHODS:
+        raise ValueError(f"run_online_train handles {ONLINE_METHODS}, not {method!r}")
+    online: OnlineConfig = cfg.online
+    output = Path(cfg.output)
+    output.mkdir(parents=True, exist_ok=True)
+    device = getattr(cfg, "device", None) or default_device()
+
+    rows, counts = load_online_prompts(Path(cfg.data) / "train.jsonl")
+    print(
+        f"[divtune train/{method}] {counts['prompts']} prompts from {counts['rows_read']} pair rows "
+        f"({counts['rows_repeating_a_pool']} rows repeat a pool's prompt)"
+    )
+
+    if quality_fn is None:
+        if getattr(cfg, "reward", None):
+            quality_fn = reward_model_quality(cfg.reward)
+        else:
+            print(
+                f"[divtune train/{method}] WARNING: no reward model given (--reward); quality is a constant 1, "
+                "so only the diversity term drives learning" + (" (plain GRPO then learns nothing)" if method == "grpo" else "")
+            )
+            quality_fn = constant_quality
+    if method != "grpo" and embed_fn is None:
+        embed_fn = embedder_fn(online.embedder)
+
+    tokenizer = load_tokenizer(cfg.model, padding_side="left")
+    max_length = getattr(cfg, "max_length", None)
+    max_prompt_tokens = max_length - online.max_completion_length if max_length else None
+    if max_prompt_tokens is not None and max_prompt_tokens < 1:
+        raise ValueError(f"max_length {max_length} leaves no room for prompts after {online.max_completion_length} tokens")
+    dataset, truncated = build_prompt_dataset(rows, tokenizer, max_prompt_tokens)
+    if truncated:
+        print(f"[divtune train/{method}] {truncated} prompts cut to {max_prompt_tokens} tokens (max_length)")
+
+    model = load_causal_lm(cfg.model, device=device)
+    metrics_path = output / "metrics.jsonl"
+    metrics_path.unlink(missing_ok=True)
+    trainer = make_trainer(
+        cfg,
+        model=model,
+        tokenizer=tokenizer,
+        dataset=dataset,
+        quality_fn=quality_fn,
+        embed_fn=embed_fn,
+        device=device,
+        callbacks=[_metrics_callback(metrics_path)],
+    )
+    trainer.train()
+    trainer.save_model(str(output))  # every process calls it; Trainer writes from the main one
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(str(output))
+        write_base_spec(output, str(cfg.model))
+        if hasattr(cfg, "save"):
+            cfg.save(output / "config.yaml")
+    return output
