@@ -127,7 +127,10 @@ class TrainConfig(StageConfig):
                 f"{', '.join(reserved)} are set by divtune; use the top-level settings "
                 "(output, seed, max_length, beta, orpo_lambda, precompute_ref) instead"
             )
-        return value
+        # YAML 1.1 reads `save_strategy=no` as False; TrainingArguments wants "no".
+        return {
+            key: ("no" if key.endswith("_strategy") and item is False else item) for key, item in value.items()
+        }
 
 
 #: TrainingArguments/TRL names divtune derives from its own top-level fields.
