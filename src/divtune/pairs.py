@@ -28,8 +28,10 @@ def pool_rng(seed: int, pool_id: str) -> np.random.Generator:
 
 def _iterated_log1p(x: np.ndarray, times: int) -> np.ndarray:
     out = np.asarray(x, dtype=np.float64)
-    for _ in range(times):
-        out = np.log1p(out)
+    # NaN (not a warning) where the released formula's unshifted log is undefined; the caller reports it.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for _ in range(times):
+            out = np.log1p(out)
     return out
 
 
