@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 G = 4
 # 3 groups x 4; repeats inside groups so both diversity terms vary within a group.
@@ -37,6 +36,7 @@ def main(model_dir: str, out_path: str, expected_world_size: int) -> None:
     from datasets import Dataset
 
     from divtune.models import load_causal_lm, load_tokenizer
+    from divtune.train import TrainConfig
     from divtune.train.online import embedder_fn, make_trainer
     from divtune.train.online_config import OnlineConfig
 
@@ -45,9 +45,9 @@ def main(model_dir: str, out_path: str, expected_world_size: int) -> None:
     model = load_causal_lm(model_dir, device="cpu")
     dataset = Dataset.from_list([{"prompt": p, "prompt_text": p, "pool_id": p} for p in sorted(set(PROMPTS))])
     online = OnlineConfig(num_generations=G, alpha=1.5, darling_threshold=0.95, darling_floor=0.1, embedder="stylometric")
-    cfg = SimpleNamespace(
-        method="dqo", online=online, output=str(Path(out_path).parent / "mp_trainer"), seed=0, lora=None,
-        max_length=64, training={"per_device_train_batch_size": G},
+    cfg = TrainConfig(
+        method="dqo", online=online, output=str(Path(out_path).parent / "mp_trainer"), seed=0,
+        lora={"enabled": False}, max_length=64, device="cpu", training={"report_to": "none"},
     )
     trainer = make_trainer(
         cfg, model=model, tokenizer=tokenizer, dataset=dataset, quality_fn=quality,

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from conftest import write_jsonl
 
-from divtune.io import InputError
+from divtune.io import InputError, is_stage_done
 from divtune.rewards import group_rewards
+from divtune.train import TrainConfig, run_train
 from divtune.train.online import (
     DIVERSITY_KEY,
     QUALITY_KEY,
@@ -61,18 +62,21 @@ def test_missing_prompt_field_names_file_line_and_field(tmp_path):
 
 
 def test_settings_owned_by_online_config_cannot_be_set_twice(tmp_path):
-    cfg = SimpleNamespace(output=str(tmp_path), online=OnlineConfig(), training={"beta": 0.1}, seed=0, max_length=64)
+    cfg = SimpleNamespace(output=str(tmp_path), online=OnlineConfig(), training={"max_completion_length": 9}, seed=0)
     with pytest.raises(ValueError, match="online"):
         build_grpo_config(cfg, "cpu")
 
 
 def test_grpo_config_is_cpu_sane_and_takes_online_settings(tmp_path):
-    online = OnlineConfig(num_generations=3, kl_beta=0.2, max_completion_length=12)
-    cfg = SimpleNamespace(output=str(tmp_path), online=online, training={"learning_rate": 0.01}, seed=3, max_length=64)
-    args = build_grpo_config(cfg, "cpu")
+    online = OnlineConfig(num_generations=3, kl_beta=0.2, max_completion_length=12, use_vllm=True)
+    cfg = TrainConfig(method="dqo", output=str(tmp_path), online=online, training={"learning_rate": 0.01}, seed=3)
+    with pytest.warns(UserWarning, match="vLLM"):
+        args = build_grpo_config(cfg, "cpu")
     assert (args.num_generations, args.beta, args.max_completion_length) == (3, 0.2, 12)
     assert not args.bf16 and not args.activation_checkpointing and not args.use_vllm
     assert args.learning_rate == 0.01 and args.seed == 3
+    # Whole groups per device micro-batch by default.
+    assert args.per_device_train_batch_size % 3 == 0
 
 
 # ---------------------------------------------------------------- group integrity
@@ -142,13 +146,13 @@ def prepared_dir(tmp_path_factory) -> Path:
     return root
 
 
-def smoke_cfg(method: str, model: Path, data: Path, out: Path, reward=None, lora=None) -> SimpleNamespace:
-    return SimpleNamespace(
-        method=method, data=str(data), model=str(model), output=str(out), reward=reward, seed=0, device="cpu",
-        lora=lora, max_length=96,
+def smoke_cfg(method: str, model: Path, data: Path, out: Path, lora=None) -> TrainConfig:
+    return TrainConfig(
+        method=method, data=str(data), model=str(model), output=str(out), seed=0, device="cpu",
+        lora=lora or {"enabled": False}, max_length=96,
         online=OnlineConfig(num_generations=4, max_completion_length=8, embedder="stylometric", alpha=1.0,
                             darling_threshold=0.9, darling_floor=0.1),
-        training={"max_steps": 3, "learning_rate": 1e-3},
+        training={"max_steps": 3, "learning_rate": 1e-3, "gradient_accumulation_steps": 1, "report_to": "none"},
     )
 
 
@@ -163,8 +167,13 @@ def test_smoke_training_logs_diversity_weighted_reward_and_changes_parameters(
 ):
     out = tmp_path / method
     # DQO runs without a reward model (constant quality 1, warning); the others with a varying quality.
-    quality_fn = None if method == "dqo" else vowel_share
-    run_online_train(smoke_cfg(method, tiny_lm_dir, prepared_dir, out), quality_fn=quality_fn)
+    if method == "dqo":
+        run_train(smoke_cfg(method, tiny_lm_dir, prepared_dir, out))  # the `divtune train` path
+    else:
+        run_online_train(smoke_cfg(method, tiny_lm_dir, prepared_dir, out), quality_fn=vowel_share)
+    assert is_stage_done(out)
+    saved = TrainConfig.load(out / "config.yaml")
+    assert saved.method == method and saved.online.num_generations == 4
 
     rows = logged_rows(out)
     assert [r["step"] for r in rows] == [1, 2, 3]
@@ -185,12 +194,14 @@ def test_smoke_training_logs_diversity_weighted_reward_and_changes_parameters(
     before, after = state_of(tiny_lm_dir), state_of(out)
     changed = [k for k in before if not np.array_equal(before[k], after[k])]
     assert changed, "no parameter changed during training"
-    assert (out / "divtune_base.json").is_file() or (out / "config.json").is_file()
+    from divtune.models import read_base_spec
+
+    assert read_base_spec(out) == str(tiny_lm_dir)
 
 
 def test_smoke_training_with_lora_trains_the_adapter(tiny_lm_dir, prepared_dir, tmp_path):
     out = tmp_path / "darling_lora"
-    lora = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
     run_online_train(smoke_cfg("darling", tiny_lm_dir, prepared_dir, out, lora=lora), quality_fn=vowel_share)
     adapter = state_of(out)
     lora_b = {k: v for k, v in adapter.items() if "lora_B" in k}

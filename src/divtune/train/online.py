@@ -19,8 +19,6 @@ advantages back to each process as usual.
 
 from __future__ import annotations
 
-import json
-import math
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -195,100 +193,57 @@ def _grpo_trainer_class():
     return DiversityGRPOTrainer
 
 
-# ---------------------------------------------------------------- logging
-
-
-def _metrics_callback(path: Path):
-    from transformers import TrainerCallback
-
-    class JsonlMetricsCallback(TrainerCallback):
-        """Append every log event (loss, rewards, diversity terms) as one JSON line."""
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or not logs:
-                return
-            row = {"step": state.global_step, "epoch": state.epoch}
-            for key, value in logs.items():
-                if isinstance(value, (int, float)) and not (isinstance(value, float) and not math.isfinite(value)):
-                    row[key] = value
-            with open(path, "a") as handle:
-                handle.write(json.dumps(row) + "\n")
-
-    return JsonlMetricsCallback()
-
-
 # ---------------------------------------------------------------- config
 
-
-def _field(obj: Any, name: str, default: Any = None) -> Any:
-    if obj is None:
-        return default
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
-def build_lora_config(lora: Any):
-    """A peft LoraConfig from TrainConfig.lora (dict or model), or None when LoRA is off."""
-    if lora is None or not _field(lora, "enabled", True):
-        return None
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=_field(lora, "r", 16),
-        lora_alpha=_field(lora, "alpha", _field(lora, "lora_alpha", 32)),
-        lora_dropout=_field(lora, "dropout", _field(lora, "lora_dropout", 0.05)),
-        target_modules=_field(lora, "target_modules", "all-linear"),
-        task_type="CAUSAL_LM",
-    )
+#: divtune's online defaults (over TrainConfig's common ones): one prompt's group per
+#: device micro-batch, 4 prompts per optimizer step, and a LoRA-sized learning rate
+#: (TRL's GRPO default 1e-6 barely moves an adapter).
+ONLINE_DEFAULTS: dict[str, Any] = {"gradient_accumulation_steps": 4, "learning_rate": 1e-5, "num_train_epochs": 1}
+#: GRPOConfig fields that OnlineConfig owns; setting them under ``training`` is an error.
+ONLINE_OWNED_KEYS = frozenset({"num_generations", "beta", "max_completion_length", "use_vllm"})
 
 
-def build_grpo_config(cfg: Any, device: str):
-    """GRPOConfig from OnlineConfig + TrainConfig.training, with CPU-sane defaults.
+def grpo_config_kwargs(cfg: Any, device: str) -> dict[str, Any]:
+    """Keyword arguments of TRL's GRPOConfig for ``cfg``.
 
-    TRL's GRPOConfig defaults to bf16 and gradient checkpointing (both slow on
-    CPU); divtune picks bf16 only on a capable GPU. ``training`` wins over
-    everything here except the OnlineConfig-owned keys, which must be set in
-    ``online`` so the two cannot disagree.
+    Precedence, lowest first: TrainConfig's common defaults < device defaults
+    (fp32 and no checkpointing on CPU; TRL's GRPOConfig would default to bf16
+    and checkpointing) < ONLINE_DEFAULTS < ``cfg.training`` < OnlineConfig.
     """
-    import torch
-    from trl import GRPOConfig
+    from divtune.train.config import COMMON_DEFAULTS, device_defaults
 
     online: OnlineConfig = cfg.online
     training = dict(getattr(cfg, "training", None) or {})
-    owned = {"num_generations", "beta", "max_completion_length", "use_vllm"}
-    clash = sorted(owned & training.keys())
+    clash = sorted(ONLINE_OWNED_KEYS & training.keys())
     if clash:
         raise ValueError(f"set {clash} under `online` (num_generations, kl_beta, ...), not under `training`")
-    on_gpu = device.startswith("cuda")
-    use_vllm = bool(online.use_vllm and on_gpu and _vllm_installed())
+    kwargs: dict[str, Any] = {**COMMON_DEFAULTS, **device_defaults(device), **ONLINE_DEFAULTS}
+    kwargs["per_device_train_batch_size"] = online.num_generations
+    kwargs.update(training)
+    # transformers 5 renamed gradient_checkpointing; passing the new name avoids TRL's
+    # default of True for the old one silently winning.
+    kwargs["activation_checkpointing"] = bool(kwargs.pop("gradient_checkpointing", False))
+    use_vllm = bool(online.use_vllm and device.startswith("cuda") and _vllm_installed())
     if online.use_vllm and not use_vllm:
         warnings.warn("use_vllm requested but vLLM is not installed or no GPU is used; generating with transformers")
-    defaults: dict[str, Any] = {
-        "output_dir": str(cfg.output),
-        "per_device_train_batch_size": online.num_generations,
-        "gradient_accumulation_steps": 1,
-        "num_train_epochs": 1,
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "report_to": "none",
-        "bf16": bool(on_gpu and torch.cuda.is_bf16_supported()),
-        # transformers 5 renamed gradient_checkpointing; TRL's default of True would come through the old name.
-        "activation_checkpointing": bool(training.pop("gradient_checkpointing", False)),
-        "use_cpu": device == "cpu",
-        "seed": int(getattr(cfg, "seed", 0) or 0),
-        "disable_tqdm": False,
-    }
     if use_vllm:
-        defaults.update(vllm_mode="colocate", vllm_max_model_length=getattr(cfg, "max_length", None))
-    defaults.update(training)
-    return GRPOConfig(
+        kwargs.setdefault("vllm_mode", "colocate")
+        kwargs.setdefault("vllm_max_model_length", getattr(cfg, "max_length", None))
+    kwargs.update(
+        output_dir=str(cfg.output),
+        seed=int(getattr(cfg, "seed", 0) or 0),
         num_generations=online.num_generations,
         beta=online.kl_beta,
         max_completion_length=online.max_completion_length,
         use_vllm=use_vllm,
-        **defaults,
     )
+    return kwargs
+
+
+def build_grpo_config(cfg: Any, device: str):
+    from trl import GRPOConfig
+
+    return GRPOConfig(**grpo_config_kwargs(cfg, device))
 
 
 def _vllm_installed() -> bool:
@@ -321,8 +276,27 @@ def build_prompt_dataset(rows: list[dict[str, str]], tokenizer, max_prompt_token
     return Dataset.from_list(records), truncated
 
 
-def make_trainer(cfg: Any, *, model, tokenizer, dataset, quality_fn: QualityFn, embed_fn: EmbedFn | None, device: str, callbacks=()):
+def make_trainer(
+    cfg: Any,
+    *,
+    model,
+    tokenizer,
+    dataset,
+    quality_fn: QualityFn,
+    embed_fn: EmbedFn | None,
+    device: str,
+    callbacks=(),
+):
     """The DiversityGRPOTrainer for ``cfg`` (also used by the multi-process group-integrity test)."""
+    from peft import PeftModel
+
+    lora = getattr(cfg, "lora", None)
+    # An adapter being trained further (``init``) already is a PeftModel: no second adapter.
+    peft_config = None
+    if lora is not None and lora.enabled and not isinstance(model, PeftModel):
+        from divtune.train.runner import lora_config
+
+        peft_config = lora_config(cfg)
     trainer_cls = _grpo_trainer_class()
     return trainer_cls(
         model=model,
@@ -330,7 +304,7 @@ def make_trainer(cfg: Any, *, model, tokenizer, dataset, quality_fn: QualityFn, 
         args=build_grpo_config(cfg, device),
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=build_lora_config(getattr(cfg, "lora", None)),
+        peft_config=peft_config,
         callbacks=list(callbacks),
         method=cfg.method,
         online=cfg.online,
@@ -339,54 +313,73 @@ def make_trainer(cfg: Any, *, model, tokenizer, dataset, quality_fn: QualityFn, 
 
 
 def run_online_train(
-    cfg: Any, *, quality_fn: QualityFn | None = None, embed_fn: EmbedFn | None = None
+    cfg: Any,
+    *,
+    quality_fn: QualityFn | None = None,
+    embed_fn: EmbedFn | None = None,
+    callbacks: list[Any] | None = None,
 ) -> Path:
-    """Train with GRPO / DQO / DARLING; returns the output dir (model or adapter, config.yaml, metrics.jsonl).
+    """Train ``cfg`` (a TrainConfig with method grpo / dqo / darling); returns the output dir.
 
-    ``quality_fn`` / ``embed_fn`` replace the reward model / embedder (for
-    programmatic use and tests); by default they come from ``cfg.reward`` and
-    ``cfg.online.embedder``.
+    The output dir holds the adapter (or model) and tokenizer, ``config.yaml``,
+    ``metrics.jsonl`` (with ``online/quality``, ``online/diversity`` and
+    ``online/diversity_weighted_reward`` per step), ``divtune_base.json``,
+    ``checkpoint-*`` for ``--resume`` and the done marker. ``quality_fn`` /
+    ``embed_fn`` replace the reward model / embedder (programmatic use, tests).
     """
-    from divtune.models import default_device, load_causal_lm, load_tokenizer, write_base_spec
+    from divtune.config import ConfigError
+    from divtune.io import mark_stage_done
+    from divtune.models import load_tokenizer
+    from divtune.train.callbacks import MetricsJsonlCallback, truncate_metrics
+    from divtune.train.config import resolve_device
+    from divtune.train.runner import _resume_point, load_policy, save_final
 
     method = cfg.method
     if method not in ONLINE_METHODS:
-        raise ValueError(f"run_online_train handles {ONLINE_METHODS}, not {method!r}")
+        raise ConfigError(f"run_online_train handles {', '.join(ONLINE_METHODS)}, not {method!r}")
+    if not cfg.data:
+        raise ConfigError(f"train/{method}: `data` (prepared folder) is required")
+    if not cfg.output:
+        raise ConfigError(f"train/{method}: `output` folder is required")
     online: OnlineConfig = cfg.online
     output = Path(cfg.output)
-    output.mkdir(parents=True, exist_ok=True)
-    device = getattr(cfg, "device", None) or default_device()
+    resume_from = _resume_point(output, cfg.resume)
+    if resume_from == "done":
+        print(f"[divtune train/{method}] {output} already holds a finished run; nothing to do")
+        return output
+    device = resolve_device(cfg)
 
-    rows, counts = load_online_prompts(Path(cfg.data) / "train.jsonl")
+    data = Path(cfg.data)
+    rows, counts = load_online_prompts(data / "train.jsonl" if data.is_dir() else data)
     print(
         f"[divtune train/{method}] {counts['prompts']} prompts from {counts['rows_read']} pair rows "
         f"({counts['rows_repeating_a_pool']} rows repeat a pool's prompt)"
     )
-
     if quality_fn is None:
-        if getattr(cfg, "reward", None):
+        if cfg.reward:
             quality_fn = reward_model_quality(cfg.reward)
         else:
             print(
                 f"[divtune train/{method}] WARNING: no reward model given (--reward); quality is a constant 1, "
-                "so only the diversity term drives learning" + (" (plain GRPO then learns nothing)" if method == "grpo" else "")
+                "so only the diversity term drives learning"
+                + (" (plain GRPO then has no learning signal)" if method == "grpo" else "")
             )
             quality_fn = constant_quality
     if method != "grpo" and embed_fn is None:
         embed_fn = embedder_fn(online.embedder)
 
-    tokenizer = load_tokenizer(cfg.model, padding_side="left")
-    max_length = getattr(cfg, "max_length", None)
-    max_prompt_tokens = max_length - online.max_completion_length if max_length else None
-    if max_prompt_tokens is not None and max_prompt_tokens < 1:
-        raise ValueError(f"max_length {max_length} leaves no room for prompts after {online.max_completion_length} tokens")
+    tokenizer = load_tokenizer(cfg.init or cfg.model, trust_remote_code=cfg.trust_remote_code, padding_side="left")
+    max_prompt_tokens = cfg.max_length - online.max_completion_length
+    if max_prompt_tokens < 1:
+        raise ConfigError(
+            f"max_length {cfg.max_length} leaves no room for a prompt next to "
+            f"online.max_completion_length {online.max_completion_length}"
+        )
     dataset, truncated = build_prompt_dataset(rows, tokenizer, max_prompt_tokens)
     if truncated:
         print(f"[divtune train/{method}] {truncated} prompts cut to {max_prompt_tokens} tokens (max_length)")
 
-    model = load_causal_lm(cfg.model, device=device)
-    metrics_path = output / "metrics.jsonl"
-    metrics_path.unlink(missing_ok=True)
+    model, base_spec = load_policy(cfg, device)
     trainer = make_trainer(
         cfg,
         model=model,
@@ -395,13 +388,21 @@ def run_online_train(
         quality_fn=quality_fn,
         embed_fn=embed_fn,
         device=device,
-        callbacks=[_metrics_callback(metrics_path)],
+        callbacks=[MetricsJsonlCallback(output), *(callbacks or [])],
     )
-    trainer.train()
-    trainer.save_model(str(output))  # every process calls it; Trainer writes from the main one
-    if trainer.accelerator.is_main_process:
-        tokenizer.save_pretrained(str(output))
-        write_base_spec(output, str(cfg.model))
-        if hasattr(cfg, "save"):
-            cfg.save(output / "config.yaml")
+    is_main = trainer.is_world_process_zero()
+    if is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        training = {k: v for k, v in grpo_config_kwargs(cfg, device).items() if k not in ONLINE_OWNED_KEYS}
+        training.pop("output_dir"), training.pop("seed")
+        cfg.model_copy(update={"training": training}).save(output / "config.yaml")
+        if resume_from is not None:
+            truncate_metrics(output, int(Path(resume_from).name.split("-")[-1]))
+        else:
+            (output / "metrics.jsonl").unlink(missing_ok=True)
+    trainer.train(resume_from_checkpoint=resume_from)
+    save_final(trainer, tokenizer, output, base_spec)
+    trainer.accelerator.wait_for_everyone()
+    if is_main:
+        mark_stage_done(output, {"method": method, "global_step": trainer.state.global_step, "data": counts})
     return output
