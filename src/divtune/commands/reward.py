@@ -1,9 +1,60 @@
-"""`divtune reward` command (registered by divtune.cli)."""
+"""`divtune reward train|score` commands (registered by divtune.cli)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Not built yet: see the open issue for this stage."""
+    reward_app = typer.Typer(help="Quality reward model: train on prepared data, score generations.",
+                             no_args_is_help=True)
+    app.add_typer(reward_app, name="reward")
+
+    @reward_app.command("train")
+    def train(
+        data: Optional[Path] = typer.Option(None, "--data", help="Prepared folder (train.jsonl, test.jsonl)."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Reward model folder to write."),
+        backbone: Optional[str] = typer.Option(None, "--backbone", help="'minilm' (default), folder or hub id."),
+        backbone_kind: Optional[str] = typer.Option(None, "--backbone-kind", help="auto, encoder or sequence_classification."),
+        freeze_backbone: Optional[bool] = typer.Option(None, "--freeze-backbone/--train-backbone",
+                                                       help="Train only the head (default) or the backbone too."),
+        lora: Optional[bool] = typer.Option(None, "--lora/--no-lora", help="LoRA on a sequence-classification backbone."),
+        max_length: Optional[int] = typer.Option(None, "--max-length"),
+        max_epochs: Optional[int] = typer.Option(None, "--max-epochs"),
+        patience: Optional[int] = typer.Option(None, "--patience"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+        device: Optional[str] = typer.Option(None, "--device"),
+        seed: Optional[int] = typer.Option(None, "--seed"),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file."),
+        overrides: List[str] = typer.Option([], "--set", help="key=value override, repeatable."),
+    ) -> None:
+        """Train the vote-regression reward model (L1, early stopping) and report test metrics."""
+        import json
+
+        from divtune.reward_model import RewardTrainConfig, train_reward_model
+
+        cfg = RewardTrainConfig.load(
+            config, overrides, data=str(data) if data else None, output=str(output) if output else None,
+            backbone=backbone, backbone_kind=backbone_kind, freeze_backbone=freeze_backbone, lora=lora,
+            max_length=max_length, max_epochs=max_epochs, patience=patience, batch_size=batch_size,
+            device=device, seed=seed,
+        )
+        metrics = train_reward_model(cfg)
+        summary = {k: metrics[k] for k in ("pairwise_accuracy", "pairwise_accuracy_ci", "spearman",
+                                           "n_test_pairs", "best_epoch", "train_seconds")}
+        typer.echo(json.dumps(summary, indent=2))
+
+    @reward_app.command("score")
+    def score(
+        reward: Path = typer.Option(..., "--reward", help="Reward model folder from `divtune reward train`."),
+        generations: Path = typer.Option(..., "--generations", help="Generations JSONL."),
+        output: Path = typer.Option(..., "--output", "-o", help="Copy of the generations with a 'quality' field."),
+        batch_size: int = typer.Option(64, "--batch-size"),
+    ) -> None:
+        """Add the reward model's quality score to every line of a generations file."""
+        from divtune.reward_model import score_generations
+
+        typer.echo(str(score_generations(reward, generations, output, batch_size=batch_size)))

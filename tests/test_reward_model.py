@@ -1,0 +1,243 @@
+"""Quality reward model: pure metrics, early stopping, training on a learnable toy task,
+save/load/score round trip, and (slow) training on the shipped r/WritingPrompts data."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+
+from conftest import build_tiny_tokenizer, write_jsonl
+from divtune.io import InputError
+from divtune.reward_model import (
+    EarlyStopping,
+    RewardModel,
+    RewardTrainConfig,
+    bootstrap_pair_accuracy,
+    pairwise_accuracy,
+    read_scored_responses,
+    score_generations,
+    split_by_pool,
+    train_reward_model,
+)
+
+# ---------------------------------------------------------------- pure parts
+
+
+def test_pairwise_accuracy_counts_ties_as_half():
+    assert pairwise_accuracy([2, 1, 3], [1, 2, 3]).tolist() == [1.0, 0.0, 0.5]
+
+
+def test_bootstrap_accuracy_weights_pairs_and_interval_contains_estimate():
+    correct = np.array([1, 1, 1, 0, 1, 0])
+    pools = ["a", "a", "a", "b", "c", "c"]
+    accuracy, (low, high) = bootstrap_pair_accuracy(correct, pools, n_boot=500, seed=1)
+    assert accuracy == pytest.approx(4 / 6)
+    assert 0.0 <= low <= accuracy <= high <= 1.0 and high > low
+    # One pool only: every resample is that pool, so the interval collapses on it.
+    assert bootstrap_pair_accuracy([1, 0, 1, 1], ["p"] * 4, n_boot=50) == (0.75, [0.75, 0.75])
+
+
+def test_split_by_pool_keeps_pools_whole():
+    pools = ["a", "a", "b", "c", "c", "c", "d", "e"]
+    train, val = split_by_pool(pools, val_fraction=0.4, seed=3)
+    assert (train ^ val).all()
+    val_pools = {p for p, v in zip(pools, val) if v}
+    train_pools = {p for p, t in zip(pools, train) if t}
+    assert len(val_pools) == 2 and not val_pools & train_pools
+
+
+def test_early_stopping_stops_after_patience_without_improvement():
+    stopper = EarlyStopping(patience=2)
+    results = [stopper.update(e, loss) for e, loss in enumerate([1.0, 0.8, 0.9, 0.7, 0.75, 0.71])]
+    assert results == [(True, False), (True, False), (False, False), (True, False), (False, False), (False, True)]
+    assert stopper.best_epoch == 3 and stopper.best == 0.7
+
+
+# ---------------------------------------------------------------- toy task: quality is learnable
+
+
+GOOD, BAD = "dragon light music", "sea hills door"
+
+
+def _toy_prepared(directory, n_pools=24, per_pool=6, seed=0):
+    """Responses whose quality is the share of 'good' words: learnable from mean-pooled tokens."""
+    rng = random.Random(seed)
+    good, bad = GOOD.split(), BAD.split()
+
+    def response():
+        k = rng.randint(0, 6)
+        words = [rng.choice(good) for _ in range(k)] + [rng.choice(bad) for _ in range(6 - k)]
+        rng.shuffle(words)
+        return " ".join(words), 2 * k / 6 - 1, k
+
+    for split, pools in (("train", range(n_pools)), ("test", range(n_pools, n_pools + 8))):
+        rows = []
+        for pool in pools:
+            items = [response() for _ in range(per_pool)]
+            items.sort(key=lambda item: -item[2])
+            for (chosen, qc, kc), (rejected, qr, kr) in zip(items[: per_pool // 2], items[per_pool // 2 :]):
+                rows.append({"pool_id": f"p{pool}", "prompt": "Write a story.", "chosen": chosen,
+                             "rejected": rejected, "score_chosen": kc, "score_rejected": kr,
+                             "quality_chosen": qc, "quality_rejected": qr, "weight": 1.0})
+        write_jsonl(directory / f"{split}.jsonl", rows)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory):
+    import torch
+    from transformers import BertConfig, BertModel
+
+    tokenizer = build_tiny_tokenizer()
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
+    directory = tmp_path_factory.mktemp("tiny_bert")
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def _toy_cfg(data, output, backbone, **kw):
+    values = dict(data=str(data), output=str(output), backbone=str(backbone), max_length=32, head_hidden=32,
+                  learning_rate=3e-3, batch_size=16, max_epochs=60, patience=4, bootstrap_samples=200,
+                  device="cpu", show_progress=False)
+    values.update(kw)
+    return RewardTrainConfig(**values)
+
+
+def test_frozen_encoder_learns_toy_quality_and_stops_early(tmp_path, tiny_bert_dir):
+    data = _toy_prepared(tmp_path / "data")
+    metrics = train_reward_model(_toy_cfg(data, tmp_path / "rm", tiny_bert_dir))
+    history = metrics["history"]
+    # The L1 loss falls well below where it starts and below predicting the median quality.
+    train_targets = [r.quality for r in read_scored_responses(data, "train")]
+    median_l1 = float(np.mean(np.abs(np.array(train_targets) - np.median(train_targets))))
+    assert history[-1]["train_l1"] < 0.6 * history[0]["train_l1"]
+    assert metrics["best_val_l1"] < 0.7 * median_l1
+    # Early stopping: the run ended `patience` epochs after its best validation epoch.
+    assert metrics["stopped_early"] and metrics["epochs_run"] == metrics["best_epoch"] + 1 + 4
+    assert metrics["pairwise_accuracy"] > 0.8
+    low, high = metrics["pairwise_accuracy_ci"]
+    assert low <= metrics["pairwise_accuracy"] <= high
+    assert metrics["spearman"] > 0.5
+    saved = json.loads((tmp_path / "rm" / "metrics.json").read_text())
+    assert saved["pairwise_accuracy"] == metrics["pairwise_accuracy"]
+    assert (tmp_path / "rm" / "config.yaml").is_file()
+    assert not list((tmp_path / "rm").rglob("*.bin")) and not list((tmp_path / "rm").rglob("*.pt"))
+
+
+def test_early_stopping_cuts_a_long_run(tmp_path, tiny_bert_dir):
+    data = _toy_prepared(tmp_path / "data", n_pools=8)
+    metrics = train_reward_model(_toy_cfg(data, tmp_path / "rm", tiny_bert_dir, max_epochs=400, patience=2,
+                                          learning_rate=3e-2))
+    assert metrics["stopped_early"] and metrics["epochs_run"] < 400
+    assert metrics["epochs_run"] == metrics["best_epoch"] + 1 + 2
+    assert metrics["best_val_l1"] == min(h["val_l1"] for h in metrics["history"])
+
+
+def test_saved_model_scores_like_the_trained_one_and_scores_generations(tmp_path, tiny_bert_dir):
+    data = _toy_prepared(tmp_path / "data", n_pools=8)
+    train_reward_model(_toy_cfg(data, tmp_path / "rm", tiny_bert_dir, max_epochs=30))
+    model = RewardModel.load(tmp_path / "rm", device="cpu")
+    prompts = ["Write a story."] * 3
+    responses = ["dragon dragon light music dragon light", "sea sea door hills door sea", "dragon sea"]
+    scores = model.score(prompts, responses, batch_size=2)
+    assert scores.shape == (3,) and scores.dtype == np.float32
+    assert scores[0] > scores[1]  # the all-good response beats the all-bad one
+    # Batching and length sorting do not change a response's score.
+    np.testing.assert_allclose(model.score(prompts[:1], responses[:1]), scores[:1], rtol=1e-4, atol=1e-5)
+
+    gens = write_jsonl(tmp_path / "gen.jsonl", [
+        {"prompt_id": 1, "prompt": p, "sample_index": i, "text": r, "model": "m", "seed": 0}
+        for i, (p, r) in enumerate(zip(prompts, responses))
+    ])
+    out = score_generations(tmp_path / "rm", gens, tmp_path / "scored.jsonl")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["sample_index"] for r in rows] == [0, 1, 2]
+    np.testing.assert_allclose([r["quality"] for r in rows], scores, rtol=1e-4, atol=1e-5)
+
+
+def test_score_generations_names_line_of_a_missing_text(tmp_path, tiny_bert_dir):
+    gens = write_jsonl(tmp_path / "gen.jsonl", [{"prompt": "p", "text": "t"}, {"prompt": "p"}])
+    with pytest.raises(InputError) as info:
+        score_generations(tmp_path / "nowhere", gens, tmp_path / "out.jsonl")
+    assert info.value.line == 2 and info.value.field == "text"
+
+
+def test_sequence_classification_backbone_with_lora_trains_saves_and_loads(tmp_path, tiny_lm_dir):
+    pytest.importorskip("peft")
+    data = _toy_prepared(tmp_path / "data", n_pools=6)
+    metrics = train_reward_model(_toy_cfg(data, tmp_path / "rm", tiny_lm_dir, lora=True, lora_r=4, max_epochs=2,
+                                          backbone_learning_rate=1e-3, batch_size=8))
+    assert metrics["kind"] == "sequence_classification" and metrics["epochs_run"] == 2
+    assert (tmp_path / "rm" / "model" / "adapter_model.safetensors").is_file()
+    model = RewardModel.load(tmp_path / "rm", device="cpu")
+    scores = model.score(["Write a story."] * 2, ["dragon light", "sea door"])
+    assert scores.shape == (2,) and np.isfinite(scores).all()
+
+
+# ---------------------------------------------------------------- shipped data (slow)
+
+
+def _compress_exact(scores, times=100):
+    """SPEC §1 vote compression, option `exact`: shifted C-fold log mapped onto [-1, 1]."""
+    def t(x):
+        for _ in range(times):
+            x = math.log1p(x)
+        return x
+
+    low, high = min(scores), max(scores)
+    t_low, t_high = t(1.0), t(high - low + 1.0)
+    return {s: 2 * (t(s - low + 1.0) - t_low) / (t_high - t_low) - 1 for s in set(scores)}
+
+
+def build_prepared_from_reddit(source, directory, test_fraction=0.2, min_chars=200, seed=0):
+    """A minimal prepared folder (train/test pairs) from the shipped reddit-layout file.
+
+    Stand-in for `divtune prepare` so this test depends only on the reward model:
+    stories under ``min_chars`` (and the pinned off-topic comment) are dropped,
+    responses are paired within a post at random (disjoint), the higher score is chosen.
+    """
+    with gzip.open(source, "rt", encoding="utf-8") as handle:
+        posts = [json.loads(line) for line in handle]
+    rng = random.Random(seed)
+    all_scores = [s for p in posts for t, s in zip(p["comment_texts"], p["comment_scores"]) if len(t) >= min_chars]
+    quality = _compress_exact(all_scores)
+    rng.shuffle(posts)
+    n_test = round(test_fraction * len(posts))
+    for split, chunk in (("test", posts[:n_test]), ("train", posts[n_test:])):
+        rows = []
+        for post in chunk:
+            items = [(t, s) for t, s in zip(post["comment_texts"], post["comment_scores"])
+                     if len(t) >= min_chars and not t.lstrip().startswith("**Off-Topic")]
+            rng.shuffle(items)
+            for a, b in zip(items[0::2], items[1::2]):
+                if a[1] == b[1]:
+                    continue
+                (chosen, sc), (rejected, sr) = (a, b) if a[1] > b[1] else (b, a)
+                rows.append({"pool_id": post["post_id"], "prompt": post["post_title"], "chosen": chosen,
+                             "rejected": rejected, "score_chosen": sc, "score_rejected": sr,
+                             "quality_chosen": quality[sc], "quality_rejected": quality[sr], "weight": 1.0})
+        write_jsonl(directory / f"{split}.jsonl", rows)
+    return directory
+
+
+@pytest.mark.slow
+def test_minilm_reward_model_on_shipped_data(tmp_path, wp_scored_path, minilm_path):
+    data = build_prepared_from_reddit(wp_scored_path, tmp_path / "data", test_fraction=0.1)
+    cfg = RewardTrainConfig(data=str(data), output=str(tmp_path / "rm"), backbone="minilm", max_length=96,
+                            max_train_responses=300, max_epochs=40, patience=5, device="cpu",
+                            bootstrap_samples=500, show_progress=False)
+    metrics = train_reward_model(cfg)
+    low, high = metrics["pairwise_accuracy_ci"]
+    assert 0.0 <= low <= metrics["pairwise_accuracy"] <= high <= 1.0
+    assert -1.0 <= metrics["spearman"] <= 1.0
+    assert metrics["n_test_pairs"] > 20 and metrics["n_train_responses"] > 100
+    print("shipped-data reward model:", {k: metrics[k] for k in
+          ("pairwise_accuracy", "pairwise_accuracy_ci", "spearman", "n_test_pairs", "train_seconds")})
