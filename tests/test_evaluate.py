@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -194,31 +193,36 @@ def test_cli_accepts_several_files_after_one_flag(tmp_path, onehot):
     assert set(json.loads((tmp_path / "e" / "metrics.json").read_text())) == {"a", "b"}
 
 
+@pytest.mark.slow
 def test_real_data_gold_is_more_diverse_than_four_copies(tmp_path, minilm_path):
     """Shipped wp_scored, prepared by divtune prepare, real MiniLM embeddings."""
     from divtune.prepare import PrepareConfig, run_prepare
 
-    start = time.time()
     prepared = tmp_path / "prep"
-    run_prepare(PrepareConfig(inputs=["shipped:wp_scored"], output=str(prepared), max_prompts=40))
+    # prepare's own deviation embedder is irrelevant here: the cheap one keeps the test fast.
+    run_prepare(PrepareConfig(
+        inputs=["shipped:wp_scored"], output=str(prepared), max_prompts=20, test_fraction=0.5,
+        max_responses_per_prompt=6, embedders={"style": "stylometric"}, cache_dir=str(tmp_path / "cache"),
+        show_progress=False,
+    ))
     test_pools = {}
     for line in (prepared / "responses.jsonl").read_text().splitlines():
         row = json.loads(line)
         if row["split"] == "test":
             test_pools.setdefault(row["pool_id"], []).append(row["text"])
-    prompts = {json.loads(l)["pool_id"]: json.loads(l)["prompt"] for l in (prepared / "test.jsonl").read_text().splitlines()}
-    usable = [pid for pid, texts in test_pools.items() if len(texts) >= 4 and pid in prompts]
+    # A few prompts suffice and keep MiniLM's work small (gold follows the prompts that have generations).
+    usable = [pid for pid, texts in test_pools.items() if len(texts) >= 4][:4]
     assert len(usable) >= 2, "the prepared test split should have pools with 4+ responses"
     copies = [
-        {"prompt_id": pid, "prompt": prompts[pid], "sample_index": i, "text": test_pools[pid][0], "model": "copies"}
+        {"prompt_id": pid, "prompt": f"prompt of {pid}", "sample_index": i, "text": test_pools[pid][0], "model": "copies"}
         for pid in usable for i in range(4)
     ]
     gens = write_jsonl(tmp_path / "copies.jsonl", copies)
     out = run_evaluate(EvaluateConfig(generations=[str(gens)], gold=str(prepared), output=str(tmp_path / "e"),
-                                      embedders={"semantic": str(minilm_path), "style": "stylometric"}, bootstrap=200))
+                                      embedders={"semantic": str(minilm_path), "style": "stylometric"}, bootstrap=200,
+                                      embed_cache_dir=str(tmp_path / "cache")))
     assert out["gold"]["n_prompts"] == len(usable)
     assert out["gold"]["semantic_diversity"] > out["copies"]["semantic_diversity"]
     assert out["gold"]["semantic_diversity"] > 0.2  # different human stories are far apart in MiniLM space
     assert out["copies"]["semantic_diversity"] == pytest.approx(0.0, abs=1e-5)
     assert out["gold"]["semantic_diversity_ci"][0] > out["copies"]["semantic_diversity_ci"][1]
-    assert time.time() - start < 60

@@ -159,9 +159,20 @@ def _pick_gold_indices(pool_id: str, available: int, n: int, seed: int) -> list[
 
 
 def read_gold(
-    prepared_dir: str | Path, wanted_prompts: set[str] | None, num_per_prompt: int, seed: int, skipped: Counter
+    prepared_dir: str | Path,
+    wanted_prompts: set[str] | None,
+    num_per_prompt: int,
+    seed: int,
+    skipped: Counter,
+    known_prompts: dict[str, str] | None = None,
 ) -> System:
-    """Human test responses of a prepared folder, ``num_per_prompt`` per prompt (chosen with ``seed``)."""
+    """Human test responses of a prepared folder, ``num_per_prompt`` per prompt (chosen with ``seed``).
+
+    A test pool's prompt text comes from ``test.jsonl``; pools that formed no
+    pair are absent there, so their prompt is taken from the response line's
+    own ``prompt`` field or from the generations (``known_prompts``), and the
+    pool is skipped (and counted) only when none has it.
+    """
     prepared_dir = Path(prepared_dir)
     responses_path = prepared_dir / "responses.jsonl"
     test_path = prepared_dir / "test.jsonl"
@@ -185,11 +196,18 @@ def read_gold(
             skipped["gold: train-split responses (not evaluated)"] += 1
             continue
         pool_key = str(obj["pool_id"])
-        if pool_key not in prompts:
-            raise InputError(responses_path, f"test pool {pool_key!r} has no prompt in {test_path.name}", line=lineno, field="pool_id")
         if wanted_prompts is not None and pool_key not in wanted_prompts:
             skipped["gold: test responses of prompts without generations"] += 1
             continue
+        if not isinstance(obj["text"], str):
+            raise InputError(responses_path, "must be a string", line=lineno, field="text")
+        if pool_key not in prompts:
+            prompt = obj.get("prompt") or (known_prompts or {}).get(pool_key)
+            if prompt is None:
+                skipped["gold: test responses whose prompt text is unknown"] += 1
+                continue
+            prompts[pool_key] = prompt
+            original_ids[pool_key] = obj["pool_id"]
         pools.setdefault(pool_key, []).append((int(obj.get("index", lineno)), obj["text"]))
     gold = System(name=GOLD, source=str(prepared_dir), is_gold=True)
     for pool_key in sorted(pools):
@@ -341,7 +359,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         sample_counts = Counter(len(t) for s in systems for t in s.texts.values())
         num_gold = cfg.num_gold or (sample_counts.most_common(1)[0][0] if sample_counts else 4)
         wanted = {k for s in systems for k in s.texts} if systems else None
-        systems.append(read_gold(cfg.gold, wanted, num_gold, cfg.seed, skipped))
+        known_prompts = {k: v for s in systems for k, v in s.prompts.items()}
+        systems.append(read_gold(cfg.gold, wanted, num_gold, cfg.seed, skipped, known_prompts))
     _unique_system_names(systems)
 
     for system in systems:
