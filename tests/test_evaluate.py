@@ -226,3 +226,33 @@ def test_real_data_gold_is_more_diverse_than_four_copies(tmp_path, minilm_path):
     assert out["gold"]["semantic_diversity"] > 0.2  # different human stories are far apart in MiniLM space
     assert out["copies"]["semantic_diversity"] == pytest.approx(0.0, abs=1e-5)
     assert out["gold"]["semantic_diversity_ci"][0] > out["copies"]["semantic_diversity_ci"][1]
+
+
+def test_reward_model_scores_every_system_and_gold_in_one_call(tmp_path, onehot, monkeypatch):
+    """Wiring of --reward: one batched score call; missing qualities filled; threshold = median gold quality."""
+    calls = []
+
+    class LengthReward:
+        def score(self, prompts, responses, batch_size=64, show_progress=False):
+            calls.append(len(responses))
+            assert len(prompts) == len(responses)
+            return np.array([len(r) / 100.0 for r in responses])
+
+    monkeypatch.setattr("divtune.reward_model.RewardModel.load", classmethod(lambda cls, d, device=None: LengthReward()))
+    prepared = _prepared_folder(tmp_path / "prep")
+    rows = [
+        # pools 1..3: every human text there is "human story P-I", 15 characters
+        {"prompt_id": p, "prompt": f"prompt {p}", "sample_index": i, "text": "x" * (10 + 20 * i), "model": "m"}
+        for p in range(1, 4) for i in range(4)
+    ]
+    gens = write_jsonl(tmp_path / "m.jsonl", rows)
+    out = run_evaluate(EvaluateConfig(generations=[str(gens)], gold=str(prepared), reward=str(tmp_path / "rm"),
+                                      output=str(tmp_path / "e"), embedders=CHEAP, bootstrap=50))
+    assert calls == [12 + 12]  # 3 prompts x 4 samples, for the model and the gold row
+    assert out["m"]["quality"] == pytest.approx(np.mean([0.1, 0.3, 0.5, 0.7]))
+    gold_quality = len("human story 1-0") / 100.0
+    assert out["gold"]["quality"] == pytest.approx(gold_quality)
+    summary = json.loads((tmp_path / "e" / "summary.json").read_text())
+    assert summary["quality_threshold"] == pytest.approx(gold_quality)
+    # Samples of length 50 and 70 pass the 0.15 threshold: two distinct texts per prompt -> diversity 1.
+    assert out["m"]["effective_semantic_diversity"] == pytest.approx(1.0)

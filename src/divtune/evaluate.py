@@ -329,7 +329,9 @@ def _score_quality(systems: list[System], reward_dir: str) -> None:
     if not todo:
         return
     model = RewardModel.load(reward_dir)
-    scores = np.asarray(model.score([s.prompts[k] for s, k, _ in todo], [s.texts[k][i] for s, k, i in todo]))
+    scores = np.asarray(
+        model.score([s.prompts[k] for s, k, _ in todo], [s.texts[k][i] for s, k, i in todo], show_progress=True)
+    )
     for (system, key, i), score in zip(todo, scores):
         system.quality[key][i] = float(score)
 
