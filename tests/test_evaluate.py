@@ -145,6 +145,8 @@ def test_gold_row_uses_as_many_human_responses_as_samples(tmp_path, onehot):
     summary = json.loads((tmp_path / "e" / "summary.json").read_text())
     assert summary["skipped"]["gold: train-split responses (not evaluated)"] == 1
     assert summary["skipped"]["gold: test responses of prompts without generations"] == 2 * 7
+    # pool 0 has 8 test responses, pools 1-3 have 7; 3 drawn from each: every other one is counted.
+    assert summary["skipped"]["gold: test responses not drawn (only 3 per prompt)"] == (8 - 3) + 3 * (7 - 3)
 
     chosen = ev.read_gold(prepared, {"0", "1"}, 3, seed=5, skipped=__import__("collections").Counter())
     again = ev.read_gold(prepared, {"0", "1"}, 3, seed=5, skipped=__import__("collections").Counter())

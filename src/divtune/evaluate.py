@@ -214,8 +214,11 @@ def read_gold(
         responses = sorted(pools[pool_key])
         if len(responses) < num_per_prompt:
             skipped[f"gold: test prompts with fewer than {num_per_prompt} human responses"] += 1
+            skipped[f"gold: responses of test prompts with fewer than {num_per_prompt} human responses"] += len(responses)
             continue
         chosen = _pick_gold_indices(pool_key, len(responses), num_per_prompt, seed)
+        if len(responses) > num_per_prompt:
+            skipped[f"gold: test responses not drawn (only {num_per_prompt} per prompt)"] += len(responses) - num_per_prompt
         gold.texts[pool_key] = [responses[i][1] for i in chosen]
         gold.quality[pool_key] = [None] * num_per_prompt
         gold.prompts[pool_key] = prompts[pool_key]
@@ -406,6 +409,10 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         "systems": {s.name: {"source": s.source, "n_prompts": len(s.texts), "n_samples": s.n_samples} for s in systems},
         "quality_threshold": threshold,
         "quality_source": "reward model" if cfg.reward else "quality field of the generation lines",
+        # Why a system's quality is null: samples that had no score.
+        "samples_without_quality": {
+            s.name: sum(q is None for qs in s.quality.values() for q in qs) for s in systems if not s.has_quality()
+        },
         "skipped": dict(skipped),
         "embedders": cfg.embedders,
         "bootstrap": cfg.bootstrap,
