@@ -79,6 +79,9 @@ def compress_votes(
 # §2 gap pairs
 
 
+_REJECTION_TRIES = 12
+
+
 def _valid_partner_starts(sorted_scores: np.ndarray, gap: float) -> np.ndarray:
     """For each position i of an ascending array, the first position j whose score
     is a valid partner above it: s_j >= s_i + gap (gap > 0) or s_j > s_i (gap <= 0)."""
@@ -87,41 +90,92 @@ def _valid_partner_starts(sorted_scores: np.ndarray, gap: float) -> np.ndarray:
     return np.searchsorted(sorted_scores, sorted_scores, side="right")
 
 
+class _UniformStream:
+    """Uniform floats from a seeded generator, drawn in blocks (one numpy call per
+    block instead of one per number)."""
+
+    def __init__(self, rng: np.random.Generator, block: int = 256):
+        self.rng, self.block = rng, block
+        self.buffer: list[float] = []
+
+    def next(self) -> float:
+        if not self.buffer:
+            self.buffer = self.rng.random(self.block).tolist()[::-1]
+        return self.buffer.pop()
+
+
+def _exact_pick(
+    remaining: list[int], scores: np.ndarray, gap: float, stream: _UniformStream
+) -> tuple[int, int] | None:
+    """Draw uniformly among all valid pairs of ``remaining`` by counting them: with the
+    responses sorted by score, the partners above position i are exactly the suffix
+    from ``searchsorted(s_i + gap)``; counts, their cumulative sum and one uniform
+    number locate the pair in O(m log m), without listing the O(m^2) pairs."""
+    ids = np.asarray(remaining)
+    order = np.argsort(scores[ids], kind="stable")
+    ids, sorted_scores = ids[order], scores[ids[order]]
+    starts = _valid_partner_starts(sorted_scores, gap)
+    counts = sorted_scores.size - starts
+    cumulative = np.cumsum(counts)
+    total = int(cumulative[-1])
+    if total == 0:
+        return None
+    draw = min(int(stream.next() * total), total - 1)
+    low_pos = int(np.searchsorted(cumulative, draw, side="right"))
+    high_pos = int(starts[low_pos]) + draw - int(cumulative[low_pos] - counts[low_pos])
+    return int(ids[high_pos]), int(ids[low_pos])
+
+
 def gap_pairs(scores: Sequence[float] | np.ndarray, gap: float, rng: np.random.Generator) -> list[tuple[int, int]]:
     """Disjoint (chosen, rejected) index pairs, SPEC §2.
 
     Each step draws uniformly among all pairs of unused responses with
     |s_a - s_b| >= gap (else among all pairs with different scores; else stop).
-    Instead of listing those pairs (O(n^2) per step, O(n^3) per pool), the unused
-    responses are kept sorted by score: partners of position i are exactly the
-    suffix starting at ``searchsorted(s_i + gap)``, so per-position counts, their
-    cumulative sum and one random integer give the same uniform draw in
-    O(n log n) vectorised work per step.
+    The reference lists all those pairs at every step (O(n^3) per pool). Here a
+    step first tries rejection sampling: draw a uniform random pair of unused
+    responses and accept it if valid -- accepted draws are exactly uniform over the
+    valid pairs. After a few rejections (valid pairs are rare) it switches to
+    ``_exact_pick``, which counts the valid pairs on the sorted scores instead.
+    Both are driven by the same seeded stream, so the result is deterministic.
     """
     s = np.asarray(scores, dtype=np.float64)
-    order = np.argsort(s, kind="stable")
-    remaining_ids = order
-    remaining = s[order]
+    values = s.tolist()
+    remaining = list(range(s.size))
+    stream = _UniformStream(rng)
     pairs: list[tuple[int, int]] = []
+    threshold = gap if gap > 0 else 0.0
     use_gap = gap > 0
-    while remaining.size >= 2:
-        starts = _valid_partner_starts(remaining, gap if use_gap else 0.0)
-        counts = remaining.size - starts
-        cumulative = np.cumsum(counts)
-        total = int(cumulative[-1])
-        if total == 0:
-            if use_gap:
-                # No pair reaches the gap any more; removing responses never creates one.
-                use_gap = False
-                continue
-            break
-        draw = int(rng.integers(total))
-        low_pos = int(np.searchsorted(cumulative, draw, side="right"))
-        high_pos = int(starts[low_pos]) + draw - int(cumulative[low_pos] - counts[low_pos])
-        pairs.append((int(remaining_ids[high_pos]), int(remaining_ids[low_pos])))
-        keep = np.ones(remaining.size, dtype=bool)
-        keep[[low_pos, high_pos]] = False
-        remaining, remaining_ids = remaining[keep], remaining_ids[keep]
+    while len(remaining) >= 2:
+        picked = None
+        m = len(remaining)
+        for _ in range(_REJECTION_TRIES):
+            a = int(stream.next() * m)
+            b = int(stream.next() * (m - 1))
+            b += b >= a  # a uniform pair of distinct positions
+            diff = abs(values[remaining[a]] - values[remaining[b]])
+            if diff > 0 and (not use_gap or diff >= threshold):
+                picked = (a, b)
+                break
+        if picked is None:
+            pair = _exact_pick(remaining, s, threshold if use_gap else 0.0, stream)
+            if pair is None:
+                if use_gap:
+                    use_gap = False  # no pair reaches the gap any more, and none ever will
+                    continue
+                break
+            high, low = pair
+            remaining.remove(high)
+            remaining.remove(low)
+        else:
+            a, b = picked
+            high, low = (remaining[a], remaining[b]) if values[remaining[a]] > values[remaining[b]] else (
+                remaining[b], remaining[a]
+            )
+            # O(1) removal: move the last entries into the two freed slots.
+            for pos in sorted(picked, reverse=True):
+                remaining[pos] = remaining[-1]
+                remaining.pop()
+        pairs.append((high, low))
     return pairs
 
 

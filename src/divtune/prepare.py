@@ -254,7 +254,9 @@ def run_prepare(cfg: PrepareConfig) -> dict:
 
     dropped: Counter = Counter()
     kept = _clean_pools(pools, cfg, dropped)
-    prompts_dropped = Counter({"no_response_left": len(pools) - len(kept)})
+    prompts_read = len(pools)
+    del pools  # the kept pools hold stripped copies; never keep the texts twice
+    prompts_dropped = Counter({"no_response_left": prompts_read - len(kept)})
     if cfg.max_prompts is not None and len(kept) > cfg.max_prompts:
         chosen_ids = seeded_subset([p.pool_id for p in kept], cfg.max_prompts, cfg.seed)
         for pool in kept:
@@ -270,8 +272,11 @@ def run_prepare(cfg: PrepareConfig) -> dict:
     score_min = float(all_scores.min()) if all_scores.size else 0.0
     score_max = float(all_scores.max()) if all_scores.size else 0.0
     without_pairs: dict[str, Counter] = {"train": Counter(), "test": Counter()}
-    for w in works:
-        w.quality = compress_votes(w.pool.scores, cfg.vote_transform, cfg.compression_factor, score_min, score_max)
+    # One vectorised compression over all scores (the C-fold log is costly per small pool).
+    all_quality = compress_votes(all_scores, cfg.vote_transform, cfg.compression_factor, score_min, score_max)
+    offsets = np.cumsum([0] + [len(w.pool.texts) for w in works])
+    for w, start, stop in zip(works, offsets[:-1], offsets[1:]):
+        w.quality = all_quality[start:stop]
         reason = pool_skip_reason(w.pool.scores)
         if reason is not None:
             without_pairs[w.split][reason] += 1
@@ -299,21 +304,21 @@ def run_prepare(cfg: PrepareConfig) -> dict:
     write_jsonl(out / "responses.jsonl", response_rows)
     cfg.save(out / "config.yaml")
 
-    summary = _summary(cfg, input_paths, report, pools, works, dropped, prompts_dropped, without_pairs, pair_rows, response_rows, embed_info, score_min, score_max)
+    summary = _summary(cfg, input_paths, report, prompts_read, works, dropped, prompts_dropped, without_pairs, pair_rows, response_rows, embed_info, score_min, score_max)
     write_json(out / "summary.json", summary)
     mark_stage_done(out, {"stage": "prepare", "pairs": summary["pairs"]})
     return summary
 
 
-def _summary(cfg, input_paths, report, pools, works, dropped, prompts_dropped, without_pairs, pair_rows, response_rows, embed_info, score_min, score_max) -> dict:
+def _summary(cfg, input_paths, report, prompts_read, works, dropped, prompts_dropped, without_pairs, pair_rows, response_rows, embed_info, score_min, score_max) -> dict:
     kept_responses = sum(len(w.pool.texts) for w in works)
     by_split = {s: [w for w in works if w.split == s] for s in ("train", "test")}
-    return {
+    summary = {
         "inputs": [str(p) for p in input_paths],
         "layouts": report.files,
         "rows": {"read": report.rows_read, "invalid": dict(report.rows_invalid)},
         "prompts": {
-            "read": len(pools),
+            "read": prompts_read,
             "kept": len(works),
             "train": len(by_split["train"]),
             "test": len(by_split["test"]),
@@ -339,3 +344,23 @@ def _summary(cfg, input_paths, report, pools, works, dropped, prompts_dropped, w
         "pair_mode": cfg.pairs,
         "embedders": embed_info,
     }
+    summary["notes"] = _notes(summary)
+    return summary
+
+
+def _notes(summary: dict) -> list[str]:
+    """Plain sentences on what limited the output (e.g. tied scores on fresh posts)."""
+    notes = []
+    for split in ("train", "test"):
+        reasons = summary["pools_without_pairs"][split]
+        if reasons:
+            total = summary["prompts"][split]
+            detail = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+            notes.append(f"{sum(reasons.values())} of {total} {split} prompts give no pairs ({detail})")
+    if summary["pairs"]["train"] + summary["pairs"]["test"] == 0:
+        notes.append("no preference pairs at all: every prompt has fewer than 2 usable responses with different scores")
+    dropped = summary["responses"]["dropped"]
+    if dropped:
+        detail = ", ".join(f"{n} {reason}" for reason, n in sorted(dropped.items(), key=lambda kv: -kv[1]))
+        notes.append(f"{sum(dropped.values())} of {summary['responses']['read']} responses dropped ({detail})")
+    return notes

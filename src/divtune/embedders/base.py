@@ -38,7 +38,8 @@ class Embedder:
         if not texts:
             self.last_computed = 0
             return np.zeros((0, 0), dtype=np.float32)
-        keys = [text_key(t) for t in texts]
+        # Without a cache the text itself is the dedupe key (no hashing cost).
+        keys = [text_key(t) for t in texts] if self.cache is not None else texts
         unique: dict[str, str] = {}
         for key, text in zip(keys, texts):
             unique.setdefault(key, text)
