@@ -177,3 +177,19 @@ def test_name_option_and_vllm_missing_error(tiny_lm_dir, prompts_file, tmp_path)
     except ImportError:
         with pytest.raises(ConfigError, match="divtune\\[vllm\\]"):
             run_generate(_cfg(tiny_lm_dir, prompts_file, tmp_path / "v.jsonl", backend="vllm"))
+
+
+def test_cli_generate_writes_file_and_config(tiny_lm_dir, prompts_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from divtune.cli import app
+
+    output = tmp_path / "cli.jsonl"
+    result = CliRunner().invoke(app, [
+        "generate", "--model", str(tiny_lm_dir), "--prompts", str(prompts_file), "--output", str(output),
+        "--num-samples", "2", "--max-new-tokens", "4", "--top-k", "5", "--max-prompts", "2", "--name", "tiny",
+    ])
+    assert result.exit_code == 0, result.output
+    rows = _lines(output)
+    assert len(rows) == 4 and {r["top_k"] for r in rows} == {5} and {r["model"] for r in rows} == {"tiny"}
+    assert (tmp_path / "cli.jsonl.config.yaml").is_file()

@@ -241,3 +241,22 @@ def test_minilm_reward_model_on_shipped_data(tmp_path, wp_scored_path, minilm_pa
     assert metrics["n_test_pairs"] > 20 and metrics["n_train_responses"] > 100
     print("shipped-data reward model:", {k: metrics[k] for k in
           ("pairwise_accuracy", "pairwise_accuracy_ci", "spearman", "n_test_pairs", "train_seconds")})
+
+
+def test_cli_reward_train_and_score(tmp_path, tiny_bert_dir):
+    from typer.testing import CliRunner
+
+    from divtune.cli import app
+
+    data = _toy_prepared(tmp_path / "data", n_pools=8)
+    runner = CliRunner()
+    result = runner.invoke(app, ["reward", "train", "--data", str(data), "--output", str(tmp_path / "rm"),
+                                 "--backbone", str(tiny_bert_dir), "--max-epochs", "3", "--device", "cpu",
+                                 "--set", "show_progress=false", "--set", "max_length=32"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "rm" / "metrics.json").read_text())["epochs_run"] <= 3
+    gens = write_jsonl(tmp_path / "g.jsonl", [{"prompt": "Write a story.", "text": "dragon light"}])
+    result = runner.invoke(app, ["reward", "score", "--reward", str(tmp_path / "rm"), "--generations", str(gens),
+                                 "--output", str(tmp_path / "s.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert isinstance(json.loads((tmp_path / "s.jsonl").read_text())["quality"], float)
