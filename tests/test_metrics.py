@@ -16,6 +16,14 @@ def test_identical_samples_have_zero_diversity_and_vendi_one():
     assert metrics.vendi_score(emb) == pytest.approx([1.0, 1.0], abs=1e-9)
 
 
+def test_identical_float32_rows_never_give_negative_distance():
+    rng = np.random.default_rng(0)
+    row = rng.normal(size=384).astype(np.float32)
+    emb = np.tile(row, (50, 4, 1)) * rng.uniform(0.5, 2.0, size=(50, 4, 1)).astype(np.float32)
+    out = metrics.mean_pairwise_cosine_distance(emb)
+    assert np.all(out >= 0.0) and np.all(out < 1e-6)
+
+
 def test_orthogonal_unit_embeddings_have_diversity_one_and_vendi_n():
     emb = np.eye(4)[None]  # 1 prompt, 4 mutually orthogonal unit vectors
     assert metrics.mean_pairwise_cosine_distance(emb) == pytest.approx([1.0])

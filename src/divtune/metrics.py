@@ -63,7 +63,9 @@ def mean_pairwise_cosine_distance(emb: np.ndarray, mask: np.ndarray | None = Non
         mask = np.ones(emb.shape[:2], dtype=bool)
     pairs = _pair_mask(np.asarray(mask, dtype=bool))
     n_pairs = pairs.sum(axis=(1, 2))
-    total = np.where(pairs, 1.0 - sim, 0.0).sum(axis=(1, 2))
+    # Round-off can push cos a hair past 1 for identical texts; a distance is never negative.
+    distance = np.clip(1.0 - sim, 0.0, 2.0)
+    total = np.where(pairs, distance, 0.0).sum(axis=(1, 2))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n_pairs > 0, total / np.maximum(n_pairs, 1), np.nan)
 
