@@ -260,3 +260,23 @@ def test_cli_reward_train_and_score(tmp_path, tiny_bert_dir):
                                  "--output", str(tmp_path / "s.jsonl")])
     assert result.exit_code == 0, result.output
     assert isinstance(json.loads((tmp_path / "s.jsonl").read_text())["quality"], float)
+
+
+def test_training_rows_come_from_responses_jsonl_when_present(tmp_path, caplog):
+    pair = {"pool_id": "a", "prompt": "P-a", "chosen": "x", "rejected": "y", "score_chosen": 5,
+            "score_rejected": 1, "quality_chosen": 0.5, "quality_rejected": -0.5, "weight": 1.0}
+    write_jsonl(tmp_path / "train.jsonl", [pair])
+    from_pairs = read_scored_responses(tmp_path, "train")
+    assert sorted((r.text, r.quality, r.score) for r in from_pairs) == [("x", 0.5, 5.0), ("y", -0.5, 1.0)]
+
+    def response(pool, split, text, score, quality):
+        return {"pool_id": pool, "split": split, "index": 0, "text": text, "score": score, "quality": quality,
+                "in_pairs": False, "deviation": {"semantic": 0.1}, "weight": None}
+
+    write_jsonl(tmp_path / "responses.jsonl", [
+        response("a", "train", "x", 5, 0.5), response("a", "train", "z", 3, 0.1),
+        response("b", "train", "w", 1, -1.0), response("t", "test", "v", 2, 0.0),
+    ])
+    rows = read_scored_responses(tmp_path, "train")
+    assert [(r.prompt, r.text, r.quality) for r in rows] == [("P-a", "x", 0.5), ("P-a", "z", 0.1)]
+    assert "1 train responses skipped" in caplog.text  # pool b has no prompt text: counted, not silently lost
