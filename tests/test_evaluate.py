@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -148,9 +149,9 @@ def test_gold_row_uses_as_many_human_responses_as_samples(tmp_path, onehot):
     # pool 0 has 8 test responses, pools 1-3 have 7; 3 drawn from each: every other one is counted.
     assert summary["skipped"]["gold: test responses not drawn (only 3 per prompt)"] == (8 - 3) + 3 * (7 - 3)
 
-    chosen = ev.read_gold(prepared, {"0", "1"}, 3, seed=5, skipped=__import__("collections").Counter())
-    again = ev.read_gold(prepared, {"0", "1"}, 3, seed=5, skipped=__import__("collections").Counter())
-    other = ev.read_gold(prepared, {"0", "1"}, 3, seed=6, skipped=__import__("collections").Counter())
+    chosen = ev.read_gold(prepared, {"0", "1"}, 3, seed=5, skipped=Counter())
+    again = ev.read_gold(prepared, {"0", "1"}, 3, seed=5, skipped=Counter())
+    other = ev.read_gold(prepared, {"0", "1"}, 3, seed=6, skipped=Counter())
     assert chosen.texts == again.texts
     assert chosen.texts != other.texts
 

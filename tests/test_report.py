@@ -109,3 +109,17 @@ def test_missing_metric_is_reported(tmp_path):
     write_json(eval_dir / "metrics.json", table)
     with pytest.raises(InputError, match="self_bleu"):
         load_systems([eval_dir])
+
+
+def test_report_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from divtune.cli import app
+
+    eval_dir = _eval_dir(tmp_path / "eval", {"base": 0.3, "tuned": 0.4}, with_quality=True)
+    result = CliRunner().invoke(app, ["report", str(eval_dir), "--output", str(tmp_path / "r"), "--baseline", "tuned",
+                                      "--bootstrap", "100"])
+    assert result.exit_code == 0, result.output
+    assert "Paired difference against tuned" in (tmp_path / "r" / "report.md").read_text()
+    bad = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere"), "--output", str(tmp_path / "r2")])
+    assert bad.exit_code != 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -67,8 +68,6 @@ def load_eval_dir(eval_dir: str | Path) -> list[SystemResult]:
     for path in (metrics_path, per_prompt_path):
         if not path.is_file():
             raise InputError(path, "not found (run `divtune evaluate --output DIR` first)")
-    import json
-
     try:
         table = json.loads(metrics_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
