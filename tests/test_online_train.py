@@ -146,13 +146,13 @@ def prepared_dir(tmp_path_factory) -> Path:
     return root
 
 
-def smoke_cfg(method: str, model: Path, data: Path, out: Path, lora=None) -> TrainConfig:
+def smoke_cfg(method: str, model: Path, data: Path, out: Path, lora=None, reward=None, steps=3) -> TrainConfig:
     return TrainConfig(
-        method=method, data=str(data), model=str(model), output=str(out), seed=0, device="cpu",
+        method=method, data=str(data), model=str(model), output=str(out), seed=0, device="cpu", reward=reward,
         lora=lora or {"enabled": False}, max_length=96,
         online=OnlineConfig(num_generations=4, max_completion_length=8, embedder="stylometric", alpha=1.0,
                             darling_threshold=0.9, darling_floor=0.1),
-        training={"max_steps": 3, "learning_rate": 1e-3, "gradient_accumulation_steps": 1, "report_to": "none"},
+        training={"max_steps": steps, "learning_rate": 1e-3, "gradient_accumulation_steps": 1, "report_to": "none"},
     )
 
 
@@ -211,3 +211,23 @@ def test_smoke_training_with_lora_trains_the_adapter(tiny_lm_dir, prepared_dir, 
     from divtune.models import read_base_spec
 
     assert read_base_spec(out) == str(tiny_lm_dir)
+
+
+def test_quality_comes_from_the_reward_model_folder(tiny_lm_dir, prepared_dir, minilm_path, tmp_path):
+    from divtune.reward_model import RewardModel, RewardTrainConfig
+
+    reward_dir = tmp_path / "reward"
+    rcfg = RewardTrainConfig(data=str(prepared_dir), output=str(reward_dir), backbone=str(minilm_path), device="cpu")
+    reward_model = RewardModel.create(rcfg)
+    reward_model.save(reward_dir)
+    run_online_train(smoke_cfg("grpo", tiny_lm_dir, prepared_dir, tmp_path / "grpo_rm", reward=str(reward_dir), steps=1))
+    [row] = logged_rows(tmp_path / "grpo_rm")
+    # An untrained head scores real numbers that are not the constant-1 fallback.
+    assert math.isfinite(row[QUALITY_KEY]) and row[QUALITY_KEY] != 1.0
+    assert row["reward_std"] > 0
+
+
+def test_missing_reward_folder_is_a_clear_error(tiny_lm_dir, prepared_dir, tmp_path):
+    cfg = smoke_cfg("dqo", tiny_lm_dir, prepared_dir, tmp_path / "out", reward=str(tmp_path / "nope"))
+    with pytest.raises(InputError, match="reward model folder not found"):
+        run_online_train(cfg)

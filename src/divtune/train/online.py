@@ -27,9 +27,8 @@ import numpy as np
 
 from divtune.io import InputError, iter_jsonl
 from divtune.rewards import group_rewards
+from divtune.train.config import ONLINE_METHODS
 from divtune.train.online_config import OnlineConfig
-
-ONLINE_METHODS = ("grpo", "dqo", "darling")
 
 #: ``(prompts, completions) -> (n,) quality``; prompts are the plain prompt texts.
 QualityFn = Callable[[list[str], list[str]], np.ndarray]
@@ -91,13 +90,26 @@ def constant_quality(prompts: list[str], completions: list[str]) -> np.ndarray:
     return np.ones(len(completions))
 
 
-def reward_model_quality(reward_dir: str | Path) -> QualityFn:
-    from divtune.reward_model import RewardModel
+def reward_model_quality(reward_dir: str | Path, use_gpu: bool = False) -> QualityFn:
+    """Quality from a ``divtune reward train`` model, loaded at first use.
 
-    model = RewardModel.load(reward_dir)
+    Loading late puts it on this process's device: by then the trainer's
+    accelerator has selected the process's GPU as the current CUDA device.
+    """
+    reward_dir = Path(reward_dir)
+    if not reward_dir.is_dir():
+        raise InputError(reward_dir, "reward model folder not found (run `divtune reward train` first)")
+    loaded: list[Any] = []
 
     def quality(prompts: list[str], completions: list[str]) -> np.ndarray:
-        return np.asarray(model.score(prompts, completions), dtype=np.float64)
+        if not loaded:
+            import torch
+
+            from divtune.reward_model import RewardModel
+
+            device = f"cuda:{torch.cuda.current_device()}" if use_gpu else "cpu"
+            loaded.append(RewardModel.load(reward_dir, device=device))
+        return np.asarray(loaded[0].score(prompts, completions), dtype=np.float64)
 
     return quality
 
@@ -130,6 +142,7 @@ def score_gathered_groups(
     online: OnlineConfig,
     embed: EmbedFn | None,
     gather: Callable[[Any], Any],
+    device: Any = "cpu",
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The group-integrity step shared by every process.
 
@@ -137,6 +150,7 @@ def score_gathered_groups(
     slice first); ``local_completions`` is this process's slice. Local
     embeddings are gathered with the same ``gather`` so row k of both is the
     same sample, then whole groups of ``online.num_generations`` are scored.
+    ``device`` is where the gather happens (NCCL gathers CUDA tensors only).
     Returns the diversity-weighted reward (N,) and the diversity term (N,).
     """
     if method == "grpo":
@@ -145,7 +159,7 @@ def score_gathered_groups(
         raise ValueError(f"method {method!r} needs an embedder")
     import torch
 
-    local_emb = torch.as_tensor(np.asarray(embed(local_completions), dtype=np.float64))
+    local_emb = torch.as_tensor(np.asarray(embed(local_completions), dtype=np.float64), device=device)
     all_emb = gather(local_emb).cpu().numpy()
     return group_rewards(
         method,
@@ -182,6 +196,7 @@ def _grpo_trainer_class():
                 online=self.divtune_online,
                 embed=self.divtune_embed,
                 gather=gather,
+                device=quality_all.device,
             )
             mode = "train" if self.model.training else "eval"
             self._metrics[mode][QUALITY_KEY].append(float(np.nanmean(quality_all[:, 0].cpu().numpy())))
@@ -357,7 +372,7 @@ def run_online_train(
     )
     if quality_fn is None:
         if cfg.reward:
-            quality_fn = reward_model_quality(cfg.reward)
+            quality_fn = reward_model_quality(cfg.reward, use_gpu=device.startswith("cuda"))
         else:
             print(
                 f"[divtune train/{method}] WARNING: no reward model given (--reward); quality is a constant 1, "
