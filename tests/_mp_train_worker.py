@@ -1,8 +1,8 @@
 """Worker launched by the train tests.
 
-- ``torchrun --nproc_per_node 2 _mp_train_worker.py run SPEC.json``: each rank
-  runs ``run_train`` on the config in SPEC.json; rank 0 writes the world size
-  it saw to ``<output>/world_size.txt``.
+- ``torchrun --nproc_per_node 2 _mp_train_worker.py run SPEC.json...``: each rank
+  runs ``run_train`` on the config of each SPEC.json in turn; rank 0 writes the world size
+  (torch.distributed and accelerate) to ``<output>/world_size.txt``.
 - ``python _mp_train_worker.py kill SPEC.json STEP``: runs ``run_train`` and
   SIGKILLs its own process at the end of optimizer step STEP (before that
   step is logged or saved), like a crash mid-training.
@@ -18,25 +18,28 @@ from pathlib import Path
 
 
 def main() -> None:
-    mode, spec_path = sys.argv[1], sys.argv[2]
-    spec = json.loads(Path(spec_path).read_text())
-    from divtune.train import TrainConfig, run_train
-
-    cfg = TrainConfig.load(None, spec["overrides"], **spec["explicit"])
-    callbacks = []
+    mode = sys.argv[1]
     if mode == "kill":
-        callbacks.append(_kill_at(int(sys.argv[3])))
-    elif mode == "run":
+        _train(sys.argv[2], [_kill_at(int(sys.argv[3]))])
+    for spec_path in sys.argv[2:] if mode == "run" else []:
+        cfg = _train(spec_path, [])
+        # Read after training: the Trainer set up the process group and accelerate's state.
         import torch.distributed as dist
-
         from accelerate import PartialState
 
         state = PartialState()
         world = dist.get_world_size() if dist.is_initialized() else 1
         if state.is_main_process:
-            Path(cfg.output).mkdir(parents=True, exist_ok=True)
-            (Path(cfg.output) / "world_size.txt").write_text(f"{world} {state.num_processes}\n")
+            (Path(cfg.output) / "world_size.txt").write_text(f"{world} {state.num_processes} {state.distributed_type.value}\n")
+
+
+def _train(spec_path: str, callbacks: list):
+    from divtune.train import TrainConfig, run_train
+
+    spec = json.loads(Path(spec_path).read_text())
+    cfg = TrainConfig.load(None, spec["overrides"], **spec["explicit"])
     run_train(cfg, callbacks=callbacks)
+    return cfg
 
 
 def _kill_at(step: int):
