@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import Field, field_validator
+from tqdm.auto import tqdm
 
 from divtune import metrics
 from divtune.config import ConfigError, StageConfig
@@ -278,7 +279,11 @@ def lexical_metrics(samples: list[str]) -> dict[str, float]:
 
 
 def system_per_prompt(
-    system: System, semantic: dict[str, np.ndarray], style: dict[str, np.ndarray], threshold: float | None
+    system: System,
+    semantic: dict[str, np.ndarray],
+    style: dict[str, np.ndarray],
+    threshold: float | None,
+    show_progress: bool = True,
 ) -> tuple[list[str], dict[str, np.ndarray]]:
     """Per-prompt values of every metric for one system (prompts in sorted order)."""
     prompt_keys = sorted(system.texts)
@@ -286,7 +291,8 @@ def system_per_prompt(
     values: dict[str, np.ndarray] = {}
     values["semantic_diversity"], values["vendi_semantic"] = per_prompt_embedding_metrics(groups, semantic, vendi=True)
     values["style_diversity"], _ = per_prompt_embedding_metrics(groups, style)
-    lexical = [lexical_metrics(g) for g in groups]
+    # String metrics are per prompt (self-BLEU dominates the evaluation time on long stories).
+    lexical = [lexical_metrics(g) for g in tqdm(groups, desc=f"text metrics {system.name}", unit="prompt", disable=not show_progress)]
     for key in LEXICAL_KEYS:
         values[key] = np.array([row[key] for row in lexical])
     if system.has_quality() and threshold is not None:
