@@ -1,0 +1,186 @@
+"""Step time of divtune's trainers against TRL's own, and peak memory with and
+without ``--precompute-ref``.
+
+In one process, on the same tiny model (built from a config, no hub) and the
+same batch, this times N training steps (forward + loss + backward, through
+each trainer's ``training_step``) of TRL's ``DPOTrainer`` against divtune's
+DDPO trainer, then TRL's experimental ``ORPOTrainer`` against DORPO. Steps of
+the two trainers alternate so machine noise hits both alike; the ratio is of
+the median step times (target: <= 1.03 on CPU).
+
+Peak memory is measured in a fresh child process per setting (peak RSS on
+CPU, ``torch.cuda.max_memory_allocated`` on GPU), for LoRA and for full
+fine-tuning, where the reference is a second copy unless precomputed.
+
+    python benchmarks/bench_train.py [--steps 30] [--hidden 256] [--layers 4] [--batch 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+warnings.filterwarnings("ignore")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the tiny model/tokenizer builders of the test suite
+
+import torch  # noqa: E402
+from _train_support import make_pairs  # noqa: E402
+from conftest import build_tiny_llama, build_tiny_tokenizer  # noqa: E402
+
+
+def conversational_rows(n: int, with_weight: bool) -> list[dict]:
+    rows = []
+    for row in make_pairs(n, seed=7):
+        item = {
+            "prompt": [{"role": "user", "content": row["prompt"]}],
+            "chosen": [{"role": "assistant", "content": row["chosen"] * 3}],
+            "rejected": [{"role": "assistant", "content": row["rejected"] * 3}],
+        }
+        if with_weight:
+            item["weight"] = row["weight"]
+        rows.append(item)
+    return rows
+
+
+def trl_args(config_class, output_dir, batch, **extra):
+    return config_class(
+        output_dir=output_dir, use_cpu=not torch.cuda.is_available(), bf16=False, gradient_checkpointing=False,
+        report_to=[], max_length=256, per_device_train_batch_size=batch, disable_tqdm=True, **extra,
+    )
+
+
+def lora():
+    from peft import LoraConfig
+
+    return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def build_pair(kind: str, model, tokenizer, batch: int, workdir: str, precompute: bool = False, use_lora: bool = True):
+    """(TRL trainer, divtune trainer) for kind 'dpo' or 'orpo', on copies of one model."""
+    from datasets import Dataset
+
+    from divtune.train.trainers import WeightedDPOTrainer, WeightedORPOTrainer
+
+    peft = lora() if use_lora else None
+    if kind == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        def args():
+            return trl_args(DPOConfig, workdir, batch, beta=0.1, precompute_ref_log_probs=precompute)
+
+        theirs = DPOTrainer(model=copy.deepcopy(model), args=args(), processing_class=tokenizer, peft_config=peft,
+                            train_dataset=Dataset.from_list(conversational_rows(batch, False)))
+        ours = WeightedDPOTrainer(model=copy.deepcopy(model), args=args(), processing_class=tokenizer, peft_config=peft,
+                                  train_dataset=Dataset.from_list(conversational_rows(batch, True)), use_weights=True)
+        return theirs, ours
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    def args():
+        return trl_args(ORPOConfig, workdir, batch, beta=0.25)
+
+    theirs = ORPOTrainer(model=copy.deepcopy(model), args=args(), processing_class=tokenizer, peft_config=peft,
+                         train_dataset=Dataset.from_list(conversational_rows(batch, False)))
+    ours = WeightedORPOTrainer(model=copy.deepcopy(model), args=args(), processing_class=tokenizer, peft_config=peft,
+                               train_dataset=Dataset.from_list(conversational_rows(batch, True)), use_weights=True)
+    return theirs, ours
+
+
+def one_batch(trainer, batch: int):
+    return trainer.data_collator([trainer.train_dataset[i] for i in range(batch)])
+
+
+def timed_step(trainer, batch, ours: bool) -> float:
+    start = time.perf_counter()
+    counts = None
+    if ours:  # what get_batch_samples adds per optimizer step
+        counts = torch.tensor(trainer._local_counts(batch), dtype=torch.float64)
+    trainer.training_step(trainer.model, batch, counts)
+    trainer.model.zero_grad(set_to_none=True)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def step_time_ratio(kind: str, model, tokenizer, batch: int, steps: int) -> dict:
+    with tempfile.TemporaryDirectory() as workdir:
+        theirs, ours = build_pair(kind, model, tokenizer, batch, workdir)
+        batches = (one_batch(theirs, batch), one_batch(ours, batch))
+        times = ([], [])
+        for step in range(steps + 3):
+            order = (0, 1) if step % 2 == 0 else (1, 0)
+            for which in order:
+                elapsed = timed_step((theirs, ours)[which], batches[which], ours=which == 1)
+                if step >= 3:  # warm-up steps excluded
+                    times[which].append(elapsed)
+    trl_median, our_median = statistics.median(times[0]), statistics.median(times[1])
+    return {"trl_s": trl_median, "divtune_s": our_median, "ratio": our_median / trl_median}
+
+
+def memory_child(kind: str, precompute: bool, use_lora: bool, hidden: int, layers: int, batch: int) -> dict:
+    """Build one divtune trainer and run 3 steps; report the peak memory of this process."""
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_llama(tokenizer, seed=0, hidden_size=hidden, num_layers=layers)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    with tempfile.TemporaryDirectory() as workdir:
+        _, ours = build_pair(kind, model, tokenizer, batch, workdir, precompute=precompute, use_lora=use_lora)
+        del model
+        batch_inputs = one_batch(ours, batch)
+        for _ in range(3):
+            timed_step(ours, batch_inputs, ours=True)
+    if torch.cuda.is_available():
+        return {"peak_mib": torch.cuda.max_memory_allocated() / 2**20, "what": "cuda max_memory_allocated"}
+    return {"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "what": "peak RSS"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--memory-child", nargs=3, metavar=("KIND", "PRECOMPUTE", "LORA"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.memory_child:
+        kind, precompute, use_lora = args.memory_child
+        print(json.dumps(memory_child(kind, precompute == "1", use_lora == "1", args.hidden, args.layers, args.batch)))
+        return
+
+    torch.manual_seed(0)
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_llama(tokenizer, seed=0, hidden_size=args.hidden, num_layers=args.layers)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"device={device} threads={torch.get_num_threads()} hidden={args.hidden} layers={args.layers} "
+          f"batch={args.batch} pairs steps={args.steps} (LoRA r=16, fp32)")
+    for kind, names in (("dpo", ("TRL DPO", "divtune DDPO")), ("orpo", ("TRL ORPO", "divtune DORPO"))):
+        result = step_time_ratio(kind, model, tokenizer, args.batch, args.steps)
+        print(f"{names[1]} / {names[0]} step time: {result['ratio']:.3f}  "
+              f"({result['divtune_s'] * 1e3:.1f} ms vs {result['trl_s'] * 1e3:.1f} ms, median)")
+
+    print("peak memory of divtune DDPO (fresh process each, 3 steps):")
+    for use_lora in ("1", "0"):
+        for precompute in ("0", "1"):
+            command = [sys.executable, __file__, "--memory-child", "dpo", precompute, use_lora,
+                       "--hidden", str(args.hidden), "--layers", str(args.layers), "--batch", str(args.batch)]
+            child = subprocess.run(command, capture_output=True, text=True, check=True)
+            result = json.loads(child.stdout.strip().splitlines()[-1])
+            label = f"{'LoRA' if use_lora == '1' else 'full fine-tuning'}, precompute_ref={precompute == '1'}"
+            print(f"  {label:<40} {result['peak_mib']:8.1f} MiB ({result['what']})")
+
+
+if __name__ == "__main__":
+    main()
