@@ -8,8 +8,7 @@ Prompts with different sample counts are grouped by N by the caller
 
 Conventions (documented in ``docs/evaluate.md``):
 
-- cosine distance is ``1 - cos``; rows are L2-normalised here, so callers may
-  pass raw embeddings;
+- cosine distance is ``1 - cos``; rows need not be L2-normalised;
 - a per-prompt value that is undefined (fewer than 2 samples, no n-grams) is
   ``nan``; averages over prompts ignore ``nan`` (``np.nanmean``);
 - higher is *more diverse* for diversity, Vendi and distinct-n; lower is more
@@ -28,17 +27,18 @@ import numpy as np
 _EIG_EPS = 1e-12
 
 
-def normalise_rows(emb: np.ndarray) -> np.ndarray:
-    """L2-normalise the last axis; all-zero rows stay zero (they have no direction)."""
-    emb = np.asarray(emb, dtype=np.float64)
-    norms = np.linalg.norm(emb, axis=-1, keepdims=True)
-    return emb / np.where(norms > 0, norms, 1.0)
-
-
 def cosine_similarity_stack(emb: np.ndarray) -> np.ndarray:
-    """``(P, N, d)`` -> ``(P, N, N)`` cosine similarities, one batched matmul."""
-    unit = normalise_rows(emb)
-    return unit @ unit.transpose(0, 2, 1)
+    """``(P, N, d)`` -> ``(P, N, N)`` cosine similarities, one batched matmul.
+
+    The Gram matrix is divided by the outer product of the row norms (its own
+    diagonal) instead of normalising every row first: that touches P*N*N
+    numbers rather than P*N*d. All-zero rows get similarity 0 to everything.
+    """
+    emb = np.asarray(emb, dtype=np.float64)
+    gram = emb @ emb.transpose(0, 2, 1)
+    norms = np.sqrt(np.clip(np.einsum("pii->pi", gram), 0.0, None))
+    norms = np.where(norms > 0, norms, 1.0)
+    return gram / (norms[:, :, None] * norms[:, None, :])
 
 
 def _pair_mask(mask: np.ndarray) -> np.ndarray:
