@@ -231,3 +231,26 @@ def test_missing_reward_folder_is_a_clear_error(tiny_lm_dir, prepared_dir, tmp_p
     cfg = smoke_cfg("dqo", tiny_lm_dir, prepared_dir, tmp_path / "out", reward=str(tmp_path / "nope"))
     with pytest.raises(InputError, match="reward model folder not found"):
         run_online_train(cfg)
+
+
+def test_cli_runs_darling_with_online_settings_from_set(tiny_lm_dir, prepared_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from divtune.cli import app
+
+    out = tmp_path / "cli_darling"
+    sets = [
+        "online.num_generations=2", "online.max_completion_length=6", "online.embedder=stylometric",
+        "online.darling_threshold=0.5", "online.darling_floor=0.25", "max_steps=2", "report_to=none",
+        "lora.enabled=false", "max_length=64",
+    ]
+    args = ["train", "--method", "darling", "--data", str(prepared_dir), "--model", str(tiny_lm_dir),
+            "--output", str(out), "--device", "cpu"]
+    result = CliRunner().invoke(app, args + [x for s in sets for x in ("--set", s)])
+    assert result.exit_code == 0, result.output
+    saved = TrainConfig.load(out / "config.yaml")
+    assert (saved.online.num_generations, saved.online.darling_floor) == (2, 0.25)
+    rows = logged_rows(out)
+    assert len(rows) == 2
+    # With G=2 the novelty is 1 (two classes) or the floor 0.25 (one class); the mean lies in between.
+    assert all(0.25 <= r[DIVERSITY_KEY] <= 1.0 for r in rows)
