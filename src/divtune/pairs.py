@@ -244,6 +244,15 @@ def divpo_set_size(n: int, rho: float, min_pairs: int) -> int:
     return int(min(max(min_pairs, n * rho / 100.0), n / 2.0))
 
 
+def divpo_sets(scores: Sequence[float] | np.ndarray, rho: float, num_pairs: int) -> tuple[np.ndarray, np.ndarray]:
+    """(high, low): indices of the top-k and bottom-k responses by score. The sort is
+    stable, so among equal scores the earlier response ranks higher."""
+    s = np.asarray(scores, dtype=np.float64)
+    k = divpo_set_size(s.size, rho, num_pairs)
+    by_score_desc = np.argsort(-s, kind="stable")
+    return by_score_desc[:k], by_score_desc[::-1][:k]
+
+
 def divpo_pairs(
     scores: Sequence[float] | np.ndarray,
     deviation_of: Callable[[np.ndarray], np.ndarray],
@@ -257,12 +266,10 @@ def divpo_pairs(
     paired at random. Pairs whose scores tie (possible with many equal scores) are
     dropped, since a preference needs chosen > rejected."""
     s = np.asarray(scores, dtype=np.float64)
-    k = divpo_set_size(s.size, rho, num_pairs)
+    high, low = divpo_sets(s, rho, num_pairs)
+    k = high.size
     if k < 1:
         return []
-    # Stable sort: among equal scores the earlier response ranks first.
-    by_score_desc = np.argsort(-s, kind="stable")
-    high, low = by_score_desc[:k], by_score_desc[::-1][:k]
     m = min(num_pairs, k)
     high_dev, low_dev = np.asarray(deviation_of(high)), np.asarray(deviation_of(low))
     chosen = high[np.argsort(-high_dev, kind="stable")[:m]]

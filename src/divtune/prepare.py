@@ -23,7 +23,16 @@ from divtune.data import Pool, clean_responses, load_pools, seeded_subset, split
 from divtune.deviation import deviation_weights, mean_cosine_distance
 from divtune.embedders import DEFAULT_EMBEDDERS, load_embedder
 from divtune.io import clear_stage_done, mark_stage_done, write_json, write_jsonl
-from divtune.pairs import all_pairs, compress_votes, divpo_pairs, gap_pairs, pool_rng, pool_skip_reason, set_deviation
+from divtune.pairs import (
+    all_pairs,
+    compress_votes,
+    divpo_pairs,
+    divpo_sets,
+    gap_pairs,
+    pool_rng,
+    pool_skip_reason,
+    set_deviation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +136,7 @@ def _choose_pairs(work: PoolWork, cfg: PrepareConfig) -> None:
 
 
 def _divpo_sets(work: PoolWork, cfg: PrepareConfig) -> None:
-    from divtune.pairs import divpo_set_size
-
-    scores = np.asarray(work.pool.scores)
-    k = divpo_set_size(scores.size, cfg.rho, cfg.pair_cap())
-    by_score_desc = np.argsort(-scores, kind="stable")
-    work.divpo_sets = (by_score_desc[:k], by_score_desc[::-1][:k])
+    work.divpo_sets = divpo_sets(work.pool.scores, cfg.rho, cfg.pair_cap())
     work.members = sorted({int(i) for group in work.divpo_sets for i in group})
 
 
@@ -170,7 +174,8 @@ def _weigh(work: PoolWork, embeddings: dict[str, np.ndarray], cfg: PrepareConfig
             rows = [position[int(i)] for i in indices]
             return set_deviation({name: emb[rows] for name, emb in embeddings.items()})
 
-        work.pairs = divpo_pairs(work.pool.scores, deviation_of, cfg.rho, cfg.pair_cap(), pool_rng(cfg.seed, work.pool.pool_id))
+        rng = pool_rng(cfg.seed, work.pool.pool_id)
+        work.pairs = divpo_pairs(work.pool.scores, deviation_of, cfg.rho, cfg.pair_cap(), rng)
         work.weights = np.ones(len(work.members))  # DivPO trains with plain DPO
         return
     work.deviation, work.weights = deviation_weights(embeddings, floor=cfg.weight_floor)
@@ -304,13 +309,19 @@ def run_prepare(cfg: PrepareConfig) -> dict:
     write_jsonl(out / "responses.jsonl", response_rows)
     cfg.save(out / "config.yaml")
 
-    summary = _summary(cfg, input_paths, report, prompts_read, works, dropped, prompts_dropped, without_pairs, pair_rows, response_rows, embed_info, score_min, score_max)
+    summary = _summary(
+        cfg, input_paths, report, prompts_read, works, dropped, prompts_dropped, without_pairs,
+        pair_rows, response_rows, embed_info, score_min, score_max,
+    )
     write_json(out / "summary.json", summary)
     mark_stage_done(out, {"stage": "prepare", "pairs": summary["pairs"]})
     return summary
 
 
-def _summary(cfg, input_paths, report, prompts_read, works, dropped, prompts_dropped, without_pairs, pair_rows, response_rows, embed_info, score_min, score_max) -> dict:
+def _summary(
+    cfg, input_paths, report, prompts_read, works, dropped, prompts_dropped, without_pairs,
+    pair_rows, response_rows, embed_info, score_min, score_max,
+) -> dict:
     kept_responses = sum(len(w.pool.texts) for w in works)
     by_split = {s: [w for w in works if w.split == s] for s in ("train", "test")}
     summary = {

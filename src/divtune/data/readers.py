@@ -44,7 +44,8 @@ def iter_jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise InputError(path, f"undecodable bytes (not UTF-8) at byte {err.start} of the line", line=lineno) from None
+                message = f"undecodable bytes (not UTF-8) at byte {err.start} of the line"
+                raise InputError(path, message, line=lineno) from None
             if not line.strip():
                 continue
             try:
