@@ -143,18 +143,21 @@ def score_gathered_groups(
     embed: EmbedFn | None,
     gather: Callable[[Any], Any],
     device: Any = "cpu",
+    num_generations: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The group-integrity step shared by every process.
 
     ``quality_all`` (N,) is already gathered over processes (process 0's
     slice first); ``local_completions`` is this process's slice. Local
     embeddings are gathered with the same ``gather`` so row k of both is the
-    same sample, then whole groups of ``online.num_generations`` are scored.
+    same sample, then whole groups of ``num_generations`` (default
+    ``online.num_generations``) are scored.
     ``device`` is where the gather happens (NCCL gathers CUDA tensors only).
     Returns the diversity-weighted reward (N,) and the diversity term (N,).
     """
+    group_size = num_generations or online.num_generations
     if method == "grpo":
-        return group_rewards("grpo", quality_all, None, online.num_generations)
+        return group_rewards("grpo", quality_all, None, group_size)
     if embed is None:
         raise ValueError(f"method {method!r} needs an embedder")
     import torch
@@ -165,7 +168,7 @@ def score_gathered_groups(
         method,
         quality_all,
         all_emb,
-        online.num_generations,
+        group_size,
         alpha=online.alpha,
         threshold=online.darling_threshold,
         floor=online.darling_floor,
@@ -189,6 +192,7 @@ def _grpo_trainer_class():
         def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
             # TRL's version: per-sample quality on this process's slice, gathered over processes.
             quality_all = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            mode = "train" if self.model.training else "eval"
             reward, diversity = score_gathered_groups(
                 quality_all[:, 0].float().cpu().numpy(),
                 [completion_text(c) for c in completions],
@@ -197,8 +201,8 @@ def _grpo_trainer_class():
                 embed=self.divtune_embed,
                 gather=gather,
                 device=quality_all.device,
+                num_generations=self.num_generations if mode == "train" else self.num_generations_eval,
             )
-            mode = "train" if self.model.training else "eval"
             self._metrics[mode][QUALITY_KEY].append(float(np.nanmean(quality_all[:, 0].cpu().numpy())))
             self._metrics[mode][REWARD_KEY].append(float(np.nanmean(reward)))
             if diversity is not None:
