@@ -64,15 +64,25 @@ ORNATE_DRAGON = (
     "said, moreover, that the creature remembered every name ever spoken within the reach of its hearing."
 )
 
+ORNATE_TAXES = (
+    "In the long grey season of the fiscal year, when the ledgers of the provincial office lay open beneath "
+    "tall and indifferent windows, there worked an auditor of considerable experience, whose patience, once "
+    "as boundless as the columns he examined, had thinned with the accumulated receipts of many decades; and "
+    "the clerks, who had learned through years of careful observation the rhythms of his scrutiny and his "
+    "approval, spoke of him only in hushed and reverent tones, as one might speak of weather or of fate. It "
+    "was said, moreover, that the man remembered every figure ever entered within the reach of his pen."
+)
+
 
 def test_stylometric_is_topic_insensitive():
     emb = load_embedder("stylometric")
-    vecs = emb.embed([TERSE_DRAGON, TERSE_TAXES, ORNATE_DRAGON], show_progress=False)
-    assert vecs.shape[0] == 3 and np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
-    same_style_other_topic = 1 - float(vecs[0] @ vecs[1])
-    same_topic_other_style = 1 - float(vecs[0] @ vecs[2])
-    assert same_style_other_topic < same_topic_other_style
-    assert same_style_other_topic < 0.5 * same_topic_other_style
+    vecs = emb.embed([TERSE_DRAGON, TERSE_TAXES, ORNATE_DRAGON, ORNATE_TAXES], show_progress=False)
+    assert vecs.shape[0] == 4 and np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    dist = 1 - vecs @ vecs.T
+    # same style, different topic is closer than same topic, different style -- for both styles
+    assert dist[0, 1] < 0.5 * dist[0, 2]
+    assert dist[2, 3] < 0.5 * dist[2, 0]
+    assert dist[1, 0] < 0.5 * dist[1, 3]
 
 
 def test_stylometric_is_deterministic_and_context_free():
@@ -92,6 +102,14 @@ def test_style_features_hand_counted():
     assert feats["paragraphing"]["paras_per_100_words"] == pytest.approx(100 * 2 / 8)
     assert feats["dialogue"]["dialogue_char_ratio"] == pytest.approx(len('"Hi,"') / len('"Hi," he said. The cat sat.\n\nIt ran!'))
     assert feats["lengths"]["short_sent_rate"] == pytest.approx(1.0)
+
+
+def test_load_embedder_specs_and_names(minilm_path):
+    assert load_embedder("stylometric").name == "stylometric-v1"
+    assert load_embedder("minilm").name == "st:minilm"  # model loads lazily: nothing embedded here
+    assert load_embedder(str(minilm_path)).name == f"st:{minilm_path}"
+    with pytest.raises(FileNotFoundError):
+        load_embedder("./no/such/model/folder")
 
 
 def test_minilm_embeds_unit_rows(minilm_path, tmp_path):
