@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+from typing import List, Optional
+
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Not built yet: see the open issue for this stage."""
+    @app.command("experiment")
+    def experiment(
+        config: str = typer.Argument(..., help="Experiment YAML, e.g. configs/experiments/wp_smollm2.yaml."),
+        output: Optional[str] = typer.Option(None, "--output", "-o", help="Override the config's output folder."),
+        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
+        fresh: bool = typer.Option(False, "--fresh", help="Redo every stage instead of reusing finished ones."),
+        set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config field, e.g. seeds=[0,1]."),
+        publish: Optional[str] = typer.Option(None, "--publish", help="Copy report, metrics and run record to this folder (e.g. docs/results/wp_smollm2)."),
+    ) -> None:
+        """Run (or resume, stage by stage) a fixed comparison of systems and write its report."""
+        from divtune.experiment import ExperimentConfig, publish_results, run_experiment, summary_table
+
+        cfg = ExperimentConfig.load(config, overrides=set_ or [], output=output, device=device)
+        result = run_experiment(cfg, fresh=fresh)
+        typer.echo(summary_table(result["metrics"]))
+        typer.echo(f"wall time: {result['wall_seconds']:.0f} s; report: {result['paths']['report']}/report.html")
+        if publish:
+            typer.echo(f"published to {publish_results(cfg, publish)}")

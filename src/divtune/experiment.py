@@ -1,0 +1,309 @@
+"""Experiments: the whole pipeline (prepare → reward model → train each system
+→ generate → evaluate → report) composed from the stage functions, stage by
+stage, resumable.
+
+Every stage writes into its own folder under the experiment's output and is
+marked done (with a hash of its resolved config) only after it finished, so a
+rerun skips finished stages, redoes a stage whose config changed, and redoes a
+stage that was killed halfway (training resumes from its last checkpoint and
+generation from its last written sample, by those stages' own resume logic).
+``divtune quickstart`` is a small built-in experiment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional
+
+from pydantic import Field
+
+from divtune.config import StageConfig, deep_merge
+from divtune.io import clear_stage_done, is_stage_done, mark_stage_done, write_json
+
+#: Methods trained from preference pairs; ``base`` is the untouched model.
+OFFLINE_METHODS = ("sft", "dpo", "ddpo", "orpo", "dorpo", "divpo")
+ONLINE_METHODS = ("grpo", "dqo", "darling")
+
+
+class SystemSpec(StageConfig):
+    """One row of the comparison: a model produced by one method."""
+
+    name: str
+    method: Literal["base", "sft", "dpo", "ddpo", "orpo", "dorpo", "divpo", "grpo", "dqo", "darling"]
+    #: Which prepared data variant (a key of ``ExperimentConfig.data``) it trains on.
+    data: str = "both"
+    #: Name of another system whose trained output this one starts from (e.g. an SFT system).
+    init: Optional[str] = None
+    #: TrainConfig overrides for this system only (merged over ``ExperimentConfig.train``).
+    train: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExperimentConfig(StageConfig):
+    output: str = "runs/experiment"
+    #: The policy's base model spec (hub id, folder, .gguf, or the shipped ``smollm2``).
+    model: str = "smollm2"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    #: PrepareConfig fields shared by every data variant.
+    prepare: dict[str, Any] = Field(default_factory=dict)
+    #: Data variants: name → PrepareConfig overrides (e.g. which embedders weight the pairs).
+    data: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"both": {}})
+    #: Data variant whose test split gives the gold row and the prompts to sample.
+    gold_data: str = "both"
+    #: RewardTrainConfig overrides; ``null`` skips the reward model (quality is then null).
+    reward: Optional[dict[str, Any]] = Field(default_factory=dict)
+    #: TrainConfig fields shared by every trained system.
+    train: dict[str, Any] = Field(default_factory=dict)
+    systems: list[SystemSpec] = Field(default_factory=list)
+    #: GenerateConfig fields shared by every system.
+    generate: dict[str, Any] = Field(default_factory=dict)
+    #: EvaluateConfig fields.
+    evaluate: dict[str, Any] = Field(default_factory=dict)
+    #: System the report's paired differences are taken against.
+    baseline: Optional[str] = "dpo"
+
+
+class Stage:
+    """A named unit of work with an output folder and a done marker keyed by its config."""
+
+    def __init__(self, name: str, directory: Path, config: dict[str, Any], run: Callable[[], Any]):
+        self.name = name
+        self.directory = directory
+        self.config = config
+        self.run = run
+
+    @property
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.config, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def is_done(self) -> bool:
+        marker = self.directory / ".divtune-done.json"
+        if not is_stage_done(self.directory):
+            return False
+        return json.loads(marker.read_text()).get("fingerprint") == self.fingerprint
+
+
+def _log(message: str) -> None:
+    print(f"[divtune] {message}", file=sys.stderr, flush=True)
+
+
+def run_stages(stages: list[Stage], fresh: bool = False) -> dict[str, float]:
+    """Run stages in order, skipping those already done with the same config.
+
+    Returns seconds spent per stage (0 for skipped ones).
+    """
+    timings: dict[str, float] = {}
+    for position, stage in enumerate(stages, start=1):
+        label = f"[{position}/{len(stages)}] {stage.name}"
+        if fresh and stage.directory.exists():
+            shutil.rmtree(stage.directory)
+        if stage.is_done():
+            _log(f"{label}: done already, reusing {stage.directory}")
+            timings[stage.name] = 0.0
+            continue
+        # A stage without a valid marker was killed, never run, or run with
+        # another config: clear the marker and run it again (training and
+        # generation resume from their own checkpoints inside the folder).
+        clear_stage_done(stage.directory)
+        _log(f"{label} → {stage.directory}")
+        start = time.perf_counter()
+        stage.run()
+        timings[stage.name] = time.perf_counter() - start
+        mark_stage_done(stage.directory, {"fingerprint": stage.fingerprint, "seconds": timings[stage.name]})
+        _log(f"{label}: finished in {timings[stage.name]:.0f} s")
+    return timings
+
+
+def _system_label(system: SystemSpec, seed: int, n_seeds: int) -> str:
+    return system.name if n_seeds == 1 else f"{system.name}-s{seed}"
+
+
+def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
+    """The experiment as an ordered list of stages, plus the paths of its key outputs."""
+    from divtune.evaluate import EvaluateConfig, run_evaluate
+    from divtune.generate import GenerateConfig, run_generate
+    from divtune.prepare import PrepareConfig, run_prepare
+    from divtune.report import run_report
+    from divtune.reward_model import RewardTrainConfig, train_reward_model
+    from divtune.train import TrainConfig, run_train
+
+    root = Path(cfg.output)
+    device = None if cfg.device == "auto" else cfg.device
+    stages: list[Stage] = []
+    paths: dict[str, Path] = {}
+
+    if cfg.gold_data not in cfg.data:
+        raise ValueError(f"gold_data {cfg.gold_data!r} is not one of the data variants {sorted(cfg.data)}")
+    for variant, overrides in cfg.data.items():
+        out = root / "data" / variant
+        prep = PrepareConfig.from_dict(deep_merge(deep_merge(cfg.prepare, overrides), {"output": str(out)}))
+        stages.append(Stage(f"prepare {variant}", out, prep.to_dict(), lambda prep=prep: run_prepare(prep)))
+        paths[f"data/{variant}"] = out
+    gold_dir = paths[f"data/{cfg.gold_data}"]
+
+    reward_dir: Path | None = None
+    if cfg.reward is not None:
+        reward_dir = root / "reward"
+        rcfg = RewardTrainConfig.from_dict(
+            deep_merge(cfg.reward, {"data": str(gold_dir), "output": str(reward_dir)})
+        )
+        stages.append(Stage("reward model", reward_dir, rcfg.to_dict(), lambda rcfg=rcfg: train_reward_model(rcfg)))
+        paths["reward"] = reward_dir
+
+    generations: list[Path] = []
+    n_seeds = len(cfg.seeds)
+    for seed in cfg.seeds:
+        trained: dict[str, Path] = {}
+        for system in cfg.systems:
+            label = _system_label(system, seed, n_seeds)
+            model_spec: str = cfg.model
+            if system.method != "base":
+                if system.data not in cfg.data:
+                    raise ValueError(f"system {system.name!r} names unknown data variant {system.data!r}")
+                out = root / "models" / label
+                train_fields: dict[str, Any] = deep_merge(cfg.train, system.train)
+                train_fields = deep_merge(
+                    train_fields,
+                    {
+                        "method": system.method,
+                        "data": str(paths[f"data/{system.data}"]),
+                        "model": cfg.model,
+                        "output": str(out),
+                        "seed": seed,
+                        "resume": True,
+                    },
+                )
+                if device:
+                    train_fields["device"] = device
+                if system.init:
+                    if system.init not in trained:
+                        raise ValueError(f"system {system.name!r}: init {system.init!r} must be listed before it")
+                    train_fields["init"] = str(trained[system.init])
+                if system.method in ONLINE_METHODS and reward_dir is not None:
+                    train_fields["reward"] = str(reward_dir)
+                tcfg = TrainConfig.from_dict(train_fields)
+                fingerprint = tcfg.to_dict() | {"resume": None}
+                stages.append(Stage(f"train {label}", out, fingerprint, lambda tcfg=tcfg: run_train(tcfg)))
+                trained[system.name] = out
+                model_spec = str(out)
+                paths[f"models/{label}"] = out
+            gen_dir = root / "generations" / label
+            gen_file = gen_dir / "generations.jsonl"
+            gen_fields = deep_merge(
+                cfg.generate,
+                {"model": model_spec, "prompts": str(gold_dir), "output": str(gen_file), "name": label, "seed": seed},
+            )
+            if device:
+                gen_fields["device"] = device
+            gcfg = GenerateConfig.from_dict(gen_fields)
+            stages.append(Stage(f"generate {label}", gen_dir, gcfg.to_dict(), lambda gcfg=gcfg: run_generate(gcfg)))
+            generations.append(gen_file)
+
+    eval_dir = root / "eval"
+    eval_fields = deep_merge(
+        cfg.evaluate,
+        {
+            "generations": [str(p) for p in generations],
+            "output": str(eval_dir),
+            "gold": str(gold_dir),
+            "reward": str(reward_dir) if reward_dir else None,
+        },
+    )
+    ecfg = EvaluateConfig.from_dict(eval_fields)
+    stages.append(Stage("evaluate", eval_dir, ecfg.to_dict(), lambda ecfg=ecfg: run_evaluate(ecfg)))
+    paths["eval"] = eval_dir
+
+    report_dir = root / "report"
+    baseline = cfg.baseline
+    stages.append(
+        Stage(
+            "report",
+            report_dir,
+            {"eval": str(eval_dir), "baseline": baseline, "after": ecfg.to_dict()},
+            lambda: run_report([eval_dir], report_dir, baseline=baseline),
+        )
+    )
+    paths["report"] = report_dir
+    return stages, paths
+
+
+def environment_record() -> dict[str, Any]:
+    """Versions, commit and machine: written beside every experiment's results."""
+    import importlib.metadata as md
+
+    versions = {}
+    for package in ("divtune", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "sentence-transformers"):
+        try:
+            versions[package] = md.version(package)
+        except md.PackageNotFoundError:
+            versions[package] = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    import os
+
+    return {
+        "command": " ".join(sys.argv),
+        "commit": commit,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "versions": versions,
+    }
+
+
+def summary_table(metrics: dict[str, dict[str, Any]], keys: tuple[str, ...] = (
+    "quality", "semantic_diversity", "style_diversity", "vendi_semantic", "distinct_2", "self_bleu"
+)) -> str:
+    """A plain-text table of the headline metrics, one row per system."""
+    header = ["system", *keys]
+    rows = [header]
+    for system, values in metrics.items():
+        row = [system]
+        for key in keys:
+            value = values.get(key)
+            row.append("—" if value is None else f"{value:.3f}")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows)
+
+
+def run_experiment(cfg: ExperimentConfig, fresh: bool = False) -> dict[str, Any]:
+    """Run (or resume) an experiment; returns paths, metrics and timings."""
+    root = Path(cfg.output)
+    root.mkdir(parents=True, exist_ok=True)
+    cfg.save(root / "config.yaml")
+    stages, paths = build_stages(cfg)
+    start = time.perf_counter()
+    timings = run_stages(stages, fresh=fresh)
+    wall = time.perf_counter() - start
+    metrics = json.loads((paths["eval"] / "metrics.json").read_text())
+    record = environment_record() | {"wall_seconds": wall, "stage_seconds": timings}
+    write_json(root / "run.json", record)
+    return {"paths": {k: str(v) for k, v in paths.items()}, "metrics": metrics, "timings": timings, "wall_seconds": wall}
+
+
+def publish_results(cfg: ExperimentConfig, destination: str | Path) -> Path:
+    """Copy the report (md, html, png), metrics and run record into ``destination`` (committed results)."""
+    root = Path(cfg.output)
+    destination = Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    for source in sorted((root / "report").glob("*")):
+        if source.suffix in {".md", ".html", ".png"}:
+            shutil.copy2(source, destination / source.name)
+    for name in ("metrics.json",):
+        shutil.copy2(root / "eval" / name, destination / name)
+    shutil.copy2(root / "run.json", destination / "run.json")
+    shutil.copy2(root / "config.yaml", destination / "config.yaml")
+    return destination
