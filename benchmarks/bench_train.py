@@ -106,7 +106,7 @@ def timed_step(trainer, batch, ours: bool) -> float:
     start = time.perf_counter()
     counts = None
     if ours:  # what get_batch_samples adds per optimizer step
-        counts = torch.tensor(trainer._local_counts(batch), dtype=torch.float64)
+        counts = torch.tensor(trainer._local_counts(batch), dtype=torch.float32)
     trainer.training_step(trainer.model, batch, counts)
     trainer.model.zero_grad(set_to_none=True)
     if torch.cuda.is_available():

@@ -201,7 +201,7 @@ def test_dorpo_outside_doubled_weights_double_the_loss_and_zero_weight_is_inert(
     examples = [dict(ours.train_dataset[i], weight=w) for i, w in enumerate(weights)]
     batch = ours.data_collator(examples)
     pairs, tokens, weight_sum = ours._local_counts(batch)
-    counts = torch.tensor([pairs, tokens, weight_sum], dtype=torch.float64)
+    counts = torch.tensor([pairs, tokens, weight_sum], dtype=torch.float32)
     ours.model.zero_grad()
     ours.compute_loss(ours.model, ours.data_collator([e for i, e in enumerate(examples) if i != 2]), num_items_in_batch=counts).backward()
     without = {n: p.grad.clone() for n, p in ours.model.named_parameters() if p.grad is not None}

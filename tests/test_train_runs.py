@@ -232,3 +232,34 @@ def test_sigkilled_run_resumed_matches_uninterrupted_run(tiny_lm_dir, tmp_path):
     expected = step_losses(uninterrupted)
     for step, loss in step_losses(output).items():
         assert loss == pytest.approx(expected[step], rel=1e-5), step  # same batches in the same order
+
+
+# --init and --precompute-ref -------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ddpo_from_sft_adapter_with_and_without_precomputed_reference(tiny_lm_dir, learn_data, tmp_path):
+    sft = run(tiny_lm_dir, learn_data, tmp_path / "sft", "sft", max_steps=3, learning_rate=2e-2,
+              per_device_train_batch_size=8, gradient_accumulation_steps=1)
+    outputs = {}
+    for precompute in (False, True):
+        from divtune.train import TrainConfig, run_train
+
+        cfg = TrainConfig.load(
+            None,
+            tiny_overrides(max_steps=3, learning_rate=2e-2, per_device_train_batch_size=4, gradient_accumulation_steps=1),
+            method="ddpo", data=str(learn_data), model=str(tiny_lm_dir), init=str(sft),
+            output=str(tmp_path / f"ddpo_{precompute}"), precompute_ref=precompute,
+        )
+        outputs[precompute] = run_train(cfg)
+    for output in outputs.values():
+        first = read_metrics(output)[0]
+        # The reference is the SFT model: at the first step policy == reference.
+        assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+        assert json.loads((output / "divtune_base.json").read_text())["base_model"] == str(tiny_lm_dir)
+        assert not (output / "ref").exists()  # TRL's frozen reference copy is not saved
+        # The SFT adapter was trained further, not replaced by a fresh one.
+        sft_b = {k: v for k, v in load_adapter_tensors(sft).items() if "lora_B" in k}
+        assert any(not torch.equal(sft_b[k], load_adapter_tensors(output)[k]) for k in sft_b)
+    assert_same_adapter(outputs[False], outputs[True])
+    assert step_losses(outputs[True]) == pytest.approx(step_losses(outputs[False]), rel=1e-5)

@@ -144,12 +144,23 @@ def passthrough_field_names() -> frozenset[str]:
     """Field names of TrainingArguments and TRL's DPO/ORPO/SFT configs."""
     from transformers import TrainingArguments
     from trl import DPOConfig, SFTConfig
-    from trl.experimental.orpo import ORPOConfig
+
+    ORPOConfig = import_orpo().ORPOConfig
 
     names: set[str] = set()
     for config_class in (TrainingArguments, DPOConfig, ORPOConfig, SFTConfig):
         names.update(f.name for f in dataclasses.fields(config_class) if f.init)
     return frozenset(names)
+
+
+def import_orpo():
+    """``trl.experimental.orpo``, without its "experimental API" warning: divtune pins TRL 1.16."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*trl.experimental.*")
+        import trl.experimental.orpo as orpo
+    return orpo
 
 
 def device_defaults(device: str) -> dict[str, Any]:

@@ -176,12 +176,11 @@ def build_trainer(cfg: TrainConfig, device: str, model, tokenizer, dataset, call
 
             return WeightedDPOTrainer(args=DPOConfig(**kwargs), use_weights=cfg.method == "ddpo", **common)
         if cfg.method in ORPO_FAMILY:
-            from trl.experimental.orpo import ORPOConfig
-
+            from divtune.train.config import import_orpo
             from divtune.train.trainers import WeightedORPOTrainer
 
             return WeightedORPOTrainer(
-                args=ORPOConfig(**kwargs),
+                args=import_orpo().ORPOConfig(**kwargs),
                 use_weights=cfg.method == "dorpo",
                 dorpo_mode=cfg.dorpo_mode,
                 nll_tokens=cfg.orpo_nll_tokens,

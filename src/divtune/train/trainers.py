@@ -21,12 +21,15 @@ from typing import Any
 
 import torch
 from trl import DPOTrainer
-from trl.experimental.orpo import ORPOTrainer
-from trl.experimental.utils import DPODataCollatorWithPadding
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import selective_log_softmax
 
 from divtune import losses
+from divtune.train.config import import_orpo
+
+ORPOTrainer = import_orpo().ORPOTrainer
+# trl.experimental is already imported (above, with its warning silenced).
+from trl.experimental.utils import DPODataCollatorWithPadding  # noqa: E402
 
 WEIGHT = "weight"
 
@@ -70,7 +73,7 @@ class GlobalCountsMixin:
         for batch in batch_samples:
             for index, value in enumerate(self._local_counts(batch)):
                 totals[index] += float(value)
-        counts = torch.tensor(totals, dtype=torch.float64, device=device)
+        counts = torch.tensor(totals, dtype=torch.float32, device=device)  # float32: MPS has no float64
         if self.accelerator.num_processes > 1:
             counts = self.accelerator.reduce(counts, reduction="sum")
         return batch_samples, counts
@@ -109,9 +112,10 @@ class WeightedDPOTrainer(GlobalCountsMixin, DPOTrainer):
         trl_args = kwargs.get("args")
         tokenizer = kwargs.get("processing_class")
         if kwargs.get("data_collator") is None and tokenizer is not None and trl_args is not None:
-            pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            # The same pad-token choice TRL makes for its own collator.
+            pad_token = trl_args.pad_token or tokenizer.pad_token or tokenizer.eos_token
             kwargs["data_collator"] = WeightedPreferenceCollator(
-                pad_token_id=pad_id,
+                pad_token_id=tokenizer.convert_tokens_to_ids(pad_token),
                 max_length=trl_args.max_length,
                 truncation_mode=trl_args.truncation_mode,
                 pad_to_multiple_of=trl_args.pad_to_multiple_of,
