@@ -58,7 +58,14 @@ def test_missing_prompt_field_names_file_line_and_field(tmp_path):
     path = write_jsonl(tmp_path / "train.jsonl", [pair_row("a", "ok"), bad])
     with pytest.raises(InputError) as err:
         load_online_prompts(path)
-    assert "train.jsonl" in str(err.value) and "2" in str(err.value) and "prompt" in str(err.value)
+    assert (err.value.line, err.value.field) == (2, "prompt")
+    assert "train.jsonl, line 2, field 'prompt'" in str(err.value)
+
+
+def test_a_pool_with_two_different_prompts_is_refused(tmp_path):
+    path = write_jsonl(tmp_path / "train.jsonl", [pair_row("a", "One."), pair_row("a", "Two.")])
+    with pytest.raises(InputError, match="line 2.*two different prompts"):
+        load_online_prompts(path)
 
 
 def test_settings_owned_by_online_config_cannot_be_set_twice(tmp_path):
