@@ -51,8 +51,19 @@ def test_parquet_and_datasets_folder(tmp_path):
     ds = datasets.Dataset.from_list(_pools_rows())
     ds.to_parquet(str(tmp_path / "pools.parquet"))
     ds.save_to_disk(str(tmp_path / "pools_ds"))
+    datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "pools_dd"))
     _check_pools(load_pools([tmp_path / "pools.parquet"])[0])
     _check_pools(load_pools([tmp_path / "pools_ds"])[0])
+    _check_pools(load_pools([tmp_path / "pools_dd"])[0])
+
+
+def test_pool_ids_from_id_column_or_prompt_hash(tmp_path):
+    path = tmp_path / "flat.jsonl"
+    rows = [{"prompt": "P", "response": "a", "score": 1, "prompt_id": "q7"}, {"prompt": "Q", "response": "b", "score": 2}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pools, _ = load_pools([path])
+    assert pools[0].pool_id == "q7"
+    assert pools[1].pool_id.startswith("p-") and pools[1].pool_id == load_pools([path])[0][1].pool_id
 
 
 def test_flat_layout_groups_by_exact_prompt_and_remaps_columns(tmp_path):

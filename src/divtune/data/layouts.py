@@ -4,7 +4,8 @@
   (the euclaise/WritingPrompts_preferences columns);
 - pools: ``prompt``, ``responses`` (list), ``scores`` (list);
 - flat: ``prompt``, ``response``, ``score``, one row per response.
-An optional ``id`` column (``post_id`` for reddit) names the pool.
+An optional column names the pool: ``post_id`` (reddit), ``id`` or ``prompt_id``
+(pools), ``prompt_id`` (flat); otherwise the id is a hash of the prompt text.
 
 Every problem raises :class:`RowError`, which the loader turns into an
 :class:`~divtune.io.InputError` (file, line, field) or, with ``skip_invalid``, a
@@ -24,7 +25,8 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "pools": ("prompt", "responses", "scores"),
     "flat": ("prompt", "response", "score"),
 }
-ID_COLUMN = {"reddit": "post_id", "pools": "id", "flat": "id"}
+# Columns that name a pool; in the flat layout a row is a response, so only prompt_id.
+ID_COLUMNS = {"reddit": ("post_id",), "pools": ("id", "prompt_id"), "flat": ("prompt_id",)}
 
 # "[WP] ", "[WP][EU] ", "[ WP ] " ... at the start of a Reddit title.
 _TITLE_TAG_RE = re.compile(r"^\s*(?:\[\s*[A-Za-z]{1,6}\s*\]\s*)+")
@@ -124,8 +126,11 @@ def _paired_lists(row: Mapping[str, Any], text_col: str, score_col: str) -> list
 
 
 def _pool_id(row: Mapping[str, Any], layout: str) -> str | None:
-    value = row.get(ID_COLUMN[layout])
-    return None if value is None or value == "" else str(value)
+    for column in ID_COLUMNS[layout]:
+        value = row.get(column)
+        if value is not None and value != "":
+            return str(value)
+    return None
 
 
 def parse_row(row: Mapping[str, Any], layout: str) -> RowPool:

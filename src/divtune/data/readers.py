@@ -18,9 +18,9 @@ FILE_FORMATS = ("jsonl", "csv", "parquet", "datasets")
 
 def detect_file_format(path: Path) -> str:
     if path.is_dir():
-        if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
+        if any((path / marker).is_file() for marker in ("dataset_info.json", "state.json", "dataset_dict.json")):
             return "datasets"
-        raise InputError(path, "folder is not a `datasets` save_to_disk folder (no dataset_info.json / state.json)")
+        raise InputError(path, "folder is not a `datasets` save_to_disk folder (no dataset_info.json / dataset_dict.json)")
     name = path.name.lower()
     if name.endswith(".gz"):
         name = name[:-3]
