@@ -193,3 +193,10 @@ def test_cli_generate_writes_file_and_config(tiny_lm_dir, prompts_file, tmp_path
     rows = _lines(output)
     assert len(rows) == 4 and {r["top_k"] for r in rows} == {5} and {r["model"] for r in rows} == {"tiny"}
     assert (tmp_path / "cli.jsonl.config.yaml").is_file()
+
+
+def test_bad_settings_are_config_errors():
+    with pytest.raises(ConfigError, match="num_samples"):
+        GenerateConfig.load(None, ["num_samples=0"], model="m", prompts="p", output="o")
+    with pytest.raises(ConfigError, match="top_p"):
+        GenerateConfig.load(None, ["top_p=1.5"], model="m", prompts="p", output="o")

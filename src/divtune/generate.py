@@ -24,7 +24,9 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Iterable, Literal
+
+from pydantic import Field
 
 from divtune.config import ConfigError, StageConfig
 from divtune.io import InputError, iter_jsonl, open_text
@@ -57,14 +59,14 @@ class GenerateConfig(StageConfig):
     prompts: str
     output: str
     name: str | None = None
-    num_samples: int = 4
-    max_prompts: int | None = None
-    max_new_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 0.95
-    top_k: int = 50
-    repetition_penalty: float = 1.1
-    batch_size: int = 16
+    num_samples: int = Field(4, ge=1)
+    max_prompts: int | None = Field(None, ge=1)
+    max_new_tokens: int = Field(256, ge=1)
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    top_k: int = Field(50, ge=0)
+    repetition_penalty: float = Field(1.1, gt=0.0)
+    batch_size: int = Field(16, ge=1)
     seed: int = 0
     backend: Literal["hf", "vllm"] = "hf"
     use_chat_template: bool = True

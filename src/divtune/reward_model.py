@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from divtune.config import ConfigError, StageConfig
 from divtune.io import InputError, iter_jsonl, write_json, write_jsonl
@@ -53,17 +54,17 @@ class RewardTrainConfig(StageConfig):
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    max_length: int = 256
-    head_hidden: int = 256
+    max_length: int = Field(256, ge=8)
+    head_hidden: int = Field(256, ge=0)
     learning_rate: float = 1e-3
     backbone_learning_rate: float = 2e-5
-    batch_size: int = 32
-    max_epochs: int = 30
-    patience: int = 3
-    val_fraction: float = 0.1
-    max_train_responses: int | None = None
+    batch_size: int = Field(32, ge=1)
+    max_epochs: int = Field(30, ge=1)
+    patience: int = Field(3, ge=1)
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    max_train_responses: int | None = Field(None, ge=2)
     seed: int = 0
-    bootstrap_samples: int = 2000
+    bootstrap_samples: int = Field(2000, ge=1)
     device: str | None = None
     trust_remote_code: bool = False
     show_progress: bool = True
