@@ -68,34 +68,32 @@ def lora():
     return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
-def build_pair(kind: str, model, tokenizer, batch: int, workdir: str, precompute: bool = False, use_lora: bool = True):
-    """(TRL trainer, divtune trainer) for kind 'dpo' or 'orpo', on copies of one model."""
+def build_trainer(kind: str, ours: bool, model, tokenizer, batch: int, workdir: str, precompute=False, use_lora=True):
+    """TRL's trainer or divtune's, for kind 'dpo' or 'orpo', on ``model`` itself."""
     from datasets import Dataset
 
+    from divtune.train.config import import_orpo
     from divtune.train.trainers import WeightedDPOTrainer, WeightedORPOTrainer
 
-    peft = lora() if use_lora else None
+    common = dict(
+        model=model, processing_class=tokenizer, peft_config=lora() if use_lora else None,
+        train_dataset=Dataset.from_list(conversational_rows(batch, with_weight=ours)),
+    )
     if kind == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        def args():
-            return trl_args(DPOConfig, workdir, batch, beta=0.1, precompute_ref_log_probs=precompute)
+        args = trl_args(DPOConfig, workdir, batch, beta=0.1, precompute_ref_log_probs=precompute)
+        return WeightedDPOTrainer(args=args, use_weights=True, **common) if ours else DPOTrainer(args=args, **common)
+    orpo = import_orpo()
+    args = trl_args(orpo.ORPOConfig, workdir, batch, beta=0.25)
+    return WeightedORPOTrainer(args=args, use_weights=True, **common) if ours else orpo.ORPOTrainer(args=args, **common)
 
-        theirs = DPOTrainer(model=copy.deepcopy(model), args=args(), processing_class=tokenizer, peft_config=peft,
-                            train_dataset=Dataset.from_list(conversational_rows(batch, False)))
-        ours = WeightedDPOTrainer(model=copy.deepcopy(model), args=args(), processing_class=tokenizer, peft_config=peft,
-                                  train_dataset=Dataset.from_list(conversational_rows(batch, True)), use_weights=True)
-        return theirs, ours
-    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-    def args():
-        return trl_args(ORPOConfig, workdir, batch, beta=0.25)
-
-    theirs = ORPOTrainer(model=copy.deepcopy(model), args=args(), processing_class=tokenizer, peft_config=peft,
-                         train_dataset=Dataset.from_list(conversational_rows(batch, False)))
-    ours = WeightedORPOTrainer(model=copy.deepcopy(model), args=args(), processing_class=tokenizer, peft_config=peft,
-                               train_dataset=Dataset.from_list(conversational_rows(batch, True)), use_weights=True)
-    return theirs, ours
+def build_pair(kind: str, model, tokenizer, batch: int, workdir: str):
+    """(TRL trainer, divtune trainer) on two copies of one model."""
+    return tuple(
+        build_trainer(kind, ours, copy.deepcopy(model), tokenizer, batch, workdir) for ours in (False, True)
+    )
 
 
 def one_batch(trainer, batch: int):
@@ -117,6 +115,8 @@ def timed_step(trainer, batch, ours: bool) -> float:
 def step_time_ratio(kind: str, model, tokenizer, batch: int, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as workdir:
         theirs, ours = build_pair(kind, model, tokenizer, batch, workdir)
+        for trainer in (theirs, ours):
+            trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train(); we call training_step directly
         batches = (one_batch(theirs, batch), one_batch(ours, batch))
         times = ([], [])
         for step in range(steps + 3):
@@ -131,13 +131,23 @@ def step_time_ratio(kind: str, model, tokenizer, batch: int, steps: int) -> dict
 
 def memory_child(kind: str, precompute: bool, use_lora: bool, hidden: int, layers: int, batch: int) -> dict:
     """Build one divtune trainer and run 3 steps; report the peak memory of this process."""
+    from transformers import AutoModelForCausalLM
+
     tokenizer = build_tiny_tokenizer()
-    model = build_tiny_llama(tokenizer, seed=0, hidden_size=hidden, num_layers=layers)
+    with tempfile.TemporaryDirectory() as model_dir:
+        # Loaded from a folder, as divtune does: TRL rebuilds the full-fine-tuning reference from that path.
+        build_tiny_llama(tokenizer, seed=0, hidden_size=hidden, num_layers=layers).save_pretrained(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+        memory = _peak_memory_of_steps(kind, model, tokenizer, batch, precompute, use_lora)
+    return memory
+
+
+def _peak_memory_of_steps(kind, model, tokenizer, batch, precompute, use_lora) -> dict:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as workdir:
-        _, ours = build_pair(kind, model, tokenizer, batch, workdir, precompute=precompute, use_lora=use_lora)
-        del model
+        ours = build_trainer(kind, True, model, tokenizer, batch, workdir, precompute=precompute, use_lora=use_lora)
+        ours.current_gradient_accumulation_steps = 1
         batch_inputs = one_batch(ours, batch)
         for _ in range(3):
             timed_step(ours, batch_inputs, ours=True)
@@ -152,6 +162,8 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--mem-hidden", type=int, default=768, help="model size for the memory runs")
+    parser.add_argument("--mem-layers", type=int, default=8)
     parser.add_argument("--memory-child", nargs=3, metavar=("KIND", "PRECOMPUTE", "LORA"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -171,11 +183,12 @@ def main() -> None:
         print(f"{names[1]} / {names[0]} step time: {result['ratio']:.3f}  "
               f"({result['divtune_s'] * 1e3:.1f} ms vs {result['trl_s'] * 1e3:.1f} ms, median)")
 
-    print("peak memory of divtune DDPO (fresh process each, 3 steps):")
+    print(f"peak memory of divtune DDPO (fresh process each, 3 steps, hidden={args.mem_hidden} "
+          f"layers={args.mem_layers}):")
     for use_lora in ("1", "0"):
         for precompute in ("0", "1"):
             command = [sys.executable, __file__, "--memory-child", "dpo", precompute, use_lora,
-                       "--hidden", str(args.hidden), "--layers", str(args.layers), "--batch", str(args.batch)]
+                       "--hidden", str(args.mem_hidden), "--layers", str(args.mem_layers), "--batch", str(args.batch)]
             child = subprocess.run(command, capture_output=True, text=True, check=True)
             result = json.loads(child.stdout.strip().splitlines()[-1])
             label = f"{'LoRA' if use_lora == '1' else 'full fine-tuning'}, precompute_ref={precompute == '1'}"

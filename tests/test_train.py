@@ -223,6 +223,30 @@ def test_training_argument_names_route_into_training():
         TrainConfig.load(None, ["output_dir=/tmp/x"])
 
 
+def test_yaml_config_with_training_argument_names(tmp_path):
+    from divtune.train import TrainConfig
+
+    path = tmp_path / "run.yaml"
+    path.write_text("method: dorpo\nmax_steps: 3\nsave_strategy: no\nlora:\n  r: 8\ntraining:\n  warmup_steps: 1\n")
+    cfg = TrainConfig.load(path, ["max_steps=4"], output="out")
+    assert cfg.method == "dorpo" and cfg.lora.r == 8 and cfg.output == "out"
+    assert cfg.training == {"max_steps": 4, "save_strategy": "no", "warmup_steps": 1}
+
+
+def test_online_methods_dispatch_to_the_online_runner(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    from divtune.train import TrainConfig, run_train
+
+    seen = []
+    fake = types.ModuleType("divtune.train.online")
+    fake.run_online_train = lambda cfg: seen.append(cfg.method) or tmp_path
+    monkeypatch.setitem(sys.modules, "divtune.train.online", fake)
+    assert run_train(TrainConfig(method="dqo", data="d", output=str(tmp_path))) == tmp_path
+    assert seen == ["dqo"]
+
+
 def test_paper_defaults_and_cpu_defaults():
     from divtune.train import TrainConfig
     from divtune.train.config import resolved_training, trl_config_kwargs

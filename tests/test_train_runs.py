@@ -128,6 +128,7 @@ def test_each_method_trains_loss_falls_and_weights_move(tiny_lm_dir, learn_data,
     output = run(
         tiny_lm_dir, learn_data, tmp_path / method, method,
         max_steps=6, learning_rate=2e-2, per_device_train_batch_size=8, gradient_accumulation_steps=1,
+        report_to="[tensorboard]" if method == "ddpo" else "[]",
     )
     losses = step_losses(output)
     assert sorted(losses) == [1, 2, 3, 4, 5, 6]
@@ -135,6 +136,8 @@ def test_each_method_trains_loss_falls_and_weights_move(tiny_lm_dir, learn_data,
     adapter = load_adapter_tensors(output)
     assert max(t.abs().max().item() for n, t in adapter.items() if "lora_B" in n) > 0
     assert (output / "divtune_base.json").is_file() and (output / "config.yaml").is_file()
+    if method == "ddpo":
+        assert list((output / "runs").rglob("events.out.tfevents*"))  # TensorBoard logs
     if method in ("ddpo", "dorpo"):
         assert {"weight/mean", "weight/min", "weight/max", "rewards/margins", "rewards/accuracies"} <= set(
             read_metrics(output)[0]
