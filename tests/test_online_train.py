@@ -89,6 +89,15 @@ def test_grpo_config_is_cpu_sane_and_takes_online_settings(tmp_path):
 # ---------------------------------------------------------------- group integrity
 
 
+def free_port() -> int:
+    """A port nobody listens on now (other test runs may share this machine)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def run_worker(launcher: list[str], model_dir: Path, out: Path, world: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(TESTS)}
     cmd = [*launcher, str(TESTS / "_mp_online_rewards.py"), str(model_dir), str(out), str(world)]
@@ -105,7 +114,7 @@ def test_group_rewards_identical_with_one_and_two_processes(tiny_lm_dir, tmp_pat
 
     one = run_worker([str(PY)], tiny_lm_dir, tmp_path / "one.json", 1)
     two = run_worker(
-        [str(PY), "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531"],
+        [str(PY), "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())],
         tiny_lm_dir, tmp_path / "two.json", 2,
     )
     assert one["world_size"] == 1 and two["world_size"] == 2
