@@ -104,3 +104,15 @@ def test_missing_model_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="not found"):
         resolve_model_source(str(tmp_path / "nope"))
+
+
+def test_atomic_writes_get_umask_permissions(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = write_jsonl(tmp_path / "p.jsonl", [{"a": 1}])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
