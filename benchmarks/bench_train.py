@@ -12,7 +12,7 @@ Peak memory is measured in a fresh child process per setting (peak RSS on
 CPU, ``torch.cuda.max_memory_allocated`` on GPU), for LoRA and for full
 fine-tuning, where the reference is a second copy unless precomputed.
 
-    python benchmarks/bench_train.py [--steps 30] [--hidden 256] [--layers 4] [--batch 8]
+    python benchmarks/bench_train.py [--steps 20] [--hidden 128] [--layers 2] [--batch 8]
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def conversational_rows(n: int, with_weight: bool) -> list[dict]:
     for row in make_pairs(n, seed=7):
         item = {
             "prompt": [{"role": "user", "content": row["prompt"]}],
-            "chosen": [{"role": "assistant", "content": row["chosen"] * 3}],
-            "rejected": [{"role": "assistant", "content": row["rejected"] * 3}],
+            "chosen": [{"role": "assistant", "content": row["chosen"]}],
+            "rejected": [{"role": "assistant", "content": row["rejected"]}],
         }
         if with_weight:
             item["weight"] = row["weight"]
@@ -158,12 +158,12 @@ def _peak_memory_of_steps(kind, model, tokenizer, batch, precompute, use_lora) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--mem-hidden", type=int, default=768, help="model size for the memory runs")
-    parser.add_argument("--mem-layers", type=int, default=8)
+    parser.add_argument("--mem-hidden", type=int, default=512, help="model size for the memory runs")
+    parser.add_argument("--mem-layers", type=int, default=6)
     parser.add_argument("--memory-child", nargs=3, metavar=("KIND", "PRECOMPUTE", "LORA"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
