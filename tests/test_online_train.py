@@ -293,3 +293,20 @@ def test_resume_continues_from_the_last_checkpoint(tiny_lm_dir, prepared_dir, tm
     rows = logged_rows(out)
     assert [r["step"] for r in rows] == [1, 2]  # step 1 kept once, step 2 added
     assert rows[0].get("first_run") and not rows[1].get("first_run")
+
+
+def test_cli_reward_option_reaches_the_online_trainer(tiny_lm_dir, prepared_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from divtune.cli import app
+
+    args = ["train", "--method", "dqo", "--data", str(prepared_dir), "--model", str(tiny_lm_dir),
+            "--output", str(tmp_path / "o"), "--reward", str(tmp_path / "no-such-reward"), "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    assert "reward model folder not found" in str(result.exception) + result.output
+
+
+def test_grpo_only_training_fields_are_accepted_for_online_methods():
+    cfg = TrainConfig.load(overrides=["temperature=0.7", "num_iterations=2"], method="darling")
+    assert cfg.training["temperature"] == 0.7 and cfg.training["num_iterations"] == 2

@@ -24,6 +24,9 @@ def register(app: typer.Typer) -> None:
         resume: Optional[bool] = typer.Option(
             None, "--resume/--no-resume", help="Continue from the last checkpoint in --output."
         ),
+        reward: Optional[str] = typer.Option(
+            None, "--reward", help="Reward-model folder (divtune reward train) for grpo, dqo, darling."
+        ),
         seed: Optional[int] = typer.Option(None, "--seed"),
         device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu or cuda."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file."),
@@ -37,7 +40,7 @@ def register(app: typer.Typer) -> None:
         cfg = TrainConfig.load(
             config, overrides, method=method, data=data, model=model,
             output=str(output) if output is not None else None, init=init,
-            precompute_ref=precompute_ref, resume=resume, seed=seed, device=device,
+            precompute_ref=precompute_ref, resume=resume, seed=seed, device=device, reward=reward,
         )
         path = run_train(cfg)
         typer.echo(str(path))

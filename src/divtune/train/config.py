@@ -141,14 +141,18 @@ RESERVED_TRAINING_KEYS = frozenset(
 
 @functools.lru_cache(maxsize=1)
 def passthrough_field_names() -> frozenset[str]:
-    """Field names of TrainingArguments and TRL's DPO/ORPO/SFT configs."""
+    """Field names of TrainingArguments and TRL's DPO/ORPO/SFT/GRPO configs.
+
+    A key that fits none of the chosen method's config is reported when the
+    trainer is built (e.g. ``temperature`` is a GRPO field, not a DPO one).
+    """
     from transformers import TrainingArguments
-    from trl import DPOConfig, SFTConfig
+    from trl import DPOConfig, GRPOConfig, SFTConfig
 
     ORPOConfig = import_orpo().ORPOConfig
 
     names: set[str] = set()
-    for config_class in (TrainingArguments, DPOConfig, ORPOConfig, SFTConfig):
+    for config_class in (TrainingArguments, DPOConfig, ORPOConfig, SFTConfig, GRPOConfig):
         names.update(f.name for f in dataclasses.fields(config_class) if f.init)
     return frozenset(names)
 
