@@ -200,3 +200,15 @@ def test_bad_settings_are_config_errors():
         GenerateConfig.load(None, ["num_samples=0"], model="m", prompts="p", output="o")
     with pytest.raises(ConfigError, match="top_p"):
         GenerateConfig.load(None, ["top_p=1.5"], model="m", prompts="p", output="o")
+
+
+def test_long_prompts_keep_their_start(tiny_tokenizer):
+    from divtune.generate import truncate_prompt
+
+    long_prompt = "Once upon a time there was a dragon. " * 40
+    cut, was_cut = truncate_prompt(tiny_tokenizer, long_prompt, 10)
+    assert was_cut and long_prompt.startswith(cut.strip()[:20])
+    assert len(tiny_tokenizer(cut, add_special_tokens=False)["input_ids"]) <= 10
+    same, was_cut = truncate_prompt(tiny_tokenizer, "A short prompt.", 50)
+    assert (same, was_cut) == ("A short prompt.", False)
+    assert truncate_prompt(tiny_tokenizer, long_prompt, None) == (long_prompt, False)

@@ -48,6 +48,7 @@ SAMPLE_DEFINING_FIELDS = (
     "repetition_penalty",
     "seed",
     "use_chat_template",
+    "max_prompt_tokens",
     "backend",
 )
 
@@ -62,6 +63,10 @@ class GenerateConfig(StageConfig):
     num_samples: int = Field(4, ge=1)
     max_prompts: int | None = Field(None, ge=1)
     max_new_tokens: int = Field(256, ge=1)
+    #: Prompts longer than this many tokens keep their start (a few Reddit posts
+    #: carry a whole story as their text: thousands of tokens that would dominate
+    #: the padded batch's prefill). ``null`` keeps every prompt whole.
+    max_prompt_tokens: int | None = Field(512, ge=1)
     temperature: float = Field(1.0, ge=0.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     top_k: int = Field(50, ge=0)
@@ -349,6 +354,30 @@ def _row(cfg: GenerateConfig, prompt: Prompt, sample_index: int, text: str, seed
     }
 
 
+def truncate_prompt(tokenizer, prompt: str, max_tokens: int | None) -> tuple[str, bool]:
+    """The prompt cut to its first ``max_tokens`` tokens; also whether it was cut."""
+    if max_tokens is None:
+        return prompt, False
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if len(ids) <= max_tokens:
+        return prompt, False
+    return tokenizer.decode(ids[:max_tokens], skip_special_tokens=True), True
+
+
+def format_prompts(tokenizer, prompts, cfg) -> list[str]:
+    """Every prompt truncated (counted in the log) and formatted as the model sees it."""
+    formatted = []
+    n_cut = 0
+    for p in prompts:
+        text, cut = truncate_prompt(tokenizer, p.prompt, cfg.max_prompt_tokens)
+        n_cut += cut
+        formatted.append(format_prompt(tokenizer, text, cfg.use_chat_template))
+    if n_cut:
+        logger.info("%d of %d prompts are longer than max_prompt_tokens=%d and keep their start",
+                    n_cut, len(prompts), cfg.max_prompt_tokens)
+    return formatted
+
+
 def format_prompt(tokenizer, prompt: str, use_chat_template: bool = True) -> str:
     """The prompt as the model sees it: a user turn of the chat template when there is one."""
     if use_chat_template and getattr(tokenizer, "chat_template", None):
@@ -381,7 +410,7 @@ def _run_hf(cfg, prompts, todo, done, output, total, stop_after_batches) -> None
         trust_remote_code=cfg.trust_remote_code, merge_adapter=True,
     )
     model.eval()
-    formatted = [format_prompt(tokenizer, p.prompt, cfg.use_chat_template) for p in prompts]
+    formatted = format_prompts(tokenizer, prompts, cfg)
     # Chat templates already insert their special tokens; plain prompts get the tokenizer's own.
     add_special = not (cfg.use_chat_template and getattr(tokenizer, "chat_template", None))
     sampling = cfg.temperature > 0
@@ -462,6 +491,7 @@ def _run_vllm(cfg: GenerateConfig, prompts: list[Prompt], done: set, output: Pat
     tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code)
     llm = LLM(model=model_dir, seed=cfg.seed, trust_remote_code=cfg.trust_remote_code,
               dtype="auto" if cfg.dtype == "auto" else cfg.dtype)
+    formatted = format_prompts(tokenizer, prompts, cfg)
     todo = [(p, s) for p in range(len(prompts)) for s in range(cfg.num_samples)
             if sample_key(prompts[p].prompt_id, s) not in done]
     # vllm schedules its own batches; chunks only bound how much is lost on interruption.
@@ -477,7 +507,7 @@ def _run_vllm(cfg: GenerateConfig, prompts: list[Prompt], done: set, output: Pat
             )
             for seed in seeds
         ]
-        texts = [format_prompt(tokenizer, prompts[p].prompt, cfg.use_chat_template) for p, _ in part]
+        texts = [formatted[p] for p, _ in part]
         results = llm.generate(texts, params, use_tqdm=False)
         rows = [
             _row(cfg, prompts[p], s, result.outputs[0].text.strip(), seed, len(result.outputs[0].token_ids))
