@@ -30,6 +30,8 @@ def test_finished_stage_is_reused_and_changed_stage_redone(tmp_path):
     assert calls == ["a", "b", "b"]
     run_stages([_counting_stage(tmp_path / "a", {"k": 1}, calls)], fresh=True)
     assert calls == ["a", "b", "b", "a"]
+    assert _counting_stage(tmp_path / "a", {"k": 1}, calls).recorded_seconds() >= 0.0
+    assert _counting_stage(tmp_path / "never-run", {}, calls).recorded_seconds() == 0.0
 
 
 def test_killed_stage_is_not_marked_done_and_is_redone(tmp_path):
@@ -99,3 +101,5 @@ def test_quickstart_smoke_writes_every_artefact(tmp_path):
     # A second run reuses every finished stage.
     again = run_quickstart(str(out), "smoke")
     assert all(seconds == 0.0 for seconds in again["timings"].values())
+    run_record = json.loads((out / "run.json").read_text())
+    assert run_record["total_stage_seconds"] > 0 and run_record["versions"]["trl"]

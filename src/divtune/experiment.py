@@ -84,6 +84,11 @@ class Stage:
         blob = json.dumps(self.config, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    def recorded_seconds(self) -> float:
+        """Seconds the stage took when it last ran to completion (from its marker)."""
+        marker = self.directory / ".divtune-done.json"
+        return float(json.loads(marker.read_text()).get("seconds", 0.0)) if marker.is_file() else 0.0
+
     def is_done(self) -> bool:
         marker = self.directory / ".divtune-done.json"
         if not is_stage_done(self.directory):
@@ -289,7 +294,14 @@ def run_experiment(cfg: ExperimentConfig, fresh: bool = False) -> dict[str, Any]
     timings = run_stages(stages, fresh=fresh)
     wall = time.perf_counter() - start
     metrics = json.loads((paths["eval"] / "metrics.json").read_text())
-    record = environment_record() | {"wall_seconds": wall, "stage_seconds": timings}
+    # A resumed experiment ran its stages over several invocations: the
+    # markers keep what each stage took when it actually ran.
+    recorded = {stage.name: stage.recorded_seconds() for stage in stages}
+    record = environment_record() | {
+        "stage_seconds": recorded,
+        "total_stage_seconds": sum(recorded.values()),
+        "wall_seconds_this_invocation": wall,
+    }
     write_json(root / "run.json", record)
     return {"paths": {k: str(v) for k, v in paths.items()}, "metrics": metrics, "timings": timings, "wall_seconds": wall}
 
