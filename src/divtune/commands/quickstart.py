@@ -11,7 +11,7 @@ def register(app: typer.Typer) -> None:
     @app.command("quickstart")
     def quickstart(
         output: str = typer.Option("runs/quickstart", "--output", "-o", help="Folder for every artefact of the run."),
-        preset: str = typer.Option("default", "--preset", help="Size preset: default (~10 min on 2 CPU cores) or smoke (CI)."),
+        preset: str = typer.Option("default", "--preset", help="Size preset: default (~5 min on 2 CPU cores) or smoke (CI)."),
         fresh: bool = typer.Option(False, "--fresh", help="Redo every stage instead of reusing finished ones."),
         set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a field of the experiment config, e.g. train.training.max_steps=4."),
     ) -> None:
