@@ -98,8 +98,56 @@ def test_quickstart_smoke_writes_every_artefact(tmp_path):
     assert (report / "report.html").is_file() and (report / "report.md").is_file()
     assert len(list(report.glob("*.png"))) >= 3
     assert result["report_html"] == str(report / "report.html")
+    diagnostics = json.loads((out / "diagnostics" / "diagnostics.json").read_text())
+    assert {name: run["steps"] for name, run in diagnostics["runs"].items()} == {"dpo": 2, "ddpo": 2}
+    assert diagnostics["weights"]["both"]["n"] == len((out / "data" / "both" / "train.jsonl").read_text().splitlines())
+    assert (out / "diagnostics" / "training_curves.png").is_file() and (out / "diagnostics" / "weights.png").is_file()
     # A second run reuses every finished stage.
     again = run_quickstart(str(out), "smoke")
     assert all(seconds == 0.0 for seconds in again["timings"].values())
     run_record = json.loads((out / "run.json").read_text())
     assert run_record["total_stage_seconds"] > 0 and run_record["versions"]["trl"]
+
+
+def _config(seeds, systems, baseline="dpo") -> ExperimentConfig:
+    return ExperimentConfig.from_dict({"output": "/tmp/never-written", "seeds": seeds, "systems": systems, "baseline": baseline})
+
+
+def test_report_comparisons_pair_runs_of_the_same_seed():
+    from divtune.experiment import report_comparisons
+
+    systems = [
+        {"name": "dpo", "method": "dpo"},
+        {"name": "ddpo", "method": "ddpo"},
+        {"name": "dpo-cap", "method": "dpo"},
+        {"name": "ddpo-cap", "method": "ddpo", "compare_to": "dpo-cap"},
+    ]
+    comparisons, groups = report_comparisons(_config([0, 1], systems))
+    assert comparisons == {
+        "ddpo": "dpo", "ddpo-s0": "dpo-s0", "ddpo-s1": "dpo-s1",
+        "dpo-cap": "dpo", "dpo-cap-s0": "dpo-s0", "dpo-cap-s1": "dpo-s1",
+        "ddpo-cap": "dpo-cap", "ddpo-cap-s0": "dpo-cap-s0", "ddpo-cap-s1": "dpo-cap-s1",
+        "gold": "dpo",
+    }
+    assert groups == {s["name"]: [f"{s['name']}-s0", f"{s['name']}-s1"] for s in systems}
+    # One seed, no compare_to: the report's default (everything against the baseline).
+    assert report_comparisons(_config([0], systems[:2])) == (None, None)
+    one_seed, no_groups = report_comparisons(_config([3], systems))
+    assert one_seed["ddpo-cap"] == "dpo-cap" and one_seed["ddpo"] == "dpo" and no_groups is None
+    with pytest.raises(ValueError, match="compare_to"):
+        report_comparisons(_config([0], [{"name": "a", "method": "dpo", "compare_to": "zzz"}], baseline=None))
+    with pytest.raises(ValueError, match="baseline"):
+        report_comparisons(_config([0], systems, baseline="zzz"))
+
+
+def test_lever_experiment_config_validates():
+    from divtune.experiment import build_stages, report_comparisons
+
+    path = Path(__file__).parents[1] / "configs" / "experiments" / "wp_smollm2_levers.yaml"
+    cfg = ExperimentConfig.load(path, output="/tmp/never-written")
+    names = [s.name for s in build_stages(cfg)[0]]
+    assert {"prepare both", "prepare both-floor", "prepare cap24"} <= set(names)
+    comparisons, groups = report_comparisons(cfg)
+    assert comparisons["ddpo-both-cap24-s1"] == "dpo-cap24-s1" and comparisons["ddpo-both-floor"] == "dpo"
+    assert set(groups) == {"dpo", "ddpo-both", "ddpo-both-floor", "dpo-cap24", "ddpo-both-cap24"}
+    assert not Path("/tmp/never-written").exists()

@@ -123,3 +123,99 @@ def test_report_cli(tmp_path):
     assert "Paired difference against tuned" in (tmp_path / "r" / "report.md").read_text()
     bad = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere"), "--output", str(tmp_path / "r2")])
     assert bad.exit_code != 0
+
+
+def _eval_from_values(root: Path, values: dict[str, dict[int, float | None]]) -> Path:
+    """An evaluation folder whose semantic diversity per prompt is given exactly (other metrics = 0.5)."""
+    table, lines = {}, []
+    for name, per_prompt in values.items():
+        for p, v in per_prompt.items():
+            row = {key: 0.5 for key in METRIC_KEYS}
+            row["semantic_diversity"] = v
+            lines.append({"system": name, "prompt_id": p, "n_samples": 4, **row})
+        defined = [v for v in per_prompt.values() if v is not None]
+        entry = {key: 0.5 for key in METRIC_KEYS} | {f"{key}_ci": [0.5, 0.5] for key in METRIC_KEYS}
+        entry["semantic_diversity"] = float(np.mean(defined))
+        entry["n_prompts"], entry["n_samples"] = len(per_prompt), 4 * len(per_prompt)
+        table[name] = entry
+    write_json(root / "metrics.json", table)
+    write_jsonl(root / "per_prompt.jsonl", lines)
+    return root
+
+
+def test_pool_seeds_averages_each_prompt_over_runs(tmp_path):
+    from divtune.report import pool_seeds
+
+    eval_dir = _eval_from_values(
+        tmp_path / "eval",
+        {
+            "dpo-s0": {0: 0.2, 1: 0.4, 2: None, 3: 0.9},
+            "dpo-s1": {0: 0.4, 1: 0.6, 2: 0.8},  # never saw prompt 3: it is left out of the pool
+        },
+    )
+    (pooled,) = pool_seeds(load_systems([eval_dir]), {"dpo": ["dpo-s0", "dpo-s1"]}, n_boot=200)
+    assert pooled.name == "dpo"
+    assert sorted(pooled.per_prompt) == ["0", "1", "2"]
+    assert pooled.per_prompt["0"]["semantic_diversity"] == pytest.approx(0.3)
+    assert pooled.per_prompt["1"]["semantic_diversity"] == pytest.approx(0.5)
+    assert pooled.per_prompt["2"]["semantic_diversity"] == pytest.approx(0.8)  # the undefined run is left out
+    assert pooled.metrics["semantic_diversity"] == pytest.approx((0.3 + 0.5 + 0.8) / 3)
+    low, high = pooled.metrics["semantic_diversity_ci"]
+    assert 0.3 - 1e-9 <= low <= pooled.metrics["semantic_diversity"] <= high <= 0.8 + 1e-9
+    assert pooled.metrics["n_prompts"] == 3 and pooled.metrics["n_seeds"] == 2 and pooled.metrics["n_samples"] == 28
+    with pytest.raises(ConfigError, match="not found"):
+        pool_seeds(load_systems([eval_dir]), {"ddpo": ["ddpo-s0"]})
+    with pytest.raises(ConfigError, match="already a system"):
+        pool_seeds(load_systems([eval_dir]), {"dpo-s0": ["dpo-s1"]})
+
+
+def test_each_system_against_its_own_baseline_and_pooled_over_seeds(tmp_path):
+    prompts = range(20)
+    eval_dir = _eval_from_values(
+        tmp_path / "eval",
+        {
+            "dpo-s0": {p: 0.30 + 0.01 * p for p in prompts},
+            "dpo-s1": {p: 0.32 + 0.01 * p for p in prompts},
+            "ddpo-s0": {p: 0.40 + 0.01 * p for p in prompts},
+            "ddpo-s1": {p: 0.36 + 0.01 * p for p in prompts},
+            "dpo-cap-s0": {p: 0.50 for p in prompts},
+            "ddpo-cap-s0": {p: 0.45 for p in prompts},
+        },
+    )
+    comparisons = {"ddpo": "dpo", "ddpo-s0": "dpo-s0", "ddpo-s1": "dpo-s1", "ddpo-cap-s0": "dpo-cap-s0"}
+    groups = {"dpo": ["dpo-s0", "dpo-s1"], "ddpo": ["ddpo-s0", "ddpo-s1"]}
+    run_report([eval_dir], tmp_path / "r", baseline="dpo", n_boot=200, comparisons=comparisons, seed_groups=groups)
+
+    saved = json.loads((tmp_path / "r" / "paired_differences.json").read_text())
+    assert set(saved) == set(comparisons)
+    assert saved["ddpo-cap-s0"]["baseline"] == "dpo-cap-s0"
+    sem = {name: saved[name]["metrics"]["semantic_diversity"] for name in saved}
+    assert sem["ddpo-s0"]["diff"] == pytest.approx(0.10)
+    assert sem["ddpo-s1"]["diff"] == pytest.approx(0.04)
+    assert sem["ddpo"]["diff"] == pytest.approx(0.07)  # seed-means paired per prompt
+    assert sem["ddpo-cap-s0"]["diff"] == pytest.approx(-0.05)  # against dpo-cap, not dpo
+    assert sem["ddpo"]["n"] == 20
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "## Paired differences" in md and "ddpo-cap-s0 − dpo-cap-s0" in md and "+0.070" in md
+    assert "dpo = mean of dpo-s0 + dpo-s1" in md
+    with pytest.raises(ConfigError, match="not among"):
+        run_report([eval_dir], tmp_path / "r2", comparisons={"ddpo-s0": "nope"})
+
+
+def test_report_cli_compare_and_pool(tmp_path):
+    from typer.testing import CliRunner
+
+    from divtune.cli import app
+
+    eval_dir = _eval_from_values(
+        tmp_path / "eval",
+        {"a-s0": {0: 0.1, 1: 0.2}, "a-s1": {0: 0.3, 1: 0.4}, "b-s0": {0: 0.5, 1: 0.5}, "b-s1": {0: 0.5, 1: 0.5}},
+    )
+    args = ["report", str(eval_dir), "--output", str(tmp_path / "r"), "--bootstrap", "50",
+            "--pool", "a=a-s0,a-s1", "--pool", "b=b-s0,b-s1", "--compare", "b=a"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "r" / "paired_differences.json").read_text())
+    assert list(saved) == ["b"] and saved["b"]["metrics"]["semantic_diversity"]["diff"] == pytest.approx(0.25)
+    bad = CliRunner().invoke(app, ["report", str(eval_dir), "--output", str(tmp_path / "r3"), "--compare", "b"])
+    assert bad.exit_code != 0 and isinstance(bad.exception, ConfigError) and "NAME=VALUE" in str(bad.exception)

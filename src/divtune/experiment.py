@@ -43,6 +43,9 @@ class SystemSpec(StageConfig):
     init: Optional[str] = None
     #: TrainConfig overrides for this system only (merged over ``ExperimentConfig.train``).
     train: dict[str, Any] = Field(default_factory=dict)
+    #: System the report compares this one with (default: the experiment's ``baseline``),
+    #: e.g. DDPO on capped data against DPO on the same capped data.
+    compare_to: Optional[str] = None
 
 
 class ExperimentConfig(StageConfig):
@@ -131,8 +134,50 @@ def _system_label(system: SystemSpec, seed: int, n_seeds: int) -> str:
     return system.name if n_seeds == 1 else f"{system.name}-s{seed}"
 
 
+def report_comparisons(cfg: ExperimentConfig) -> tuple[dict[str, str] | None, dict[str, list[str]] | None]:
+    """What the report compares: (system label → baseline label, pooled name → per-seed labels).
+
+    With one seed and no ``compare_to``, ``(None, None)``: the report compares every
+    system with ``baseline``. Otherwise each run is paired with its baseline's run
+    of the same seed, and with several seeds each system is also pooled over seeds
+    and compared, pooled, with its pooled baseline. The human gold row is compared
+    with the (pooled) experiment baseline.
+    """
+    names = [s.name for s in cfg.systems]
+    for system in cfg.systems:
+        if system.compare_to is not None and system.compare_to not in names:
+            raise ValueError(f"system {system.name!r}: compare_to {system.compare_to!r} is not one of {names}")
+        if system.compare_to == system.name:
+            raise ValueError(f"system {system.name!r} cannot be compared with itself")
+    if cfg.baseline is not None and cfg.baseline not in names:
+        raise ValueError(f"baseline {cfg.baseline!r} is not one of the systems {names}")
+    n_seeds = len(cfg.seeds)
+    if n_seeds == 1 and all(s.compare_to is None for s in cfg.systems):
+        return None, None
+    comparisons: dict[str, str] = {}
+    groups: dict[str, list[str]] = {}
+    by_name = {s.name: s for s in cfg.systems}
+    for system in cfg.systems:
+        target = system.compare_to or cfg.baseline
+        runs = [_system_label(system, seed, n_seeds) for seed in cfg.seeds]
+        if n_seeds > 1:
+            groups[system.name] = runs
+        if target is None or target == system.name:
+            continue
+        if n_seeds > 1:  # the pooled column first, then one per seed
+            comparisons[system.name] = target
+        for seed, run in zip(cfg.seeds, runs):
+            comparisons[run] = _system_label(by_name[target], seed, n_seeds)
+    if cfg.baseline is not None:
+        from divtune.evaluate import GOLD
+
+        comparisons[GOLD] = cfg.baseline
+    return comparisons, (groups or None)
+
+
 def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
     """The experiment as an ordered list of stages, plus the paths of its key outputs."""
+    from divtune.diagnostics import run_diagnostics
     from divtune.evaluate import EvaluateConfig, run_evaluate
     from divtune.generate import GenerateConfig, run_generate
     from divtune.prepare import PrepareConfig, run_prepare
@@ -228,15 +273,36 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
 
     report_dir = root / "report"
     baseline = cfg.baseline
+    comparisons, seed_groups = report_comparisons(cfg)
     stages.append(
         Stage(
             "report",
             report_dir,
-            {"eval": str(eval_dir), "baseline": baseline, "after": ecfg.to_dict()},
-            lambda: run_report([eval_dir], report_dir, baseline=baseline),
+            {
+                "eval": str(eval_dir),
+                "baseline": baseline,
+                "comparisons": comparisons,
+                "seed_groups": seed_groups,
+                "after": ecfg.to_dict(),
+            },
+            lambda: run_report(
+                [eval_dir], report_dir, baseline=baseline, comparisons=comparisons, seed_groups=seed_groups
+            ),
         )
     )
     paths["report"] = report_dir
+
+    # Training curves and weight distributions: the "why" behind the report's numbers.
+    diagnostics_dir = root / "diagnostics"
+    stages.append(
+        Stage(
+            "diagnostics",
+            diagnostics_dir,
+            {"root": str(root), "after": [s.fingerprint for s in stages if s.name.startswith(("prepare", "train"))]},
+            lambda: run_diagnostics(root, diagnostics_dir),
+        )
+    )
+    paths["diagnostics"] = diagnostics_dir
     return stages, paths
 
 
@@ -307,13 +373,19 @@ def run_experiment(cfg: ExperimentConfig, fresh: bool = False) -> dict[str, Any]
 
 
 def publish_results(cfg: ExperimentConfig, destination: str | Path) -> Path:
-    """Copy the report (md, html, png), metrics and run record into ``destination`` (committed results)."""
+    """Copy the report (md, html, png, json), diagnostics, metrics and run record into ``destination``."""
+    from divtune.diagnostics import FILES
+
     root = Path(cfg.output)
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
     for source in sorted((root / "report").glob("*")):
-        if source.suffix in {".md", ".html", ".png"}:
+        if source.suffix in {".md", ".html", ".png", ".json"} and not source.name.startswith("."):
             shutil.copy2(source, destination / source.name)
+    if (root / "diagnostics").is_dir():
+        (destination / "diagnostics").mkdir(exist_ok=True)
+        for name in FILES:
+            shutil.copy2(root / "diagnostics" / name, destination / "diagnostics" / name)
     for name in ("metrics.json",):
         shutil.copy2(root / "eval" / name, destination / name)
     shutil.copy2(root / "run.json", destination / "run.json")

@@ -10,7 +10,11 @@ base64 PNG data URIs, inline CSS, no external assets) and the PNG plots:
 - ``metrics_bars.png``: one panel per metric, a bar per system with its interval.
 
 Each system is compared with a baseline system by a paired bootstrap over the
-prompts both were evaluated on (from ``per_prompt.jsonl``).
+prompts both were evaluated on (from ``per_prompt.jsonl``). ``comparisons`` may
+give each system its own baseline (e.g. DDPO on capped data against DPO on the
+same data), and ``seed_groups`` pools the runs of one system over seeds: per
+prompt, the mean over seeds, so a pooled difference pairs each prompt's seed-mean
+of the system with the seed-mean of its baseline.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import numpy as np
 from divtune import metrics as metric_fns
 from divtune.config import ConfigError
 from divtune.evaluate import GOLD, METRIC_KEYS
-from divtune.io import InputError, atomic_write_text, iter_jsonl
+from divtune.io import InputError, atomic_write_text, iter_jsonl, write_json
 
 #: Direction per metric, shown in the tables so readers need not remember it.
 HIGHER_IS_MORE_DIVERSE = {
@@ -120,21 +124,96 @@ def choose_baseline(systems: list[SystemResult], baseline: str | None) -> System
     return (non_gold or systems)[0]
 
 
-def paired_differences(
-    systems: list[SystemResult], baseline: SystemResult, n_boot: int = 1000, seed: int = 0
-) -> dict[str, dict[str, dict[str, float]]]:
-    """``{system: {metric: paired_bootstrap_diff(system - baseline)}}`` over common prompts."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for s in systems:
-        if s is baseline:
-            continue
-        common = sorted(set(s.per_prompt) & set(baseline.per_prompt))
-        out[s.name] = {}
-        for key in METRIC_KEYS:
-            a = np.array([_num(s.per_prompt[p].get(key)) for p in common], dtype=np.float64)
-            b = np.array([_num(baseline.per_prompt[p].get(key)) for p in common], dtype=np.float64)
-            out[s.name][key] = metric_fns.paired_bootstrap_diff(a, b, n_boot=n_boot, seed=seed)
+def paired_difference(
+    system: SystemResult, baseline: SystemResult, n_boot: int = 1000, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """``{metric: paired_bootstrap_diff(system - baseline)}`` over the prompts both have."""
+    common = sorted(set(system.per_prompt) & set(baseline.per_prompt))
+    out: dict[str, dict[str, float]] = {}
+    for key in METRIC_KEYS:
+        a = np.array([_num(system.per_prompt[p].get(key)) for p in common], dtype=np.float64)
+        b = np.array([_num(baseline.per_prompt[p].get(key)) for p in common], dtype=np.float64)
+        out[key] = metric_fns.paired_bootstrap_diff(a, b, n_boot=n_boot, seed=seed)
     return out
+
+
+def paired_differences(
+    systems: list[SystemResult],
+    baseline: SystemResult,
+    n_boot: int = 1000,
+    seed: int = 0,
+    comparisons: dict[str, str] | None = None,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``{system: {metric: diff}}``: every other system against ``baseline``, or, when
+    ``comparisons`` (system → its baseline) is given, exactly those pairs."""
+    if comparisons is None:
+        comparisons = {s.name: baseline.name for s in systems if s is not baseline}
+    by_name = {s.name: s for s in systems}
+    unknown = sorted({n for pair in comparisons.items() for n in pair} - set(by_name))
+    if unknown:
+        raise ConfigError(f"comparison names {unknown} are not among the systems {sorted(by_name)}")
+    return {
+        name: paired_difference(by_name[name], by_name[base], n_boot=n_boot, seed=seed)
+        for name, base in comparisons.items()
+    }
+
+
+def parse_assignments(items: list[str], option: str) -> dict[str, str]:
+    """``["a=b", ...]`` → ``{"a": "b"}``, with an error naming the option for a malformed item."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"{option} {item!r}: expected NAME=VALUE")
+        if key.strip() in out:
+            raise ConfigError(f"{option} {item!r}: {key.strip()!r} given twice")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def pool_seeds(
+    systems: list[SystemResult], groups: dict[str, list[str]], n_boot: int = 1000, seed: int = 0
+) -> list[SystemResult]:
+    """One pooled system per group (pooled name → the per-seed system names).
+
+    Per prompt, each metric is the mean over the group's runs (undefined runs are
+    left out; a prompt counts only when every run evaluated it), and the pooled
+    row is the mean over prompts with a bootstrap interval over prompts.
+    """
+    by_name = {s.name: s for s in systems}
+    pooled: list[SystemResult] = []
+    for name, members in groups.items():
+        if name in by_name:
+            raise ConfigError(f"pooled name {name!r} is already a system name")
+        missing = [m for m in members if m not in by_name]
+        if missing or not members:
+            raise ConfigError(f"seed group {name!r}: systems {missing or members} not found among {sorted(by_name)}")
+        runs = [by_name[m] for m in members]
+        common = sorted(set.intersection(*(set(r.per_prompt) for r in runs)))
+        per_prompt: dict[str, dict[str, float | None]] = {}
+        values: dict[str, np.ndarray] = {}
+        for key in METRIC_KEYS:
+            table = np.array([[_num(r.per_prompt[p].get(key)) for r in runs] for p in common], dtype=np.float64)
+            table = table.reshape(len(common), len(runs))
+            defined = ~np.isnan(table)
+            sums = np.where(defined, table, 0.0).sum(axis=1)
+            counts = defined.sum(axis=1)
+            values[key] = np.divide(sums, counts, out=np.full(len(common), np.nan), where=counts > 0)
+        for i, p in enumerate(common):
+            per_prompt[p] = {key: (None if np.isnan(values[key][i]) else float(values[key][i])) for key in METRIC_KEYS}
+        row: dict[str, Any] = {}
+        for key in METRIC_KEYS:
+            v = values[key]
+            if v.size == 0 or np.all(np.isnan(v)):
+                row[key], row[f"{key}_ci"] = None, None
+                continue
+            low, high = metric_fns.bootstrap_ci(v, n_boot=n_boot, seed=seed)
+            row[key], row[f"{key}_ci"] = float(np.nanmean(v)), [low, high]
+        row["n_prompts"] = len(common)
+        row["n_samples"] = sum(int(r.metrics.get("n_samples") or 0) for r in runs)
+        row["n_seeds"] = len(runs)
+        pooled.append(SystemResult(name, runs[0].eval_dir, row, per_prompt))
+    return pooled
 
 
 def _num(value: Any) -> float:
@@ -310,10 +389,14 @@ def metrics_table(systems: list[SystemResult]) -> tuple[list[str], list[list[str
     return header, rows
 
 
-def diff_table(diffs: dict[str, dict[str, dict[str, float]]]) -> tuple[list[str], list[list[str]]]:
-    """One row per metric, one column per compared system: difference to the baseline [interval]."""
+def diff_table(
+    diffs: dict[str, dict[str, dict[str, float]]], baselines: dict[str, str] | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """One row per metric, one column per compared system: difference to its baseline [interval].
+
+    With ``baselines`` (system → baseline) the columns read ``system − baseline``."""
     names = list(diffs)
-    header = ["metric", *names]
+    header = ["metric", *[f"{n} − {baselines[n]}" if baselines else n for n in names]]
     rows = [[f"{key} {_direction(key)}".strip(), *[_fmt_diff(diffs[n][key]) for n in names]] for key in METRIC_KEYS]
     rows.append(["common prompts", *[str(max((d.get("n", 0) for d in diffs[n].values()), default=0)) for n in names]])
     return header, rows
@@ -359,36 +442,72 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def run_report(eval_dirs: list[str | Path], output: str | Path, baseline: str | None = None, n_boot: int = 1000, seed: int = 0) -> Path:
-    """Write report.md, report.html and the PNG plots to ``output``; returns the HTML path."""
+def run_report(
+    eval_dirs: list[str | Path],
+    output: str | Path,
+    baseline: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    comparisons: dict[str, str] | None = None,
+    seed_groups: dict[str, list[str]] | None = None,
+) -> Path:
+    """Write report.md, report.html, paired_differences.json and the PNG plots to ``output``.
+
+    ``comparisons`` (system → its baseline) replaces "everything against
+    ``baseline``"; ``seed_groups`` (pooled name → per-seed systems) adds one pooled
+    system per group, and the plots then show the pooled systems instead of the
+    per-seed runs. Returns the HTML path.
+    """
     if not eval_dirs:
         raise ConfigError("give at least one evaluation folder")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    systems = load_systems(list(eval_dirs))
+    per_run = load_systems(list(eval_dirs))
+    pooled = pool_seeds(per_run, seed_groups, n_boot=n_boot, seed=seed) if seed_groups else []
+    systems = per_run + pooled
     base = choose_baseline(systems, baseline)
-    diffs = paired_differences(systems, base, n_boot=n_boot, seed=seed)
+    if comparisons is None:
+        comparisons = {s.name: base.name for s in systems if s is not base}
+    diffs = paired_differences(systems, base, n_boot=n_boot, seed=seed, comparisons=comparisons)
+    write_json(
+        output / "paired_differences.json",
+        {name: {"baseline": comparisons[name], "metrics": d} for name, d in diffs.items()},
+    )
+    grouped = {m for members in (seed_groups or {}).values() for m in members}
+    # With seed groups the plots show pooled systems: one point per system, not per run.
+    plotted = [s for s in systems if s.name not in grouped]
+    mixed_baselines = any(b != base.name for b in comparisons.values())
 
     has_quality = any(s.metrics.get("quality") is not None for s in systems)
     figures = [
-        (PLOTS[0], "Quality vs semantic diversity" if has_quality else "Semantic diversity (no quality scores)", plot_quality_vs_diversity(systems, "semantic_diversity", "semantic diversity", output / PLOTS[0])),
-        (PLOTS[1], "Quality vs style diversity" if has_quality else "Style diversity (no quality scores)", plot_quality_vs_diversity(systems, "style_diversity", "style diversity", output / PLOTS[1])),
-        (PLOTS[2], "All metrics", plot_metric_bars(systems, output / PLOTS[2])),
+        (PLOTS[0], "Quality vs semantic diversity" if has_quality else "Semantic diversity (no quality scores)", plot_quality_vs_diversity(plotted, "semantic_diversity", "semantic diversity", output / PLOTS[0])),
+        (PLOTS[1], "Quality vs style diversity" if has_quality else "Style diversity (no quality scores)", plot_quality_vs_diversity(plotted, "style_diversity", "style diversity", output / PLOTS[1])),
+        (PLOTS[2], "All metrics", plot_metric_bars(plotted, output / PLOTS[2])),
     ]
     m_header, m_rows = metrics_table(systems)
-    d_header, d_rows = diff_table(diffs)
+    d_header, d_rows = diff_table(diffs, comparisons if mixed_baselines else None)
+    diff_title = "Paired differences" if mixed_baselines else f"Paired difference against {base.name}"
+    pooling_note = (
+        " Seeds pooled: " + "; ".join(f"{n} = mean of {' + '.join(m)}" for n, m in seed_groups.items()) + ";"
+        " the plots show the pooled systems. A pooled interval resamples prompts, not seeds:"
+        " the per-seed columns show the spread between seeds."
+        if seed_groups
+        else ""
+    )
     sources = ", ".join(str(Path(d)) for d in eval_dirs)
 
     md = [
         "# divtune evaluation report",
         "",
-        f"Evaluation folders: {sources}. Baseline for paired differences: **{base.name}**.",
+        f"Evaluation folders: {sources}. Baseline for paired differences: **{base.name}**"
+        + (" unless a column names another." if mixed_baselines else ".")
+        + pooling_note,
         "",
         "## Metrics",
         "",
         _md_table(m_header, m_rows),
         "",
-        f"## Paired difference against {base.name}",
+        f"## {diff_title}",
         "",
         _md_table(d_header, d_rows) if d_rows else "_Only one system: nothing to compare._",
         "",
@@ -411,10 +530,10 @@ def run_report(eval_dirs: list[str | Path], output: str | Path, baseline: str | 
 <style>{_CSS}</style></head>
 <body>
 <h1>divtune evaluation report</h1>
-<p>Evaluation folders: {html.escape(sources)}. Baseline for paired differences: <strong>{html.escape(base.name)}</strong>.</p>
+<p>Evaluation folders: {html.escape(sources)}. Baseline for paired differences: <strong>{html.escape(base.name)}</strong>{" unless a column names another." if mixed_baselines else "."}{html.escape(pooling_note)}</p>
 <h2>Metrics</h2>
 {_html_table(m_header, m_rows)}
-<h2>Paired difference against {html.escape(base.name)}</h2>
+<h2>{html.escape(diff_title)}</h2>
 {diff_html}
 <h2>Plots</h2>
 {figures_html}

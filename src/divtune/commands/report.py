@@ -18,9 +18,20 @@ def register(app: typer.Typer) -> None:
         ),
         bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for paired differences."),
         seed: int = typer.Option(0, "--seed", help="Seed of the paired bootstrap."),
+        compare: Optional[list[str]] = typer.Option(
+            None, "--compare", help="SYSTEM=BASELINE: compare exactly these pairs (repeatable) instead of all against --baseline."
+        ),
+        pool: Optional[list[str]] = typer.Option(
+            None, "--pool", help="NAME=RUN1,RUN2,...: add NAME, the per-prompt mean of these runs (e.g. seeds); repeatable."
+        ),
     ) -> None:
         """Tables, plots and a self-contained HTML report from evaluation folders."""
-        from divtune.report import run_report
+        from divtune.report import parse_assignments, run_report
 
-        html_path = run_report(eval_dirs, output, baseline=baseline, n_boot=bootstrap, seed=seed)
+        comparisons = parse_assignments(compare, "--compare") if compare else None
+        seed_groups = {k: v.split(",") for k, v in parse_assignments(pool, "--pool").items()} if pool else None
+        html_path = run_report(
+            eval_dirs, output, baseline=baseline, n_boot=bootstrap, seed=seed,
+            comparisons=comparisons, seed_groups=seed_groups,
+        )
         typer.echo(f"wrote {html_path} and {Path(output) / 'report.md'}")

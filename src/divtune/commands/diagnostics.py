@@ -1,0 +1,22 @@
+"""`divtune diagnostics` command (registered by divtune.cli)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("diagnostics")
+    def diagnostics(
+        run_dir: Path = typer.Argument(..., help="Experiment or quickstart folder (with models/ and data/)."),
+        output: Optional[Path] = typer.Option(None, "--output", help="Folder for the files (default RUN_DIR/diagnostics)."),
+        window: int = typer.Option(4, "--window", min=1, help="Steps in the running mean and in the start/end means."),
+    ) -> None:
+        """Training curves and pair-weight distributions: did each run move, and how were pairs weighted?"""
+        from divtune.diagnostics import run_diagnostics
+
+        path = run_diagnostics(run_dir, output or run_dir / "diagnostics", window=window)
+        typer.echo(f"wrote {path}")
