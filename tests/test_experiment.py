@@ -60,7 +60,7 @@ def test_experiment_config_shipped_in_repo_validates():
     names = [s.name for s in stages]
     for system in ("base", "sft", "dpo", "ddpo-sem", "ddpo-sty", "ddpo-both", "orpo", "dorpo-both", "divpo", "dqo", "darling"):
         assert f"generate {system}" in names
-    assert names[-2:] == ["evaluate", "report"]
+    assert names[-3:] == ["evaluate", "report", "diagnostics"]
     assert not Path("/tmp/never-written").exists()
 
 
