@@ -84,12 +84,14 @@ def _experiment_folder(root, weights):
 
 def test_run_diagnostics_writes_tables_and_plots(tmp_path):
     _experiment_folder(tmp_path, [0.0, 0.5, 1.0, 2.5])
+    write_jsonl(tmp_path / "data" / "unused" / "train.jsonl", [{"chosen": "a", "rejected": "b", "weight": 9.0}])
     md_path = run_diagnostics(tmp_path, tmp_path / "diag", window=2)
     for name in FILES:
         assert (tmp_path / "diag" / name).is_file(), name
     for png in ("training_curves.png", "weights.png"):
         assert (tmp_path / "diag" / png).read_bytes().startswith(PNG_MAGIC)
     summary = json.loads((tmp_path / "diag" / "diagnostics.json").read_text())
+    assert set(summary["weights"]) == {"both"}  # "unused" holds no run's training data
     assert summary["runs"]["ddpo"]["method"] == "ddpo" and summary["runs"]["ddpo"]["data"] == "both"
     assert summary["runs"]["ddpo"]["rewards/margins"]["end"] == pytest.approx(0.3)
     assert summary["weights"]["both"]["n"] == 4 and summary["weights"]["both"]["share_zero"] == 0.25

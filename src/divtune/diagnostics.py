@@ -194,7 +194,9 @@ def run_diagnostics(root: str | Path, output: str | Path, window: int = 4) -> Pa
         loaded = yaml.safe_load(config.read_text(encoding="utf-8")) if config.is_file() else None
         loaded = loaded if isinstance(loaded, dict) else {}
         setups[run.name] = {"method": loaded.get("method"), "data": Path(str(loaded.get("data", ""))).name or None}
-    weights = {v.name: read_weights(v / "train.jsonl") for v in variants}
+    # The data the runs trained on (a folder may hold other, unused variants); all of them when no run says.
+    used = {setup["data"] for setup in setups.values() if setup["data"]}
+    weights = {v.name: read_weights(v / "train.jsonl") for v in variants if not used or v.name in used}
 
     summary = {
         "runs": {name: setups[name] | training_summary(log, k=window) for name, log in logs.items()},
@@ -225,7 +227,9 @@ def run_diagnostics(root: str | Path, output: str | Path, window: int = 4) -> Pa
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "A margin near 0 at the end means the policy has hardly left the reference: weights cannot steer a run that does not move.",
+        "A margin near 0 at the end means the policy has hardly left the reference: weights cannot steer a run that does not move."
+        " Within the first epoch every step sees new pairs, so the margin and accuracy are measured on pairs the policy has not"
+        " yet trained on.",
         "",
         "![training curves](training_curves.png)",
         "",
