@@ -13,6 +13,7 @@ The summaries are pure functions on arrays; only ``run_diagnostics`` touches fil
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -136,12 +137,18 @@ def plot_training_curves(logs: dict[str, dict[str, np.ndarray]], path: Path, win
     keys = [k for k in CURVES if any(k in log and not np.all(np.isnan(log[k])) for log in logs.values())]
     fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(5.2 * max(len(keys), 1), 4.2), squeeze=False)
     colours = plt.get_cmap("tab10")
+    # Runs of one system over several seeds (``name-s0``, ``name-s1``) share a colour; the seed sets the line style.
+    systems = list(dict.fromkeys(re.sub(r"-s\d+$", "", name) for name in logs))
+    styles = ["-", "--", ":", "-."]
     for ax, key in zip(axes.flat, keys):
-        for i, (name, log) in enumerate(logs.items()):
+        for name, log in logs.items():
             if key not in log or np.all(np.isnan(log[key])):
                 continue
-            ax.plot(log["step"], running_mean(log[key], window), label=name, color=colours(i % 10),
-                    linestyle="-" if i < 10 else "--", linewidth=1.4)
+            system = re.sub(r"-s\d+$", "", name)
+            seed = re.search(r"-s(\d+)$", name)
+            ax.plot(log["step"], running_mean(log[key], window), label=name,
+                    color=colours(systems.index(system) % 10),
+                    linestyle=styles[int(seed.group(1)) % len(styles)] if seed else "-", linewidth=1.4)
         ax.set_title(f"{CURVES[key]}\n(running mean over {window} steps)", fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
