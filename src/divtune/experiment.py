@@ -25,7 +25,7 @@ from typing import Any, Callable, Literal, Optional
 from pydantic import Field
 
 from divtune.config import StageConfig, deep_merge
-from divtune.io import clear_stage_done, is_stage_done, mark_stage_done, write_json
+from divtune.io import clear_stage_done, mark_stage_done, read_stage_done, write_json
 
 #: Methods trained from preference pairs; ``base`` is the untouched model.
 OFFLINE_METHODS = ("sft", "dpo", "ddpo", "orpo", "dorpo", "divpo")
@@ -89,14 +89,12 @@ class Stage:
 
     def recorded_seconds(self) -> float:
         """Seconds the stage took when it last ran to completion (from its marker)."""
-        marker = self.directory / ".divtune-done.json"
-        return float(json.loads(marker.read_text()).get("seconds", 0.0)) if marker.is_file() else 0.0
+        record = read_stage_done(self.directory)
+        return float(record.get("seconds", 0.0)) if record else 0.0
 
     def is_done(self) -> bool:
-        marker = self.directory / ".divtune-done.json"
-        if not is_stage_done(self.directory):
-            return False
-        return json.loads(marker.read_text()).get("fingerprint") == self.fingerprint
+        record = read_stage_done(self.directory)
+        return record is not None and record.get("fingerprint") == self.fingerprint
 
 
 def _log(message: str) -> None:

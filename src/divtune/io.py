@@ -111,6 +111,12 @@ def is_stage_done(directory: str | Path) -> bool:
     return (Path(directory) / DONE_MARKER).is_file()
 
 
+def read_stage_done(directory: str | Path) -> dict[str, Any] | None:
+    """What ``mark_stage_done`` recorded, or ``None`` when the stage is not done."""
+    marker = Path(directory) / DONE_MARKER
+    return json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else None
+
+
 def mark_stage_done(directory: str | Path, info: dict[str, Any] | None = None) -> None:
     """Write the marker last: its presence means every output of the stage is complete."""
     write_json(Path(directory) / DONE_MARKER, info or {})

@@ -32,7 +32,7 @@ import numpy as np
 
 from divtune import metrics as metric_fns
 from divtune.config import ConfigError
-from divtune.evaluate import GOLD, METRIC_KEYS
+from divtune.evaluate import GOLD, METRIC_KEYS, aggregate
 from divtune.io import InputError, atomic_write_text, iter_jsonl, write_json
 
 #: Direction per metric, shown in the tables so readers need not remember it.
@@ -137,6 +137,11 @@ def paired_difference(
     return out
 
 
+def against_one_baseline(systems: list[SystemResult], baseline: SystemResult) -> dict[str, str]:
+    """The default comparisons: every other system → ``baseline``."""
+    return {s.name: baseline.name for s in systems if s is not baseline}
+
+
 def paired_differences(
     systems: list[SystemResult],
     baseline: SystemResult,
@@ -147,7 +152,7 @@ def paired_differences(
     """``{system: {metric: diff}}``: every other system against ``baseline``, or, when
     ``comparisons`` (system → its baseline) is given, exactly those pairs."""
     if comparisons is None:
-        comparisons = {s.name: baseline.name for s in systems if s is not baseline}
+        comparisons = against_one_baseline(systems, baseline)
     by_name = {s.name: s for s in systems}
     unknown = sorted({n for pair in comparisons.items() for n in pair} - set(by_name))
     if unknown:
@@ -201,14 +206,8 @@ def pool_seeds(
             values[key] = np.divide(sums, counts, out=np.full(len(common), np.nan), where=counts > 0)
         for i, p in enumerate(common):
             per_prompt[p] = {key: (None if np.isnan(values[key][i]) else float(values[key][i])) for key in METRIC_KEYS}
-        row: dict[str, Any] = {}
-        for key in METRIC_KEYS:
-            v = values[key]
-            if v.size == 0 or np.all(np.isnan(v)):
-                row[key], row[f"{key}_ci"] = None, None
-                continue
-            low, high = metric_fns.bootstrap_ci(v, n_boot=n_boot, seed=seed)
-            row[key], row[f"{key}_ci"] = float(np.nanmean(v)), [low, high]
+        # The same mean-and-interval over prompts that evaluate gives every system.
+        row = aggregate(values, has_quality=bool(np.any(~np.isnan(values["quality"]))), n_boot=n_boot, seed=seed)
         row["n_prompts"] = len(common)
         row["n_samples"] = sum(int(r.metrics.get("n_samples") or 0) for r in runs)
         row["n_seeds"] = len(runs)
@@ -467,7 +466,7 @@ def run_report(
     systems = per_run + pooled
     base = choose_baseline(systems, baseline)
     if comparisons is None:
-        comparisons = {s.name: base.name for s in systems if s is not base}
+        comparisons = against_one_baseline(systems, base)
     diffs = paired_differences(systems, base, n_boot=n_boot, seed=seed, comparisons=comparisons)
     write_json(
         output / "paired_differences.json",
