@@ -38,15 +38,19 @@ def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:  # one line per HTTP request to the hub is noise, not progress
+        for name in ("httpx", "httpx2", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main() -> None:
     """Console entry point: user errors print one clear line and exit 2, no traceback."""
     from divtune.config import ConfigError
     from divtune.io import InputError
+    from divtune.resources import MissingResourceError
 
     try:
         app()
-    except (InputError, ConfigError, FileNotFoundError) as err:
+    except (InputError, ConfigError, FileNotFoundError, MissingResourceError) as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
