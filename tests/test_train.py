@@ -241,7 +241,7 @@ def test_online_methods_dispatch_to_the_online_runner(monkeypatch, tmp_path):
 
     seen = []
     fake = types.ModuleType("divtune.train.online")
-    fake.run_online_train = lambda cfg: seen.append(cfg.method) or tmp_path
+    fake.run_online_train = lambda cfg, **options: seen.append(cfg.method) or tmp_path
     monkeypatch.setitem(sys.modules, "divtune.train.online", fake)
     assert run_train(TrainConfig(method="dqo", data="d", output=str(tmp_path))) == tmp_path
     assert seen == ["dqo"]

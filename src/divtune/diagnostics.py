@@ -185,14 +185,23 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.3f}"
 
 
-def run_diagnostics(root: str | Path, output: str | Path, window: int = 4) -> Path:
-    """Diagnostics of an experiment folder ``root`` into ``output``; returns ``diagnostics.md``'s path."""
+def run_diagnostics(root: str | Path, output: str | Path, window: int = 4, overwrite: bool = False) -> Path:
+    """Diagnostics of an experiment folder ``root`` into ``output``; returns ``diagnostics.md``'s path.
+
+    The output folder follows divtune.outputs' rule; the training logs and pair
+    files read are its inputs.
+    """
+    from divtune.outputs import claim_output_dir, stamped
+
     root, output = Path(root), Path(output)
     runs = sorted(p.parent for p in (root / "models").glob("*/metrics.jsonl"))
     variants = sorted(p.parent for p in (root / "data").glob("*/train.jsonl"))
     if not runs and not variants:
         raise InputError(root, "no models/*/metrics.jsonl and no data/*/train.jsonl: not an experiment folder")
-    output.mkdir(parents=True, exist_ok=True)
+    inputs = [r / "metrics.jsonl" for r in runs] + [v / "train.jsonl" for v in variants]
+    claim = claim_output_dir(output, "diagnostics", stamped({"root": str(root), "window": window}, inputs), overwrite)
+    if claim.state == "reuse":
+        return output / "diagnostics.md"
 
     logs = {run.name: read_training_log(run / "metrics.jsonl") for run in runs}
     setups: dict[str, dict[str, Any]] = {}
@@ -209,6 +218,7 @@ def run_diagnostics(root: str | Path, output: str | Path, window: int = 4) -> Pa
         "runs": {name: setups[name] | training_summary(log, k=window) for name, log in logs.items()},
         "weights": {name: weight_summary(w) for name, w in weights.items()},
     }
+    claim.begin()
     write_json(output / "diagnostics.json", summary)
     plot_training_curves(logs, output / "training_curves.png", window)
     plot_weight_histograms(weights, output / "weights.png")
@@ -261,4 +271,6 @@ def run_diagnostics(root: str | Path, output: str | Path, window: int = 4) -> Pa
         "![pair weights](weights.png)",
         "",
     ]
-    return atomic_write_text(output / "diagnostics.md", "\n".join(lines))
+    path = atomic_write_text(output / "diagnostics.md", "\n".join(lines))
+    claim.finish()
+    return path

@@ -14,6 +14,7 @@ of :mod:`divtune.metrics`, and writes
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 from collections import Counter
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 
 from divtune import metrics
 from divtune.config import ConfigError, StageConfig
-from divtune.io import InputError, clear_stage_done, iter_jsonl, mark_stage_done, write_json, write_jsonl
+from divtune.io import InputError, iter_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -356,13 +357,18 @@ def _resolve_threshold(cfg: EvaluateConfig, systems: list[System]) -> float | No
     return float(np.median(scores)) if scores else None
 
 
-def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
-    """Evaluate every generations file (and the gold row); returns the metrics.json content."""
+def run_evaluate(cfg: EvaluateConfig, overwrite: bool = False) -> dict[str, Any]:
+    """Evaluate every generations file (and the gold row); returns the metrics.json content.
+
+    The output folder follows divtune.outputs' rule; nothing is written before every input was read.
+    """
     if not cfg.generations and not cfg.gold:
         raise ConfigError("nothing to evaluate: give --generations files and/or --gold")
     output = Path(cfg.output)
-    output.mkdir(parents=True, exist_ok=True)
-    clear_stage_done(output)
+    claim = _claim_output(cfg, overwrite)
+    if claim.state == "reuse":
+        log.info("%s already holds a finished evaluate run with these settings and inputs; reusing it", output)
+        return json.loads((output / "metrics.json").read_text(encoding="utf-8"))
     skipped: Counter = Counter()
 
     systems = [read_generations(path) for path in cfg.generations]
@@ -408,6 +414,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             line.update({m: _json_number(values[m][i]) for m in METRIC_KEYS})
             per_prompt_rows.append(line)
 
+    claim.begin()
     write_json(output / "metrics.json", results)
     write_jsonl(output / "per_prompt.jsonl", per_prompt_rows)
     cfg.save(output / "config.yaml")
@@ -425,5 +432,13 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         "seed": cfg.seed,
     }
     write_json(output / "summary.json", summary)
-    mark_stage_done(output, {"systems": list(results)})
+    claim.finish({"systems": list(results)})
     return results
+
+
+def _claim_output(cfg: EvaluateConfig, overwrite: bool):
+    """The output rule (settings + input stamps); an unknown embedder fails later, before any write."""
+    from divtune.outputs import claim_output_dir, stamped
+
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in ("output", "embed_cache_dir")}
+    return claim_output_dir(cfg.output, "evaluate", stamped(settings, [*cfg.generations, cfg.gold, cfg.reward]), overwrite)

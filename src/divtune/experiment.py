@@ -24,8 +24,9 @@ from typing import Any, Callable, Literal, Optional
 
 from pydantic import Field
 
-from divtune.config import StageConfig, deep_merge
+from divtune.config import ConfigError, StageConfig, deep_merge
 from divtune.io import clear_stage_done, mark_stage_done, read_stage_done, write_json
+from divtune.outputs import RUN_MARKER, adopt_folder, read_run_marker
 
 #: Methods trained from preference pairs; ``base`` is the untouched model.
 OFFLINE_METHODS = ("sft", "dpo", "ddpo", "orpo", "dorpo", "divpo")
@@ -117,13 +118,17 @@ def run_stages(stages: list[Stage], fresh: bool = False) -> dict[str, float]:
             continue
         # A stage without a valid marker was killed, never run, or run with
         # another config: clear the marker and run it again (training and
-        # generation resume from their own checkpoints inside the folder).
+        # generation resume from their own checkpoints inside the folder;
+        # the stages are called with overwrite=True: the folder is the experiment's).
         clear_stage_done(stage.directory)
+        adopt_folder(stage.directory)
         _log(f"{label} → {stage.directory}")
         start = time.perf_counter()
         stage.run()
         timings[stage.name] = time.perf_counter() - start
-        mark_stage_done(stage.directory, {"fingerprint": stage.fingerprint, "seconds": timings[stage.name]})
+        # Added to the stage's own marker (which names the stage and its settings), not in place of it.
+        record = read_stage_done(stage.directory) or {}
+        mark_stage_done(stage.directory, {**record, "fingerprint": stage.fingerprint, "seconds": timings[stage.name]})
         _log(f"{label}: finished in {timings[stage.name]:.0f} s")
     return timings
 
@@ -193,7 +198,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
     for variant, overrides in cfg.data.items():
         out = root / "data" / variant
         prep = PrepareConfig.from_dict(deep_merge(deep_merge(cfg.prepare, overrides), {"output": str(out)}))
-        stages.append(Stage(f"prepare {variant}", out, prep.to_dict(), lambda prep=prep: run_prepare(prep)))
+        stages.append(Stage(f"prepare {variant}", out, prep.to_dict(), lambda prep=prep: run_prepare(prep, overwrite=True)))
         paths[f"data/{variant}"] = out
     gold_dir = paths[f"data/{cfg.gold_data}"]
 
@@ -203,7 +208,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
         rcfg = RewardTrainConfig.from_dict(
             deep_merge(cfg.reward, {"data": str(gold_dir), "output": str(reward_dir)})
         )
-        stages.append(Stage("reward model", reward_dir, rcfg.to_dict(), lambda rcfg=rcfg: train_reward_model(rcfg)))
+        stages.append(Stage("reward model", reward_dir, rcfg.to_dict(), lambda rcfg=rcfg: train_reward_model(rcfg, overwrite=True)))
         paths["reward"] = reward_dir
 
     generations: list[Path] = []
@@ -239,7 +244,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
                     train_fields["reward"] = str(reward_dir)
                 tcfg = TrainConfig.from_dict(train_fields)
                 fingerprint = tcfg.to_dict() | {"resume": None}
-                stages.append(Stage(f"train {label}", out, fingerprint, lambda tcfg=tcfg: run_train(tcfg)))
+                stages.append(Stage(f"train {label}", out, fingerprint, lambda tcfg=tcfg: run_train(tcfg, overwrite=True)))
                 trained[system.name] = out
                 model_spec = str(out)
                 paths[f"models/{label}"] = out
@@ -252,7 +257,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
             if device:
                 gen_fields["device"] = device
             gcfg = GenerateConfig.from_dict(gen_fields)
-            stages.append(Stage(f"generate {label}", gen_dir, gcfg.to_dict(), lambda gcfg=gcfg: run_generate(gcfg)))
+            stages.append(Stage(f"generate {label}", gen_dir, gcfg.to_dict(), lambda gcfg=gcfg: run_generate(gcfg, overwrite=True)))
             generations.append(gen_file)
 
     eval_dir = root / "eval"
@@ -266,7 +271,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
         },
     )
     ecfg = EvaluateConfig.from_dict(eval_fields)
-    stages.append(Stage("evaluate", eval_dir, ecfg.to_dict(), lambda ecfg=ecfg: run_evaluate(ecfg)))
+    stages.append(Stage("evaluate", eval_dir, ecfg.to_dict(), lambda ecfg=ecfg: run_evaluate(ecfg, overwrite=True)))
     paths["eval"] = eval_dir
 
     report_dir = root / "report"
@@ -284,7 +289,8 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
                 "after": ecfg.to_dict(),
             },
             lambda: run_report(
-                [eval_dir], report_dir, baseline=baseline, comparisons=comparisons, seed_groups=seed_groups
+                [eval_dir], report_dir, baseline=baseline, comparisons=comparisons, seed_groups=seed_groups,
+                overwrite=True,
             ),
         )
     )
@@ -297,7 +303,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
             "diagnostics",
             diagnostics_dir,
             {"root": str(root), "after": [s.fingerprint for s in stages if s.name.startswith(("prepare", "train"))]},
-            lambda: run_diagnostics(root, diagnostics_dir),
+            lambda: run_diagnostics(root, diagnostics_dir, overwrite=True),
         )
     )
     paths["diagnostics"] = diagnostics_dir
@@ -348,12 +354,37 @@ def summary_table(metrics: dict[str, dict[str, Any]], keys: tuple[str, ...] = (
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows)
 
 
+#: What an experiment folder holds besides its marker (an older divtune wrote no marker).
+EXPERIMENT_ENTRIES = ("config.yaml", "run.json", "data", "reward", "models", "generations", "eval", "report", "diagnostics")
+
+
+def claim_experiment_dir(root: Path) -> None:
+    """The output rule at the experiment level: its stages reuse what they can, stage by stage,
+    but a non-empty folder that is not an experiment's is refused (its files are not divtune's)."""
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{root}: is a file; the experiment's output must be a folder")
+    entries = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    if not entries:
+        return
+    marker = read_run_marker(root)
+    if marker is not None and marker.get("stage") not in ("experiment", None):
+        raise ConfigError(f"{root}: holds a {marker.get('stage')} run; an experiment needs its own output folder")
+    if marker is None and not (set(entries) - {RUN_MARKER}) <= set(EXPERIMENT_ENTRIES):
+        foreign = sorted(set(entries) - set(EXPERIMENT_ENTRIES))
+        raise ConfigError(
+            f"{root}: not empty ({foreign[0]}{', ...' if len(foreign) > 1 else ''}) and holds no divtune experiment; "
+            "divtune never overwrites files it did not write: choose a new or empty output folder"
+        )
+
+
 def run_experiment(cfg: ExperimentConfig, fresh: bool = False) -> dict[str, Any]:
     """Run (or resume) an experiment; returns paths, metrics and timings."""
     root = Path(cfg.output)
+    stages, paths = build_stages(cfg)  # checks every stage's settings before anything is written
+    claim_experiment_dir(root)
     root.mkdir(parents=True, exist_ok=True)
+    write_json(root / RUN_MARKER, {"stage": "experiment"})
     cfg.save(root / "config.yaml")
-    stages, paths = build_stages(cfg)
     start = time.perf_counter()
     timings = run_stages(stages, fresh=fresh)
     wall = time.perf_counter() - start

@@ -283,22 +283,6 @@ def append_rows(output: Path, rows: list[dict]) -> None:
         os.fsync(handle.fileno())
 
 
-def _check_resume_config(cfg: GenerateConfig, config_path: Path) -> None:
-    if not config_path.is_file():
-        return
-    import yaml
-
-    previous = yaml.safe_load(config_path.read_text()) or {}
-    current = cfg.to_dict()
-    changed = [f for f in SAMPLE_DEFINING_FIELDS if f in previous and previous[f] != current[f]]
-    if changed:
-        diff = ", ".join(f"{f}: {previous[f]!r} -> {current[f]!r}" for f in changed)
-        raise ConfigError(
-            f"{cfg.output} was started with different settings ({diff}); "
-            "use another --output or delete the old file to start over"
-        )
-
-
 def system_name(cfg: GenerateConfig) -> str:
     """The ``model`` field of every line: ``--name``, else the model folder/file stem or hub id."""
     if cfg.name:
@@ -313,18 +297,26 @@ def system_name(cfg: GenerateConfig) -> str:
 # --------------------------------------------------------------------------- run
 
 
-def run_generate(cfg: GenerateConfig, stop_after_batches: int | None = None) -> Path:
+def run_generate(cfg: GenerateConfig, stop_after_batches: int | None = None, overwrite: bool = False) -> Path:
     """Sample ``num_samples`` responses per prompt; returns the generations file.
 
     ``stop_after_batches`` stops after that many newly written batches (used to
-    simulate an interrupted run in tests).
+    simulate an interrupted run in tests). The output follows divtune.outputs'
+    rule for single files: nothing is written before the prompts and the model
+    spec are checked; a file started with other settings is refused unless
+    ``overwrite``; one with the same settings is resumed.
     """
+    from divtune.models import check_model_spec
+    from divtune.outputs import claim_output_file, sidecar_path
+
     output = Path(cfg.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     prompts = read_prompts(cfg.prompts, cfg.max_prompts)
-    config_path = output.with_name(output.name + ".config.yaml")
-    _check_resume_config(cfg, config_path)
-    cfg.save(config_path)
+    check_model_spec(cfg.model)
+    state = claim_output_file(output, cfg.to_dict(), SAMPLE_DEFINING_FIELDS, overwrite)
+    if state == "replace":
+        output.unlink()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    cfg.save(sidecar_path(output))
     done = load_done(output)
     batches = plan_batches(len(prompts), cfg.num_samples, cfg.batch_size)
     todo = [

@@ -449,25 +449,33 @@ def run_report(
     seed: int = 0,
     comparisons: dict[str, str] | None = None,
     seed_groups: dict[str, list[str]] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write report.md, report.html, paired_differences.json and the PNG plots to ``output``.
 
     ``comparisons`` (system → its baseline) replaces "everything against
     ``baseline``"; ``seed_groups`` (pooled name → per-seed systems) adds one pooled
     system per group, and the plots then show the pooled systems instead of the
-    per-seed runs. Returns the HTML path.
+    per-seed runs. Returns the HTML path. The output folder follows divtune.outputs' rule.
     """
+    from divtune.outputs import claim_output_dir, stamped
+
     if not eval_dirs:
         raise ConfigError("give at least one evaluation folder")
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     per_run = load_systems(list(eval_dirs))
+    settings = {"eval_dirs": [str(d) for d in eval_dirs], "baseline": baseline, "n_boot": n_boot, "seed": seed,
+                "comparisons": comparisons, "seed_groups": seed_groups}
+    claim = claim_output_dir(output, "report", stamped(settings, eval_dirs), overwrite)
+    if claim.state == "reuse":
+        return output / "report.html"
     pooled = pool_seeds(per_run, seed_groups, n_boot=n_boot, seed=seed) if seed_groups else []
     systems = per_run + pooled
     base = choose_baseline(systems, baseline)
     if comparisons is None:
         comparisons = against_one_baseline(systems, base)
     diffs = paired_differences(systems, base, n_boot=n_boot, seed=seed, comparisons=comparisons)
+    claim.begin()
     write_json(
         output / "paired_differences.json",
         {name: {"baseline": comparisons[name], "metrics": d} for name, d in diffs.items()},
@@ -540,4 +548,6 @@ def run_report(
 <ul class="notes">{''.join(f'<li>{html.escape(n)}</li>' for n in _NOTES)}</ul>
 </body></html>
 """
-    return atomic_write_text(output / "report.html", page)
+    html_path = atomic_write_text(output / "report.html", page)
+    claim.finish()
+    return html_path

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from divtune.config import ConfigError
-from divtune.io import is_stage_done, mark_stage_done, write_json
+from divtune.io import write_json
 from divtune.train.config import (
     DPO_FAMILY,
     ONLINE_METHODS,
@@ -22,6 +22,7 @@ from divtune.train.config import (
     resolve_device,
     resolved_training,
     trl_config_kwargs,
+    with_device_sizes,
 )
 
 logger = logging.getLogger(__name__)
@@ -30,26 +31,34 @@ DATA_REPORT_FILE = "data_report.json"
 REF_ADAPTER = "ref"
 
 
-def run_train(cfg: TrainConfig, callbacks: list[Any] | None = None) -> Path:
-    """Train ``cfg.method`` and return the output folder. ``callbacks``: extra TrainerCallbacks."""
+def run_train(
+    cfg: TrainConfig, callbacks: list[Any] | None = None, *, overwrite: bool = False, memory_check: bool = True
+) -> Path:
+    """Train ``cfg.method`` and return the output folder. ``callbacks``: extra TrainerCallbacks.
+
+    The output folder follows divtune.outputs' rule (``overwrite`` replaces a run
+    with other settings). On CPU, ``memory_check`` refuses a run whose estimated
+    peak memory exceeds what is available (divtune.train.memory).
+    """
     if cfg.method in ONLINE_METHODS:
         from divtune.train.online import run_online_train
 
-        return run_online_train(cfg)
+        return run_online_train(cfg, overwrite=overwrite, memory_check=memory_check)
     if not cfg.data:
         raise ConfigError("train: `data` (prepared folder or pairs JSONL) is required")
     if not cfg.output:
         raise ConfigError("train: `output` folder is required")
+    device = resolve_device(cfg)
+    cfg = with_device_sizes(cfg, device)
     output = Path(cfg.output)
-    resume_from = _resume_point(output, cfg.resume)
-    if resume_from == "done":
-        logger.info("%s already holds a finished run; nothing to do", output)
-        return output
 
     from divtune.train import data as pairs_data
 
-    device = resolve_device(cfg)
     path = pairs_data.train_file(cfg.data)
+    claim, resume_from = claim_train_output(cfg, overwrite)
+    if claim.state == "reuse":
+        logger.info("%s already holds a finished train run with these settings; reusing it", output)
+        return output
     pairs_data.check_pairs_kind(cfg.data, cfg.method)
     rows = pairs_data.read_pairs(path, cfg.method)
     tokenizer = _load_tokenizer(cfg)
@@ -66,6 +75,10 @@ def run_train(cfg: TrainConfig, callbacks: list[Any] | None = None) -> Path:
     from datasets import Dataset
 
     dataset = Dataset.from_list(pairs_data.to_trl_rows(rows, cfg.method, pairs_data.has_chat_template(tokenizer)))
+    if memory_check and device == "cpu":
+        from divtune.train.memory import check_training_memory
+
+        check_training_memory(cfg, int(resolved_training(cfg, device)["per_device_train_batch_size"]), logger)
     model, base_spec = load_policy(cfg, device)
     trainer = build_trainer(cfg, device, model, tokenizer, dataset, callbacks or [])
     report.dropped_by_trainer = len(dataset) - len(trainer.train_dataset)
@@ -74,7 +87,7 @@ def run_train(cfg: TrainConfig, callbacks: list[Any] | None = None) -> Path:
 
     is_main = trainer.is_world_process_zero()
     if is_main:
-        output.mkdir(parents=True, exist_ok=True)
+        claim.begin()
         resolved = cfg.model_copy(update={"training": resolved_training(cfg, device)})
         resolved.save(output / "config.yaml")
         write_json(output / DATA_REPORT_FILE, report.to_dict())
@@ -87,26 +100,43 @@ def run_train(cfg: TrainConfig, callbacks: list[Any] | None = None) -> Path:
     save_final(trainer, tokenizer, output, base_spec)
     trainer.accelerator.wait_for_everyone()
     if is_main:
-        mark_stage_done(output, {"method": cfg.method, "global_step": trainer.state.global_step})
+        claim.finish({"method": cfg.method, "global_step": trainer.state.global_step})
     return output
 
 
-def _resume_point(output: Path, resume: bool) -> str | None:
-    """The checkpoint to resume from, ``"done"`` for a finished run, or None for a fresh start."""
-    checkpoints = sorted(output.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) if output.is_dir() else []
-    if is_stage_done(output):
-        if resume:
-            return "done"
-        raise ConfigError(f"{output} already holds a finished training run; choose another --output")
-    if not resume:
-        if checkpoints:
-            raise ConfigError(f"{output} holds checkpoints of an unfinished run; pass --resume to continue it")
-        return None
+#: Settings that do not change what a training run produces (left out of the reuse check).
+UNRECORDED_SETTINGS = ("output", "resume")
+
+
+def claim_train_output(cfg: TrainConfig, overwrite: bool):
+    """The output claim of a train run and the checkpoint to resume from (None: start fresh).
+
+    Same settings and inputs, finished: reused. Unfinished: continued from its
+    newest complete checkpoint with ``--resume`` (refused without it, so a
+    half-trained run is never silently restarted). Other settings: refused
+    unless ``overwrite``.
+    """
+    from divtune.outputs import claim_output_dir, stamped
+
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in UNRECORDED_SETTINGS}
+    inputs = [cfg.data, cfg.init, cfg.model if Path(cfg.model).exists() else None]
+    claim = claim_output_dir(cfg.output, "train", stamped(settings, inputs), overwrite)
+    if claim.state != "continue":
+        return claim, None
+    output = Path(cfg.output)
+    checkpoints = sorted(output.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     complete = [c for c in checkpoints if (c / "trainer_state.json").is_file()]
+    if not cfg.resume:
+        if checkpoints:
+            raise ConfigError(
+                f"{output}: holds checkpoints of an unfinished train run; pass --resume to continue it, "
+                "or --overwrite to start over"
+            )
+        return claim, None
     if not complete:
         logger.info("--resume: no checkpoint in %s yet, starting from scratch", output)
-        return None
-    return str(complete[-1])
+        return claim, None
+    return claim, str(complete[-1])
 
 
 def _load_tokenizer(cfg: TrainConfig):
