@@ -7,13 +7,21 @@ from typing import List, Optional
 import typer
 
 
+EXAMPLES = """Examples:
+
+  divtune experiment configs/experiments/wp_smollm2.yaml
+
+  divtune experiment configs/experiments/wp_smollm2_levers.yaml --set seeds=[0,1,2] --publish docs/results/wp_smollm2_levers
+"""
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("experiment")
+    @app.command("experiment", epilog=EXAMPLES)
     def experiment(
         config: str = typer.Argument(..., help="Experiment YAML, e.g. configs/experiments/wp_smollm2.yaml."),
         output: Optional[str] = typer.Option(None, "--output", "-o", help="Override the config's output folder."),
-        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
-        fresh: bool = typer.Option(False, "--fresh", help="Redo every stage instead of reusing finished ones."),
+        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda (default: the config's device)."),
+        fresh: bool = typer.Option(False, "--fresh", show_default=False, help="Redo every stage instead of reusing finished ones."),
         set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config field, e.g. seeds=[0,1]."),
         publish: Optional[str] = typer.Option(None, "--publish", help="Copy report, metrics and run record to this folder (e.g. docs/results/wp_smollm2)."),
     ) -> None:
