@@ -40,3 +40,12 @@ def test_decided_needed_is_where_power_stays_above_target():
     n = decided_needed(0.8)
     assert sign_test_power(n) >= 0.8 and all(sign_test_power(m) >= 0.8 for m in range(n, n + 60))
     assert sign_test_power(n - 1) < 0.8
+
+
+def test_docs_show_the_computed_tables():
+    from pathlib import Path
+
+    from divtune.humaneval.power import markdown_tables
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "humaneval.md").read_text()
+    assert markdown_tables() in docs, "docs/humaneval.md is stale: paste `python -m divtune.humaneval.power`"
