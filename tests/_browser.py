@@ -9,7 +9,6 @@ with that instruction elsewhere.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -75,7 +74,3 @@ def wait_for_download(folder: Path, pattern: str = "*.json", timeout: float = 20
             return done[0]
         time.sleep(0.1)
     raise AssertionError(f"no download in {folder} after {timeout} s: {sorted(p.name for p in folder.iterdir())}")
-
-
-def have_browser() -> bool:
-    return shutil.which("chromium") is not None

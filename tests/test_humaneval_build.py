@@ -178,3 +178,18 @@ def test_cli_build_and_bad_answers_exit_2(tmp_path):
     assert not (tmp_path / "out").exists()
     wrong_pair = run("build", *paths, "--pair", "a-b", "--output", str(tmp_path / "t"))
     assert wrong_pair.returncode == 2 and "SYSTEM=BASELINE" in wrong_pair.stderr
+
+
+def test_every_cli_option_is_documented():
+    import typer
+
+    from divtune.cli import app
+
+    group = typer.main.get_command(app).commands["humaneval"]
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "humaneval.md").read_text()
+    assert set(group.commands) == {"build", "analyze"}
+    for name, command in group.commands.items():
+        for param in command.params:
+            for flag in param.opts:
+                if flag.startswith("--") and flag != "--help":
+                    assert f"`{flag}" in docs, f"humaneval {name} {flag} is not in docs/humaneval.md"
