@@ -50,6 +50,7 @@ SAMPLE_DEFINING_FIELDS = (
     "use_chat_template",
     "max_prompt_tokens",
     "backend",
+    "share_prompt_cache",
 )
 
 
@@ -75,6 +76,11 @@ class GenerateConfig(StageConfig):
     seed: int = 0
     backend: Literal["hf", "vllm"] = "hf"
     use_chat_template: bool = True
+    #: HF backend: run each distinct prompt of a batch through the model once and
+    #: share its KV cache among that prompt's samples, instead of once per sample.
+    #: Same outputs under greedy decoding; with 16 samples of a 50-token prompt
+    #: and 32 new tokens it was 1.4x faster on a 2-core CPU (benchmarks/bench_generate.py).
+    share_prompt_cache: bool = True
     device: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     trust_remote_code: bool = False
@@ -421,10 +427,12 @@ def _run_hf(cfg, prompts, todo, done, output, total, stop_after_batches) -> None
         encoded = tokenizer(
             [formatted[p] for p, _ in batch], return_tensors="pt", padding=True, add_special_tokens=add_special
         ).to(device)
+        cache = shared_prompt_cache(model, encoded, [p for p, _ in batch]) if cfg.share_prompt_cache else None
         torch.manual_seed(seed)
         with torch.no_grad():
             generated = model.generate(
                 **encoded,
+                past_key_values=cache,
                 do_sample=sampling,
                 temperature=cfg.temperature if sampling else None,
                 top_p=cfg.top_p if sampling else None,
@@ -447,6 +455,34 @@ def _run_hf(cfg, prompts, todo, done, output, total, stop_after_batches) -> None
         if stop_after_batches is not None and written_batches >= stop_after_batches:
             break
     progress.close()
+
+
+def shared_prompt_cache(model, encoded, prompt_of_row: list[int]):
+    """The KV cache of every row's prompt but its last token, computed once per distinct prompt.
+
+    ``encoded`` is the left-padded batch (one row per sample) and ``prompt_of_row``
+    the prompt of each row; rows of one prompt are identical, so one forward pass
+    over the distinct prompts, with its cache rows repeated, equals the batch's own
+    prefill. ``generate`` then only feeds each row's last prompt token. Returns None
+    when there is nothing to share (every prompt once) or no prefix (1-token prompts).
+    """
+    import torch
+    from transformers import DynamicCache
+
+    input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
+    distinct = list(dict.fromkeys(prompt_of_row))
+    if len(distinct) == len(prompt_of_row) or input_ids.shape[1] < 2:
+        return None
+    first_row = [prompt_of_row.index(p) for p in distinct]
+    rows_of = torch.tensor([distinct.index(p) for p in prompt_of_row], device=input_ids.device)
+    ids, mask = input_ids[first_row, :-1], attention_mask[first_row, :-1]
+    # Left padding: positions count real tokens only, as generate() computes them.
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+    cache.batch_select_indices(rows_of)
+    return cache
 
 
 def _count_generated(tokens, tokenizer) -> int:
