@@ -3,8 +3,8 @@ open it from file://, answer by clicking, reload, change an answer, download; th
 analysis of the download gives exactly the counts the clicks imply. Then the
 layout at desktop and phone width, with screenshots.
 
-Needs Debian's chromium and chromium-driver: fails in CI without them (.ci/run
-installs them), skipped elsewhere (see tests/_browser.py).
+Needs Debian's chromium and chromium-driver: fails without them, naming the install
+command (.ci/run installs them; see tests/_browser.py). Never skipped.
 """
 
 from __future__ import annotations
