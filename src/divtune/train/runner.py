@@ -27,6 +27,8 @@ from divtune.train.config import (
 logger = logging.getLogger(__name__)
 
 DATA_REPORT_FILE = "data_report.json"
+#: Whether the reference log-probs came from the on-disk cache, and its key.
+REF_CACHE_FILE = "ref_logps.json"
 REF_ADAPTER = "ref"
 
 
@@ -78,6 +80,8 @@ def run_train(cfg: TrainConfig, callbacks: list[Any] | None = None) -> Path:
         resolved = cfg.model_copy(update={"training": resolved_training(cfg, device)})
         resolved.save(output / "config.yaml")
         write_json(output / DATA_REPORT_FILE, report.to_dict())
+        if getattr(trainer, "ref_cache_record", None):
+            write_json(output / REF_CACHE_FILE, trainer.ref_cache_record)
         if resume_from is not None:
             from divtune.train.callbacks import truncate_metrics
 
@@ -139,16 +143,47 @@ def load_policy(cfg: TrainConfig, device: str):
     return model, cfg.model
 
 
-def lora_config(cfg: TrainConfig):
+def lora_config(cfg: TrainConfig, model=None):
+    """PEFT's LoraConfig of ``cfg.lora``; ``model`` is needed to resolve ``last_layers``."""
     from peft import LoraConfig
 
+    target_modules, layers = cfg.lora.target_modules, None
+    if cfg.lora.last_layers is not None:
+        if model is None:
+            raise ValueError("lora.last_layers needs the model to count its layers")
+        target_modules, layers = last_layer_targets(model, cfg.lora.target_modules, cfg.lora.last_layers)
     return LoraConfig(
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,
         lora_dropout=cfg.lora.dropout,
-        target_modules=cfg.lora.target_modules,
+        target_modules=target_modules,
+        layers_to_transform=layers,
         task_type="CAUSAL_LM",
     )
+
+
+def last_layer_targets(model, target_modules: str | list[str], last: int) -> tuple[list[str], list[int]]:
+    """Module names and layer indices that put LoRA on the last ``last`` transformer layers.
+
+    PEFT takes ``layers_to_transform`` only with explicit module names, so
+    ``all-linear`` becomes the names of the linear layers inside the blocks.
+    """
+    import torch
+
+    n_layers = getattr(model.config, "num_hidden_layers", None)
+    if not n_layers:
+        raise ConfigError("lora.last_layers: the model config has no num_hidden_layers")
+    if last > n_layers:
+        raise ConfigError(f"lora.last_layers={last} but the model has {n_layers} layers")
+    if target_modules == "all-linear":
+        target_modules = sorted({
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and ".layers." in f".{name}."
+        })
+    elif isinstance(target_modules, str):
+        target_modules = [target_modules]
+    return list(target_modules), list(range(n_layers - last, n_layers))
 
 
 def build_trainer(cfg: TrainConfig, device: str, model, tokenizer, dataset, callbacks: list[Any]):
@@ -160,7 +195,7 @@ def build_trainer(cfg: TrainConfig, device: str, model, tokenizer, dataset, call
     kwargs = trl_config_kwargs(cfg, device)
     if cfg.wandb:
         kwargs["report_to"] = _with_wandb(kwargs.get("report_to"))
-    peft_config = lora_config(cfg) if cfg.lora.enabled and not isinstance(model, PeftModel) else None
+    peft_config = lora_config(cfg, model) if cfg.lora.enabled and not isinstance(model, PeftModel) else None
     common = dict(
         model=model,
         train_dataset=dataset,
@@ -174,7 +209,14 @@ def build_trainer(cfg: TrainConfig, device: str, model, tokenizer, dataset, call
 
             from divtune.train.trainers import WeightedDPOTrainer
 
-            return WeightedDPOTrainer(args=DPOConfig(**kwargs), use_weights=cfg.method == "ddpo", **common)
+            cache_dir = None
+            if cfg.precompute_ref and cfg.ref_cache:
+                from divtune.train.ref_cache import default_cache_dir
+
+                cache_dir = cfg.ref_cache_dir or str(default_cache_dir())
+            return WeightedDPOTrainer(
+                args=DPOConfig(**kwargs), use_weights=cfg.method == "ddpo", ref_cache_dir=cache_dir, **common
+            )
         if cfg.method in ORPO_FAMILY:
             from divtune.train.config import import_orpo
             from divtune.train.trainers import WeightedORPOTrainer

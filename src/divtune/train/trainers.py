@@ -107,8 +107,12 @@ def _min_max_of_period(store: dict[str, list[float]]) -> None:
 class WeightedDPOTrainer(GlobalCountsMixin, DPOTrainer):
     """DPO / DDPO / DivPO: TRL's DPOTrainer with the DDPO loss (weights 1 for dpo, divpo)."""
 
-    def __init__(self, *args, use_weights: bool = True, **kwargs):
+    def __init__(self, *args, use_weights: bool = True, ref_cache_dir: str | None = None, **kwargs):
         self.use_weights = use_weights
+        #: With ``precompute_ref_log_probs``: where reference log-probs are cached on disk (None: not cached).
+        self.ref_cache_dir = ref_cache_dir
+        #: What the cache did, per dataset name: {"key", "hit", "path"} (written beside the run).
+        self.ref_cache_record: dict[str, dict[str, Any]] = {}
         trl_args = kwargs.get("args")
         tokenizer = kwargs.get("processing_class")
         if kwargs.get("data_collator") is None and tokenizer is not None and trl_args is not None:
@@ -128,6 +132,43 @@ class WeightedDPOTrainer(GlobalCountsMixin, DPOTrainer):
         super()._set_signature_columns_if_needed()
         if WEIGHT not in self._signature_columns:
             self._signature_columns = [*self._signature_columns, WEIGHT]
+
+    def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
+        """TRL's reference pass, read from / written to divtune's on-disk cache (train/ref_cache.py)."""
+        if self.ref_cache_dir is None:
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+        from pathlib import Path
+
+        from divtune.train import ref_cache
+
+        model_dtype = str(next(self.model.parameters()).dtype)
+        key = ref_cache.cache_key(
+            ref_cache.weights_digest(ref_cache.reference_tensors(self.model, self.ref_model)),
+            ref_cache.dataset_digest({column: list(dataset[column]) for column in ref_cache.TOKEN_COLUMNS}),
+            self.args.max_length,
+            self.args.truncation_mode,
+            batch_size,
+            {**ref_cache.library_versions(), "bf16": self.args.bf16, "fp16": self.args.fp16, "dtype": model_dtype},
+        )
+        path = Path(self.ref_cache_dir) / f"{key}.safetensors"
+        if path.is_file():
+            chosen, rejected = ref_cache.load(path)
+            if len(chosen) == len(dataset):
+                self.ref_cache_record[name] = {"key": key, "hit": True, "path": str(path)}
+                return dataset.add_column(ref_cache.CHOSEN, chosen.tolist()).add_column(
+                    ref_cache.REJECTED, rejected.tolist()
+                )
+        dataset = super()._precompute_ref_logps(dataset, name, batch_size)
+        if self.accelerator.is_main_process:
+            ref_cache.save(
+                path,
+                torch.tensor(list(dataset[ref_cache.CHOSEN]), dtype=torch.float32),
+                torch.tensor(list(dataset[ref_cache.REJECTED]), dtype=torch.float32),
+                {"pairs": str(len(dataset)), "dataset": name},
+            )
+        self.accelerator.wait_for_everyone()
+        self.ref_cache_record[name] = {"key": key, "hit": False, "path": str(path)}
+        return dataset
 
     def _local_counts(self, batch):
         pairs = batch["input_ids"].shape[0] // 2  # rows are [chosen..., rejected...]
