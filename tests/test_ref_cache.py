@@ -110,3 +110,26 @@ def test_cached_reference_matches_the_reference_computed_at_every_step(tiny_lm_d
     )
     on_the_fly = run_train(cfg)
     assert step_losses(cached) == pytest.approx(step_losses(on_the_fly), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_probes_log_train_and_heldout_accuracy_margin_and_logprob_change(tiny_lm_dir, tmp_path):
+    from _train_support import read_metrics
+
+    data = write_pairs(tmp_path / "data", make_pairs(12, seed=5))
+    write_pairs(tmp_path / "held", make_pairs(6, seed=9))
+    (tmp_path / "held" / "train.jsonl").rename(data / "test.jsonl")
+    output = _train(tiny_lm_dir, data, tmp_path / "run", tmp_path / "cache", max_steps=6, learning_rate=5e-2,
+                    probe_pairs=4, probe_heldout_pairs=3, probe_steps=4)
+    metrics = read_metrics(output)
+    for name in ("train_probe", "heldout"):
+        logged = {m["step"]: m for m in metrics if f"eval_{name}_rewards/accuracies" in m}
+        assert sorted(logged) == [0, 4, 6]  # at the start, every 4 steps and at the end
+        start, end = logged[0], logged[6]
+        assert start[f"eval_{name}_rewards/margins"] == pytest.approx(0.0, abs=1e-5)  # policy == reference
+        assert start[f"eval_{name}_logps/change"] == pytest.approx(0.0, abs=1e-4)
+        assert end[f"eval_{name}_logps/change"] != pytest.approx(0.0, abs=1e-3)  # the policy moved
+    end = {m["step"]: m for m in metrics if "eval_train_probe_rewards/margins" in m}[6]
+    assert end["eval_train_probe_rewards/margins"] > 0  # the probe pairs were trained on
+    records = json.loads((output / "ref_logps.json").read_text())
+    assert set(records) == {"train", "train_probe", "heldout"}

@@ -19,7 +19,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -75,6 +75,9 @@ class EvaluateConfig(StageConfig):
     )
     modes: bool = Field(False, description="surface modes of the openings: typical-mode share, mode entropy, modes seen")
     typical_mode: str | None = Field(None, description="the typical mode; default: the most common one of the gold data")
+    gold_split: Literal["test", "train"] = Field(
+        "test", description="which split of the gold folder gives the human rows (train: for tuning without the test prompts)"
+    )
 
     @field_validator("embedders")
     @classmethod
@@ -175,6 +178,7 @@ def read_gold(
     seed: int,
     skipped: Counter,
     known_prompts: dict[str, str] | None = None,
+    split: str = "test",
 ) -> System:
     """Human test responses of a prepared folder, ``num_per_prompt`` per prompt (chosen with ``seed``).
 
@@ -185,7 +189,7 @@ def read_gold(
     """
     prepared_dir = Path(prepared_dir)
     responses_path = prepared_dir / "responses.jsonl"
-    test_path = prepared_dir / "test.jsonl"
+    test_path = prepared_dir / f"{split}.jsonl"
     for path in (responses_path, test_path):
         if not path.is_file():
             raise InputError(path, "not found (the --gold folder must be written by `divtune prepare`)")
@@ -202,8 +206,8 @@ def read_gold(
         for key in ("pool_id", "split", "text"):
             if not isinstance(obj, dict) or key not in obj:
                 raise InputError(responses_path, "missing required field", line=lineno, field=key)
-        if obj["split"] != "test":
-            skipped["gold: train-split responses (not evaluated)"] += 1
+        if obj["split"] != split:
+            skipped[f"gold: {obj['split']}-split responses (not evaluated)"] += 1
             continue
         pool_key = str(obj["pool_id"])
         if wanted_prompts is not None and pool_key not in wanted_prompts:
@@ -443,7 +447,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         num_gold = cfg.num_gold or (sample_counts.most_common(1)[0][0] if sample_counts else 4)
         wanted = {k for s in systems for k in s.texts} if systems else None
         known_prompts = {k: v for s in systems for k, v in s.prompts.items()}
-        systems.append(read_gold(cfg.gold, wanted, num_gold, cfg.seed, skipped, known_prompts))
+        systems.append(read_gold(cfg.gold, wanted, num_gold, cfg.seed, skipped, known_prompts, split=cfg.gold_split))
     _unique_system_names(systems)
 
     for system in systems:
@@ -459,7 +463,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     threshold = _resolve_threshold(cfg, systems)
     if cfg.centrality and not cfg.gold:
         raise ConfigError("centrality: give --gold (a prepared folder whose test responses are the pools)")
-    pools = read_pool_texts(cfg.gold) if cfg.centrality else None
+    pools = read_pool_texts(cfg.gold, split=cfg.gold_split) if cfg.centrality else None
     typical_mode = resolve_typical_mode(cfg) if cfg.modes else None
 
     all_texts = [t for s in systems for texts in s.texts.values() for t in texts]

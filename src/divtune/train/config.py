@@ -85,6 +85,13 @@ class TrainConfig(StageConfig):
     ref_cache: bool = True
     #: Where that cache lives (default: the divtune cache's ``ref_logps`` folder).
     ref_cache_dir: str | None = None
+    #: Probes (DPO family): implicit-reward accuracy, margin and log-prob change on a
+    #: fixed set of this many *train* pairs (the same pairs for every method and seed)...
+    probe_pairs: int = Field(0, ge=0)
+    #: ...and on up to this many held-out pairs (``test.jsonl`` of the prepared folder),
+    probe_heldout_pairs: int = Field(0, ge=0)
+    #: evaluated at the start, every ``probe_steps`` steps (default: 8 times a run) and at the end.
+    probe_steps: int | None = Field(None, ge=1)
     beta: float = 0.1
     orpo_lambda: float = 0.25
     dorpo_mode: Literal["outside", "released"] = "outside"

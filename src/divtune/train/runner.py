@@ -67,9 +67,11 @@ def run_train(cfg: TrainConfig, callbacks: list[Any] | None = None) -> Path:
 
     from datasets import Dataset
 
-    dataset = Dataset.from_list(pairs_data.to_trl_rows(rows, cfg.method, pairs_data.has_chat_template(tokenizer)))
+    chat = pairs_data.has_chat_template(tokenizer)
+    dataset = Dataset.from_list(pairs_data.to_trl_rows(rows, cfg.method, chat))
+    probes = probe_datasets(cfg, rows, tokenizer, chat)
     model, base_spec = load_policy(cfg, device)
-    trainer = build_trainer(cfg, device, model, tokenizer, dataset, callbacks or [])
+    trainer = build_trainer(cfg, device, model, tokenizer, dataset, callbacks or [], probes)
     report.dropped_by_trainer = len(dataset) - len(trainer.train_dataset)
     if report.dropped_by_trainer:
         logger.warning("TRL dropped %d more pairs while tokenising (see %s)", report.dropped_by_trainer, DATA_REPORT_FILE)
@@ -186,13 +188,63 @@ def last_layer_targets(model, target_modules: str | list[str], last: int) -> tup
     return list(target_modules), list(range(n_layers - last, n_layers))
 
 
-def build_trainer(cfg: TrainConfig, device: str, model, tokenizer, dataset, callbacks: list[Any]):
+#: Names of the probe sets in metrics.jsonl: ``eval_train_probe_rewards/accuracies`` etc.
+PROBE_SETS = ("train_probe", "heldout")
+
+
+def probe_datasets(cfg: TrainConfig, rows, tokenizer, chat: bool) -> dict[str, Any] | None:
+    """The fixed train-pair probe and the held-out pairs as TRL datasets, or None without probes.
+
+    The train probe is drawn with a fixed seed (0), not the run's seed, so every
+    method and seed on the same data is probed on the same pairs.
+    """
+    if not (cfg.probe_pairs or cfg.probe_heldout_pairs):
+        return None
+    if cfg.method not in DPO_FAMILY:
+        raise ConfigError(f"probes are implemented for {', '.join(DPO_FAMILY)}, not {cfg.method}")
+    import numpy as np
+    from datasets import Dataset
+
+    from divtune.train import data as pairs_data
+
+    sets = {}
+    if cfg.probe_pairs:
+        picked = np.sort(np.random.default_rng(0).choice(len(rows), size=min(cfg.probe_pairs, len(rows)), replace=False))
+        sets["train_probe"] = [rows[i] for i in picked]
+    if cfg.probe_heldout_pairs:
+        held_path = Path(cfg.data) / "test.jsonl"
+        if not held_path.is_file():
+            raise ConfigError(f"probe_heldout_pairs needs held-out pairs: {held_path} not found")
+        held = pairs_data.read_pairs(held_path, cfg.method)
+        held = pairs_data.fit_to_max_length(held, tokenizer, cfg.max_length, pairs_data.DataReport(path=str(held_path)))
+        picked = np.sort(np.random.default_rng(0).choice(len(held), size=min(cfg.probe_heldout_pairs, len(held)), replace=False))
+        sets["heldout"] = [held[i] for i in picked]
+    return {name: Dataset.from_list(pairs_data.to_trl_rows(subset, cfg.method, chat)) for name, subset in sets.items()}
+
+
+def probe_arguments(cfg: TrainConfig, training: dict[str, Any], n_pairs: int) -> dict[str, Any]:
+    """TrainingArguments that evaluate the probes at the start, every ``probe_steps`` and (callback) at the end."""
+    import math
+
+    batch = int(training.get("per_device_train_batch_size", 4))
+    total = int(training.get("max_steps") or -1)
+    if total <= 0:
+        per_epoch = math.ceil(n_pairs / (batch * int(training.get("gradient_accumulation_steps", 1))))
+        total = math.ceil(per_epoch * float(training.get("num_train_epochs", 3)))
+    steps = cfg.probe_steps or max(1, total // 8)
+    return {"eval_strategy": "steps", "eval_steps": steps, "eval_on_start": True, "per_device_eval_batch_size": batch}
+
+
+def build_trainer(cfg: TrainConfig, device: str, model, tokenizer, dataset, callbacks: list[Any], probes=None):
     """The TRL trainer of ``cfg.method`` with divtune's loss, metrics file and callbacks."""
     from peft import PeftModel
 
-    from divtune.train.callbacks import MetricsJsonlCallback
+    from divtune.train.callbacks import EvaluateAtEndCallback, MetricsJsonlCallback
 
     kwargs = trl_config_kwargs(cfg, device)
+    if probes:
+        kwargs.update(probe_arguments(cfg, kwargs, len(dataset)))
+        callbacks = [*callbacks, EvaluateAtEndCallback()]
     if cfg.wandb:
         kwargs["report_to"] = _with_wandb(kwargs.get("report_to"))
     peft_config = lora_config(cfg, model) if cfg.lora.enabled and not isinstance(model, PeftModel) else None
@@ -203,6 +255,8 @@ def build_trainer(cfg: TrainConfig, device: str, model, tokenizer, dataset, call
         peft_config=peft_config,
         callbacks=[MetricsJsonlCallback(cfg.output), *callbacks],
     )
+    if probes:
+        common["eval_dataset"] = probes
     try:
         if cfg.method in DPO_FAMILY:
             from trl import DPOConfig

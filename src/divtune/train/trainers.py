@@ -97,6 +97,14 @@ class GlobalCountsMixin:
         }
 
 
+def _eval_prefix(logs: dict[str, Any]) -> str | None:
+    """``eval_<set>_`` for the log of a named eval set (``eval_<set>_loss`` is in it), else None."""
+    for key in logs:
+        if key.startswith("eval_") and key.endswith("_loss") and key != "eval_loss":
+            return key[: -len("loss")]
+    return None
+
+
 def _min_max_of_period(store: dict[str, list[float]]) -> None:
     """Logged metrics are averaged over the logging period; min/max must stay min/max."""
     for key, reduce in (("weight/min", min), ("weight/max", max)):
@@ -222,13 +230,21 @@ class WeightedDPOTrainer(GlobalCountsMixin, DPOTrainer):
             "rewards/accuracies": (rewards[:, 0] > rewards[:, 1]).float().mean().item(),
             "logps/chosen": logps[:, 0].mean().item(),
             "logps/rejected": logps[:, 1].mean().item(),
+            # How far the policy moved from the reference: mean log-prob change per sequence.
+            "logps/change": (rewards.mean() / self.beta).item(),
             **self._weight_metrics(weights),
         }
         for key, value in metrics.items():
             self._metrics[mode][key].append(value)
 
     def log(self, logs, start_time=None):
-        _min_max_of_period(self._metrics["train" if self.model.training else "eval"])
+        mode = "train" if self.model.training else "eval"
+        _min_max_of_period(self._metrics[mode])
+        prefix = _eval_prefix(logs) if mode == "eval" else None
+        if prefix:
+            # Several eval sets (probes): name TRL's eval metrics after the set they came from.
+            logs.update({f"{prefix}{key}": sum(v) / len(v) for key, v in self._metrics[mode].items() if v})
+            self._metrics[mode].clear()
         super().log(logs, start_time)
 
 
