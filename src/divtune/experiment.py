@@ -262,9 +262,11 @@ def report_comparisons(cfg: ExperimentConfig) -> tuple[dict[str, str] | None, di
         for seed, run in zip(cfg.seeds, runs):
             comparisons[run] = _system_label(by_name[target], seed, n_seeds)
     if cfg.baseline is not None:
-        from divtune.evaluate import GOLD
+        from divtune.evaluate import GOLD, GOLD_MATCHED
 
         comparisons[GOLD] = cfg.baseline
+        if cfg.evaluate.get("gold_matched"):
+            comparisons[GOLD_MATCHED] = cfg.baseline
     return comparisons, (groups or None)
 
 
