@@ -273,9 +273,12 @@ def run_diagnostics(root: str | Path, output: str | Path, window: int = 4) -> Pa
         },
         "moved_threshold": {"train_probe_margin_end": MOVED_MARGIN, "train_probe_accuracy_end": MOVED_ACCURACY},
         "weights": {name: weight_summary(w) for name, w in weights.items()},
+        # Every weighted variant, used by a run or not: one per embedder answers "does the weight see the mode?".
         "weights_by_mode": {
-            v.name: {"embedders": embedders[v.name], "modes": weights_by_mode(read_chosen_weights(v / "train.jsonl"))}
-            for v in variants if v.name in weights and np.ptp(weights[v.name]) > 0
+            v.name: {"embedders": embedders[v.name], "modes": weights_by_mode(pairs)}
+            for v in variants
+            for pairs in [read_chosen_weights(v / "train.jsonl")]
+            if pairs and np.ptp([w for _, w in pairs]) > 0
         },
     }
     write_json(output / "diagnostics.json", summary)
