@@ -30,6 +30,9 @@ COMMAND_PAGES: dict[str, tuple[str, ...]] = {
     "diagnostics": ("experiment.md",),
     "quickstart": ("experiment.md",),
     "experiment": ("experiment.md",),
+    "typicality": ("typicality.md",),
+    "humaneval build": ("humaneval.md",),
+    "humaneval analyze": ("humaneval.md",),
 }
 
 
@@ -41,6 +44,7 @@ def _config_pages():
     from divtune.reward_model import RewardTrainConfig
     from divtune.train import TrainConfig
     from divtune.train.online_config import OnlineConfig
+    from divtune.typicality import TypicalityConfig
 
     return {
         PrepareConfig: "prepare.md",
@@ -51,6 +55,7 @@ def _config_pages():
         EvaluateConfig: "evaluate.md",
         ExperimentConfig: "experiment.md",
         SystemSpec: "experiment.md",
+        TypicalityConfig: "typicality.md",
     }
 
 
@@ -91,7 +96,11 @@ def test_every_config_setting_is_in_its_docs_page():
     missing = {}
     for config_class, page in _config_pages().items():
         text = (DOCS / page).read_text(encoding="utf-8")
-        absent = [f for f in config_class.model_fields if not re.search(rf"(?<![\w-]){re.escape(f)}(?!\w)", text)]
+        # A setting is documented by its key (`min_words`) or by the flag of the same name (`--min-words`).
+        absent = [
+            f for f in config_class.model_fields
+            if not re.search(rf"(?<![\w-]){re.escape(f)}(?!\w)|--{re.escape(f.replace('_', '-'))}(?![\w-])", text)
+        ]
         if absent:
             missing[f"{config_class.__name__} (docs/{page})"] = absent
     assert not missing, f"settings missing from their docs page: {missing}"

@@ -153,6 +153,14 @@ def _prepare(inputs, out, variant, overwrite):
     return run_prepare(cfg, overwrite=overwrite)
 
 
+def _typicality(inputs, out, variant, overwrite):
+    from divtune.typicality import TypicalityConfig, run_typicality
+
+    cfg = TypicalityConfig(inputs=[str(_pools_file(inputs))], output=str(out), term="mode", min_words=5,
+                           strength=0.0 if variant == "a" else 0.5, show_progress=False)
+    return run_typicality(cfg, overwrite=overwrite)
+
+
 def _train(tiny_lm_dir):
     def run(inputs, out, variant, overwrite):
         from divtune.train import TrainConfig, run_train
@@ -208,6 +216,7 @@ def _diagnostics(inputs, out, variant, overwrite):
 def stages(tiny_lm_dir, tiny_bert):
     return {
         "prepare": Stage("prepare", _prepare, "train.jsonl"),
+        "typicality": Stage("typicality", _typicality, "pools.jsonl"),
         "train": Stage("train", _train(tiny_lm_dir), "adapter_model.safetensors"),
         "reward": Stage("reward", _reward(tiny_bert), "head.safetensors"),
         "evaluate": Stage("evaluate", _evaluate, "metrics.json"),
@@ -216,7 +225,7 @@ def stages(tiny_lm_dir, tiny_bert):
     }
 
 
-STAGES = ["prepare", "train", "reward", "evaluate", "report", "diagnostics"]
+STAGES = ["prepare", "typicality", "train", "reward", "evaluate", "report", "diagnostics"]
 
 
 @pytest.mark.parametrize("name", STAGES)

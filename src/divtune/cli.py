@@ -12,7 +12,9 @@ import sys
 import typer
 
 from divtune import __version__
-from divtune.commands import diagnostics, evaluate, experiment, generate, prepare, quickstart, report, reward, train
+from divtune.commands import (
+    diagnostics, evaluate, experiment, generate, humaneval, prepare, quickstart, report, reward, train, typicality,
+)
 
 app = typer.Typer(
     name="divtune",
@@ -22,7 +24,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for _stage in (prepare, train, generate, reward, evaluate, report, diagnostics, quickstart, experiment):
+for _stage in (prepare, typicality, train, generate, reward, evaluate, report, diagnostics, humaneval, quickstart, experiment):
     _stage.register(app)
 
 

@@ -39,14 +39,15 @@ RUN_MARKER = ".divtune-run.json"
 #: The names each stage writes into its folder (glob patterns): what ``--overwrite`` may remove.
 STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "prepare": ("train.jsonl", "test.jsonl", "responses.jsonl", "summary.json", "config.yaml"),
+    "typicality": ("pools.jsonl", "summary.json", "config.yaml"),
     "train": (
         "adapter_config.json", "adapter_model.safetensors", "model*.safetensors", "model.safetensors.index.json",
         "config.json", "generation_config.json", "tokenizer*", "special_tokens_map.json", "chat_template.jinja",
         "vocab.json", "merges.txt", "added_tokens.json", "README.md", "training_args.bin", "divtune_base.json",
-        "config.yaml", "metrics.jsonl", "data_report.json", "runs", "checkpoint-*",
+        "config.yaml", "metrics.jsonl", "data_report.json", "ref_logps.json", "runs", "checkpoint-*",
     ),
     "reward": ("config.yaml", "reward_config.json", "head.safetensors", "backbone", "model", "metrics.json"),
-    "evaluate": ("metrics.json", "per_prompt.jsonl", "summary.json", "config.yaml"),
+    "evaluate": ("metrics.json", "per_prompt.jsonl", "summary.json", "modes.json", "config.yaml"),
     "report": ("report.md", "report.html", "paired_differences.json", "*.png"),
     "diagnostics": ("diagnostics.json", "diagnostics.md", "*.png"),
 }
