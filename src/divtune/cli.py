@@ -12,7 +12,7 @@ import sys
 import typer
 
 from divtune import __version__
-from divtune.commands import diagnostics, evaluate, experiment, generate, prepare, quickstart, report, reward, train
+from divtune.commands import diagnostics, evaluate, experiment, export, generate, prepare, quickstart, report, reward, train
 
 app = typer.Typer(
     name="divtune",
@@ -22,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for _stage in (prepare, train, generate, reward, evaluate, report, diagnostics, quickstart, experiment):
+for _stage in (prepare, train, generate, reward, evaluate, report, diagnostics, export, quickstart, experiment):
     _stage.register(app)
 
 
