@@ -164,6 +164,32 @@ def test_card_of_a_shipped_smollm2_adapter_names_its_hub_id_and_the_quantisation
     assert "Q4_1" in card and "dequantised to fp32" in card and "The shipped r/WritingPrompts sample" in card
 
 
+@pytest.mark.parametrize("method", ["sft", "dpo", "dorpo", "divpo", "grpo", "dqo", "darling"])
+def test_card_renders_every_method(method):
+    from huggingface_hub import ModelCard
+
+    from divtune.model_card import METHOD_NAMES, render_card
+
+    facts = {
+        "name": "m", "run_dir": "r", "method": method, "format": "merged", "lora": True, "divtune_version": "0",
+        "train_config": {"method": method, "beta": 0.1, "orpo_lambda": 0.25, "dorpo_mode": "released",
+                         "online": {"num_generations": 4, "alpha": 1.0, "darling_threshold": 0.75}, "init": "runs/sft"},
+        "base": {"spec": "org/base", "id": "org/base", "is_hub_id": True, "shipped_gguf": False},
+        "data": {"found": False, "path": "gone/prepared",
+                 "weights": {"n": 8, "mean": 1.0, "std": 0.5, "min": 0.0, "median": 1.0, "max": 2.0,
+                             "share_zero": 0.125, "effective_pairs": 6.4}},
+        "run": {"global_step": 4, "edge_steps": 2, "curves": {"loss": {"start": 0.7, "end": 0.6}}},
+        "generation": {"temperature": 1.0, "top_p": 0.95, "top_k": 50, "repetition_penalty": 1.1,
+                       "max_new_tokens": 256},
+        "evaluation": None,
+    }
+    card = render_card(facts)
+    assert ModelCard(card).data.base_model == "org/base" and METHOD_NAMES[method] in card
+    assert "Started from `runs/sft`" in card and "gone/prepared" in card
+    assert ("deviation weight" in card) == (method == "dorpo")
+    assert ("log σ(w × log-odds)" in card) == (method == "dorpo")
+
+
 def test_training_writes_portable_adapter_configs(tmp_path, tiny_lm_dir):
     from divtune.models import make_adapter_portable
 

@@ -18,12 +18,15 @@ the same prompts. How many matched, and how, goes into ``summary.json``.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from divtune.data import clean_responses, load_pools
 from divtune.io import InputError
+
+logger = logging.getLogger(__name__)
 
 
 def is_prepared_dir(path: str | Path) -> bool:
@@ -66,6 +69,8 @@ def read_gold_file(
     matches = match_prompts(systems, by_id, by_text)
     report = matching_report(path, load_report, pools, matches, systems)
     canonical = canonical_keys(matches, file_ids)
+    logger.info("gold %s: %d generation prompts matched by id, %d by prompt text, %d unmatched",
+                path, report["matched_by_id"], report["matched_by_text"], report["unmatched"])
     original_of = {key: value for system in systems for key, value in system.original_ids.items()}
     _rekey(systems, matches, canonical, skipped)
 

@@ -207,6 +207,8 @@ def _training(facts: dict[str, Any]) -> str:
     lines = ["## Training", "", f"- Base model: `{base['id']}` (given to divtune as `{base['spec']}`)."]
     if base.get("shipped_gguf"):
         lines.append("- " + SHIPPED_SMOLLM2_NOTE.format(base_id=base["id"], **GGUF_FIDELITY))
+    if train.get("init"):
+        lines.append(f"- Started from `{train['init']}` (an earlier run's weights), not from the bare base.")
     lora = train.get("lora") or {}
     if facts["lora"]:
         lines.append(f"- LoRA: r {lora.get('r')}, α {lora.get('alpha')}, dropout {lora.get('dropout')}, "
