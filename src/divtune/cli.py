@@ -12,7 +12,10 @@ import sys
 import typer
 
 from divtune import __version__
-from divtune.commands import diagnostics, evaluate, experiment, export, generate, prepare, quickstart, report, reward, train
+from divtune.commands import (
+    diagnostics, evaluate, experiment, export, generate, humaneval, prepare, quickstart, report, reward, train,
+    typicality,
+)
 
 app = typer.Typer(
     name="divtune",
@@ -22,7 +25,9 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for _stage in (prepare, train, generate, reward, evaluate, report, diagnostics, export, quickstart, experiment):
+for _stage in (
+    prepare, typicality, train, generate, reward, evaluate, report, diagnostics, humaneval, export, quickstart, experiment,
+):
     _stage.register(app)
 
 

@@ -43,7 +43,11 @@ METRIC_KEYS = [
     "quality",
     "effective_semantic_diversity",
 ]
+#: Per-prompt metrics computed only when asked for (``centrality``, ``modes``); evaluation
+#: folders without them stay valid.
+OPTIONAL_METRIC_KEYS = ["centrality", "typical_mode_share", "mode_entropy", "modes_seen"]
 REQUIRED_EMBEDDERS = ("semantic", "style")
+MODES_FILE = "modes.json"
 #: A generations line needs ``text`` and ``prompt_id`` or ``prompt``; ``sample_index`` and ``model`` are optional.
 _PROMPT_KEY_FIELDS = ("prompt_id", "prompt")
 
@@ -73,6 +77,14 @@ class EvaluateConfig(StageConfig):
     )
     seed: int = 0
     bootstrap: int = Field(1000, ge=10)
+    centrality: bool = Field(
+        False, description="mean standardised centrality of the samples among their prompt's human responses (needs gold)"
+    )
+    modes: bool = Field(False, description="surface modes of the openings: typical-mode share, mode entropy, modes seen")
+    typical_mode: str | None = Field(None, description="the typical mode; default: the most common one of the gold data")
+    gold_split: Literal["test", "train"] = Field(
+        "test", description="which split of the gold folder gives the human rows (train: for tuning without the test prompts)"
+    )
 
     @field_validator("embedders")
     @classmethod
@@ -190,6 +202,7 @@ def read_gold(
     seed: int,
     skipped: Counter,
     known_prompts: dict[str, str] | None = None,
+    split: str = "test",
 ) -> System:
     """Human test responses of a prepared folder, ``num_per_prompt`` per prompt (chosen with ``seed``).
 
@@ -200,7 +213,7 @@ def read_gold(
     """
     prepared_dir = Path(prepared_dir)
     responses_path = prepared_dir / "responses.jsonl"
-    test_path = prepared_dir / "test.jsonl"
+    test_path = prepared_dir / f"{split}.jsonl"
     for path in (responses_path, test_path):
         if not path.is_file():
             raise InputError(path, "not found (the --gold folder must be written by `divtune prepare`)")
@@ -217,8 +230,8 @@ def read_gold(
         for key in ("pool_id", "split", "text"):
             if not isinstance(obj, dict) or key not in obj:
                 raise InputError(responses_path, "missing required field", line=lineno, field=key)
-        if obj["split"] != "test":
-            skipped["gold: train-split responses (not evaluated)"] += 1
+        if obj["split"] != split:
+            skipped[f"gold: {obj['split']}-split responses (not evaluated)"] += 1
             continue
         pool_key = str(obj["pool_id"])
         if wanted_prompts is not None and pool_key not in wanted_prompts:
@@ -251,6 +264,34 @@ def read_gold(
     if not gold.texts:
         raise InputError(prepared_dir, f"no test prompt with at least {num_per_prompt} human responses for the gold row")
     return gold
+
+
+def read_pool_texts(prepared_dir: str | Path, split: str | None = "test") -> dict[str, list[str]]:
+    """Every human response of each pool of a prepared folder (of one split, or all), in file order."""
+    path = Path(prepared_dir) / "responses.jsonl"
+    if not path.is_file():
+        raise InputError(path, "not found (centrality and modes read the human responses of a `divtune prepare` folder)")
+    pools: dict[str, list[str]] = {}
+    for lineno, obj in iter_jsonl(path):
+        for key in ("pool_id", "split", "text"):
+            if not isinstance(obj, dict) or key not in obj:
+                raise InputError(path, "missing required field", line=lineno, field=key)
+        if split is None or obj["split"] == split:
+            pools.setdefault(str(obj["pool_id"]), []).append(obj["text"])
+    return pools
+
+
+def resolve_typical_mode(cfg: EvaluateConfig) -> str:
+    """``typical_mode`` as given, else the most common mode of all human responses of the gold folder."""
+    from divtune.modes import MODES, most_common_mode
+
+    if cfg.typical_mode is not None:
+        if cfg.typical_mode not in MODES:
+            raise ConfigError(f"typical_mode {cfg.typical_mode!r} is not one of {list(MODES)}")
+        return cfg.typical_mode
+    if not cfg.gold:
+        raise ConfigError("modes: give --gold (its human responses define the typical mode) or typical_mode")
+    return most_common_mode(t for texts in read_pool_texts(cfg.gold, split=None).values() for t in texts)
 
 
 def _unique_system_names(systems: list[System]) -> None:
@@ -302,17 +343,52 @@ def lexical_metrics(samples: list[str]) -> dict[str, float]:
     return out
 
 
+def centrality_per_prompt(
+    system: System, prompt_keys: list[str], pools: dict[str, list[str]], semantic: dict[str, np.ndarray]
+) -> np.ndarray:
+    """Mean standardised centrality (metrics.pool_centrality) of each prompt's samples; nan without a pool."""
+    values = np.full(len(prompt_keys), np.nan)
+    for i, key in enumerate(prompt_keys):
+        pool = pools.get(key)
+        if not pool:
+            continue
+        texts = system.texts[key]
+        members = {text: j for j, text in enumerate(pool)} if system.is_gold else {}
+        z = metrics.pool_centrality(
+            np.stack([semantic[t] for t in texts]), np.stack([semantic[t] for t in pool]), [members.get(t) for t in texts]
+        )
+        values[i] = float(np.mean(z)) if not np.isnan(z).all() else np.nan
+    return values
+
+
+def mode_values_per_prompt(groups: list[list[str]], typical: str) -> dict[str, np.ndarray]:
+    """Typical-mode share, mode entropy (bits) and modes seen, per prompt (divtune.modes)."""
+    from divtune.modes import MODES, opening_mode
+
+    rows = [metrics.mode_metrics([opening_mode(t) for t in group], typical, MODES) for group in groups]
+    return {key: np.array([row[key] for row in rows]) for key in ("typical_mode_share", "mode_entropy", "modes_seen")}
+
+
 def system_per_prompt(
     system: System,
     semantic: dict[str, np.ndarray],
     style: dict[str, np.ndarray],
     threshold: float | None,
     show_progress: bool = True,
+    pools: dict[str, list[str]] | None = None,
+    typical_mode: str | None = None,
 ) -> tuple[list[str], dict[str, np.ndarray]]:
-    """Per-prompt values of every metric for one system (prompts in sorted order)."""
+    """Per-prompt values of every metric for one system (prompts in sorted order).
+
+    ``pools`` (prompt → its human responses) adds ``centrality``; ``typical_mode`` adds the mode metrics.
+    """
     prompt_keys = sorted(system.texts)
     groups = [system.texts[k] for k in prompt_keys]
     values: dict[str, np.ndarray] = {}
+    if pools is not None:
+        values["centrality"] = centrality_per_prompt(system, prompt_keys, pools, semantic)
+    if typical_mode is not None:
+        values.update(mode_values_per_prompt(groups, typical_mode))
     values["semantic_diversity"], values["vendi_semantic"] = per_prompt_embedding_metrics(groups, semantic, vendi=True)
     values["style_diversity"], _ = per_prompt_embedding_metrics(groups, style)
     # String metrics are per prompt (self-BLEU dominates the evaluation time on long stories).
@@ -340,7 +416,7 @@ def _json_number(value: float) -> float | None:
 def aggregate(values: dict[str, np.ndarray], has_quality: bool, n_boot: int, seed: int) -> dict[str, Any]:
     """Mean over prompts (ignoring undefined ones) and a bootstrap interval for every metric."""
     row: dict[str, Any] = {}
-    for key in METRIC_KEYS:
+    for key in [*METRIC_KEYS, *(k for k in OPTIONAL_METRIC_KEYS if k in values)]:
         per_prompt = values[key]
         if key in ("quality", "effective_semantic_diversity") and not has_quality:
             row[key], row[f"{key}_ci"] = None, None
@@ -397,7 +473,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         if is_prepared_dir(cfg.gold):
             wanted = {k for s in systems for k in s.texts} if systems else None
             known_prompts = {k: v for s in systems for k, v in s.prompts.items()}
-            systems.append(read_gold(cfg.gold, wanted, num_gold, cfg.seed, skipped, known_prompts))
+            systems.append(read_gold(cfg.gold, wanted, num_gold, cfg.seed, skipped, known_prompts, split=cfg.gold_split))
         else:
             gold, gold_matching = read_gold_file(
                 cfg.gold, systems, num_gold, cfg.seed, skipped, cfg.gold_format, cfg.gold_min_words
@@ -418,8 +494,13 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         require_prompt_texts(systems)
         _score_quality(systems, cfg.reward)
     threshold = _resolve_threshold(cfg, systems)
+    if cfg.centrality and not cfg.gold:
+        raise ConfigError("centrality: give --gold (a prepared folder whose test responses are the pools)")
+    pools = read_pool_texts(cfg.gold, split=cfg.gold_split) if cfg.centrality else None
+    typical_mode = resolve_typical_mode(cfg) if cfg.modes else None
 
     all_texts = [t for s in systems for texts in s.texts.values() for t in texts]
+    all_texts += [t for texts in (pools or {}).values() for t in texts]
     semantic = embed_unique(all_texts, cfg.embedders["semantic"], cfg.embed_cache_dir, cfg.embed_batch_size)
     if cfg.embedders["style"] == cfg.embedders["semantic"]:
         style = semantic
@@ -430,7 +511,9 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     per_prompt_rows: list[dict[str, Any]] = []
     for system in systems:
         log.info("metrics for %s (%d prompts)", system.name, len(system.texts))
-        prompt_keys, values = system_per_prompt(system, semantic, style, threshold)
+        prompt_keys, values = system_per_prompt(
+            system, semantic, style, threshold, pools=pools, typical_mode=typical_mode
+        )
         has_quality = system.has_quality() and threshold is not None
         row = aggregate(values, has_quality, cfg.bootstrap, cfg.seed)
         row["n_prompts"] = len(prompt_keys)
@@ -438,10 +521,17 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         results[system.name] = row
         for i, key in enumerate(prompt_keys):
             line = {"system": system.name, "prompt_id": system.original_ids[key], "n_samples": len(system.texts[key])}
-            line.update({m: _json_number(values[m][i]) for m in METRIC_KEYS})
+            line.update({m: _json_number(values[m][i]) for m in [*METRIC_KEYS, *OPTIONAL_METRIC_KEYS] if m in values})
             per_prompt_rows.append(line)
 
     write_json(output / "metrics.json", results)
+    if typical_mode is not None:
+        from divtune.modes import mode_counts
+
+        write_json(output / MODES_FILE, {
+            "typical_mode": typical_mode,
+            "counts": {s.name: mode_counts(t for texts in s.texts.values() for t in texts) for s in systems},
+        })
     write_jsonl(output / "per_prompt.jsonl", per_prompt_rows)
     cfg.save(output / "config.yaml")
     summary = {

@@ -57,12 +57,18 @@ class ExperimentConfig(StageConfig):
     model: str = "smollm2"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seeds: list[int] = Field(default_factory=lambda: [0])
+    #: Biased datasets built before prepare (``divtune typicality``): name → TypicalityConfig
+    #: fields. A data variant reads one with ``inputs: ["typicality:NAME"]``.
+    typicality: dict[str, dict[str, Any]] = Field(default_factory=dict)
     #: PrepareConfig fields shared by every data variant.
     prepare: dict[str, Any] = Field(default_factory=dict)
     #: Data variants: name → PrepareConfig overrides (e.g. which embedders weight the pairs).
     data: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"both": {}})
     #: Data variant whose test split gives the gold row and the prompts to sample.
     gold_data: str = "both"
+    #: The split whose prompts are sampled and evaluated: ``test`` (held out), or ``train``
+    #: to tune settings without ever looking at the test prompts.
+    eval_split: Literal["test", "train"] = "test"
     #: RewardTrainConfig overrides; ``null`` skips the reward model (quality is then null).
     reward: Optional[dict[str, Any]] = Field(default_factory=dict)
     #: TrainConfig fields shared by every trained system.
@@ -193,9 +199,20 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
 
     if cfg.gold_data not in cfg.data:
         raise ValueError(f"gold_data {cfg.gold_data!r} is not one of the data variants {sorted(cfg.data)}")
+    built: dict[str, Path] = {}
+    for name, fields in cfg.typicality.items():
+        from divtune.typicality import POOLS_FILE, TypicalityConfig, run_typicality
+
+        out = root / "typicality" / name
+        tcfg = TypicalityConfig.from_dict(deep_merge({"inputs": ["shipped:wp_scored"]}, deep_merge(fields, {"output": str(out)})))
+        stages.append(Stage(f"typicality {name}", out, tcfg.to_dict(), lambda tcfg=tcfg: run_typicality(tcfg)))
+        built[name] = out / POOLS_FILE
+        paths[f"typicality/{name}"] = out
     for variant, overrides in cfg.data.items():
         out = root / "data" / variant
-        prep = PrepareConfig.from_dict(deep_merge(deep_merge(cfg.prepare, overrides), {"output": str(out)}))
+        fields = deep_merge(deep_merge(cfg.prepare, overrides), {"output": str(out)})
+        fields["inputs"] = [_resolve_built_input(spec, built, variant) for spec in fields.get("inputs", [])]
+        prep = PrepareConfig.from_dict(fields)
         stages.append(Stage(f"prepare {variant}", out, prep.to_dict(), lambda prep=prep: run_prepare(prep)))
         paths[f"data/{variant}"] = out
     gold_dir = paths[f"data/{cfg.gold_data}"]
@@ -250,7 +267,8 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
             gen_file = gen_dir / "generations.jsonl"
             gen_fields = deep_merge(
                 deep_merge(cfg.generate, system.generate),
-                {"model": model_spec, "prompts": str(gold_dir), "output": str(gen_file), "name": label, "seed": seed},
+                {"model": model_spec, "prompts": str(gold_dir / f"{cfg.eval_split}.jsonl"), "output": str(gen_file),
+                 "name": label, "seed": seed},
             )
             if device:
                 gen_fields["device"] = device
@@ -265,6 +283,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
             "generations": [str(p) for p in generations],
             "output": str(eval_dir),
             "gold": str(gold_dir),
+            "gold_split": cfg.eval_split,
             "reward": str(reward_dir) if reward_dir else None,
         },
     )
@@ -305,6 +324,17 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
     )
     paths["diagnostics"] = diagnostics_dir
     return stages, paths
+
+
+def _resolve_built_input(spec: str, built: dict[str, Path], variant: str) -> str:
+    """``typicality:NAME`` → the pools file that builder writes; any other input as it is."""
+    prefix = "typicality:"
+    if not spec.startswith(prefix):
+        return spec
+    name = spec[len(prefix):]
+    if name not in built:
+        raise ValueError(f"data variant {variant!r} reads {spec!r}, but the typicality builders are {sorted(built)}")
+    return str(built[name])
 
 
 def environment_record() -> dict[str, Any]:

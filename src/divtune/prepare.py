@@ -106,13 +106,13 @@ class PoolWork:
     divpo_sets: tuple[np.ndarray, np.ndarray] | None = None
 
 
-def _clean_pools(pools: list[Pool], cfg: PrepareConfig, dropped: Counter) -> list[Pool]:
+def clean_pools(pools: list[Pool], min_words: int, cap: int | None, dropped: Counter) -> list[Pool]:
+    """Pools of usable, stripped stories (the top-scored ``cap`` of each); drops counted in ``dropped``."""
     kept_pools = []
     for pool in pools:
-        keep = clean_responses(pool.texts, pool.layout, cfg.min_words, dropped)
+        keep = clean_responses(pool.texts, pool.layout, min_words, dropped)
         texts = [pool.texts[i].strip() for i in keep]
         scores = [pool.scores[i] for i in keep]
-        cap = cfg.max_responses_per_prompt
         if cap is not None and len(texts) > cap:
             # the paper's max_cutoff: keep the top-scored K (stable among ties)
             top = sorted(np.argsort(-np.asarray(scores), kind="stable")[:cap])
@@ -258,7 +258,7 @@ def run_prepare(cfg: PrepareConfig) -> dict:
     pools, report = load_pools(input_paths, cfg.format, cfg.columns, cfg.skip_invalid)
 
     dropped: Counter = Counter()
-    kept = _clean_pools(pools, cfg, dropped)
+    kept = clean_pools(pools, cfg.min_words, cfg.max_responses_per_prompt, dropped)
     prompts_read = len(pools)
     del pools  # the kept pools hold stripped copies; never keep the texts twice
     prompts_dropped = Counter({"no_response_left": prompts_read - len(kept)})

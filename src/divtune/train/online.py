@@ -315,7 +315,7 @@ def make_trainer(
     if lora is not None and lora.enabled and not isinstance(model, PeftModel):
         from divtune.train.runner import lora_config
 
-        peft_config = lora_config(cfg)
+        peft_config = lora_config(cfg, model)
     trainer_cls = _grpo_trainer_class()
     return trainer_cls(
         model=model,
