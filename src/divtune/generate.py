@@ -56,7 +56,6 @@ SAMPLE_DEFINING_FIELDS = (
 )
 #: Settings of one strategy only: a resumed run must agree on those of its own strategy.
 STRATEGY_FIELDS = {"iterative": "iterative", "verbalized": "verbalized"}
-STRATEGIES = ("independent", "iterative", "verbalized")
 
 
 class GenerateConfig(StageConfig):
@@ -469,16 +468,25 @@ class HFSampler:
     """The HF model and tokenizer of a config, and seeded batch sampling with its decoding settings."""
 
     def __init__(self, cfg: GenerateConfig):
-        from divtune.models import default_device, load_causal_lm, load_tokenizer
+        from divtune.models import default_device, load_tokenizer
 
         self.cfg = cfg
         self.device = cfg.device or default_device()
         self.tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code, padding_side="left")
-        self.model = load_causal_lm(
-            cfg.model, dtype=_torch_dtype(cfg.dtype, self.device), device=self.device,
-            trust_remote_code=cfg.trust_remote_code, merge_adapter=True,
-        )
-        self.model.eval()
+        self._model = None
+
+    @property
+    def model(self):
+        """Loaded on first use, so a resumed run with nothing left to sample never loads it."""
+        if self._model is None:
+            from divtune.models import load_causal_lm
+
+            self._model = load_causal_lm(
+                self.cfg.model, dtype=_torch_dtype(self.cfg.dtype, self.device), device=self.device,
+                trust_remote_code=self.cfg.trust_remote_code, merge_adapter=True,
+            )
+            self._model.eval()
+        return self._model
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
