@@ -325,3 +325,33 @@ def test_without_the_options_no_optional_metric_appears(tmp_path, onehot):
     out = run_evaluate(EvaluateConfig(generations=[str(gens)], output=str(tmp_path / "e"), embedders=CHEAP, bootstrap=20))
     assert not set(ev.OPTIONAL_METRIC_KEYS) & set(out["a"])
     assert not (tmp_path / "e" / "modes.json").exists()
+
+
+def test_length_matched_gold_cuts_human_texts_to_the_samples_token_count(tmp_path, onehot, tiny_tokenizer):
+    prepared = _prepared_folder(tmp_path / "prep")
+    long_human = " ".join(["dragon"] * 40)
+    responses = [json.loads(line) for line in (prepared / "responses.jsonl").read_text().splitlines()]
+    for row in responses:
+        if row["split"] == "test":
+            row["text"] = f"{long_human} {row['pool_id']}-{row['index']}"
+    write_jsonl(prepared / "responses.jsonl", responses)
+    lengths = {0: 5, 1: 9}
+    rows = [{"prompt_id": p, "prompt": f"prompt {p}", "sample_index": i, "model": "m",
+             "text": " ".join(["sea"] * (lengths[p] + (i - 1)))}  # token counts around the target, median = target
+            for p in (0, 1) for i in range(3)]
+    gens = write_jsonl(tmp_path / "m.jsonl", rows)
+    sample_lengths = {p: sorted(len(tiny_tokenizer(r["text"], add_special_tokens=False)["input_ids"])
+                                for r in rows if r["prompt_id"] == p) for p in (0, 1)}
+    matched = ev.length_matched_gold(
+        ev.read_gold(prepared, {"0", "1"}, 3, seed=0, skipped=Counter()), [ev.read_generations(gens)], tiny_tokenizer
+    )
+    assert matched.name == "gold-matched" and matched.is_gold
+    for p in (0, 1):
+        target = sample_lengths[p][1]
+        for text, origin in zip(matched.texts[str(p)], matched.origins[str(p)]):
+            assert origin.startswith(text.split()[0])
+            assert len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"]) <= target
+            assert len(tiny_tokenizer(origin, add_special_tokens=False)["input_ids"]) > target
+    with pytest.raises(Exception, match="gold_matched needs"):
+        run_evaluate(EvaluateConfig(generations=[str(gens)], output=str(tmp_path / "e"), embedders=CHEAP,
+                                    gold_matched="smollm2"))

@@ -33,6 +33,8 @@ from divtune.io import InputError, clear_stage_done, iter_jsonl, mark_stage_done
 log = logging.getLogger(__name__)
 
 GOLD = "gold"
+#: The gold row's human texts cut to as many tokens as the samples (``gold_matched``).
+GOLD_MATCHED = "gold-matched"
 LEXICAL_KEYS = ["distinct_1", "distinct_2", "distinct_3", "distinct_4", "self_bleu", "compression_ratio"]
 #: Per-prompt metrics, in the order they appear in metrics.json.
 METRIC_KEYS = [
@@ -82,6 +84,10 @@ class EvaluateConfig(StageConfig):
     )
     modes: bool = Field(False, description="surface modes of the openings: typical-mode share, mode entropy, modes seen")
     typical_mode: str | None = Field(None, description="the typical mode; default: the most common one of the gold data")
+    gold_matched: str | None = Field(
+        None,
+        description="a tokenizer (model spec, e.g. smollm2): add gold-matched, the gold texts cut to the samples' token count",
+    )
     gold_split: Literal["test", "train"] = Field(
         "test", description="which split of the gold folder gives the human rows (train: for tuning without the test prompts)"
     )
@@ -109,6 +115,8 @@ class System:
     is_gold: bool = False
     #: ``prompt_id``, or ``prompt`` for files from other tools that give only the prompt text.
     keyed_by: str = "prompt_id"
+    #: Gold rows: per prompt, the human response each text is (or was cut from), for centrality's self-exclusion.
+    origins: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def n_samples(self) -> int:
@@ -294,12 +302,35 @@ def resolve_typical_mode(cfg: EvaluateConfig) -> str:
     return most_common_mode(t for texts in read_pool_texts(cfg.gold, split=None).values() for t in texts)
 
 
+def length_matched_gold(gold: System, systems: list[System], tokenizer) -> System:
+    """The gold row with each human text cut to the samples' length in tokens, prompt by prompt.
+
+    The length of a prompt is the median token count (``tokenizer``, no special
+    tokens) of every system's samples for that prompt, so human stories and
+    model openings are compared at the same length. Texts shorter than that stay whole.
+    """
+    matched = System(name=GOLD_MATCHED, source=gold.source, is_gold=True)
+    for key, texts in gold.texts.items():
+        samples = [t for s in systems if not s.is_gold for t in s.texts.get(key, [])]
+        if not samples:
+            continue
+        target = int(np.median([len(ids) for ids in tokenizer(samples, add_special_tokens=False)["input_ids"]]))
+        cut = [tokenizer.decode(ids[:target], skip_special_tokens=True).strip()
+               for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        matched.texts[key] = cut
+        matched.origins[key] = list(texts)
+        matched.quality[key] = [None] * len(cut)
+        matched.prompts[key] = gold.prompts[key]
+        matched.original_ids[key] = gold.original_ids[key]
+    return matched
+
+
 def _unique_system_names(systems: list[System]) -> None:
     """Generation files naming the same model (or ``gold``) get ``name (file stem)`` so none overwrites another."""
     generated = [s for s in systems if not s.is_gold]
     counts = Counter(s.name for s in generated)
     for system in generated:
-        if counts[system.name] > 1 or system.name == GOLD:
+        if counts[system.name] > 1 or system.name in (GOLD, GOLD_MATCHED):
             system.name = f"{system.name} ({Path(system.source).name.split('.')[0]})"
     names = [s.name for s in systems]
     if len(set(names)) != len(names):
@@ -354,8 +385,9 @@ def centrality_per_prompt(
             continue
         texts = system.texts[key]
         members = {text: j for j, text in enumerate(pool)} if system.is_gold else {}
+        origins = system.origins.get(key, texts)
         z = metrics.pool_centrality(
-            np.stack([semantic[t] for t in texts]), np.stack([semantic[t] for t in pool]), [members.get(t) for t in texts]
+            np.stack([semantic[t] for t in texts]), np.stack([semantic[t] for t in pool]), [members.get(t) for t in origins]
         )
         values[i] = float(np.mean(z)) if not np.isnan(z).all() else np.nan
     return values
@@ -473,13 +505,22 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         if is_prepared_dir(cfg.gold):
             wanted = {k for s in systems for k in s.texts} if systems else None
             known_prompts = {k: v for s in systems for k, v in s.prompts.items()}
-            systems.append(read_gold(cfg.gold, wanted, num_gold, cfg.seed, skipped, known_prompts, split=cfg.gold_split))
+            gold = read_gold(cfg.gold, wanted, num_gold, cfg.seed, skipped, known_prompts, split=cfg.gold_split)
         else:
             gold, gold_matching = read_gold_file(
                 cfg.gold, systems, num_gold, cfg.seed, skipped, cfg.gold_format, cfg.gold_min_words
             )
             fill_prompts_from_gold(systems, gold)
-            systems.append(gold)
+        matched = None
+        if cfg.gold_matched:
+            from divtune.models import load_tokenizer
+
+            matched = length_matched_gold(gold, systems, load_tokenizer(cfg.gold_matched))
+        systems.append(gold)
+        if matched is not None:
+            systems.append(matched)
+    elif cfg.gold_matched:
+        raise ConfigError("gold_matched needs --gold (the human texts to cut)")
     _unique_system_names(systems)
 
     for system in systems:

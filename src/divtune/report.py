@@ -32,7 +32,7 @@ import numpy as np
 
 from divtune import metrics as metric_fns
 from divtune.config import ConfigError
-from divtune.evaluate import GOLD, METRIC_KEYS, MODES_FILE, OPTIONAL_METRIC_KEYS, aggregate
+from divtune.evaluate import GOLD, GOLD_MATCHED, METRIC_KEYS, MODES_FILE, OPTIONAL_METRIC_KEYS, aggregate
 from divtune.io import InputError, atomic_write_text, iter_jsonl, write_json
 
 #: Direction per metric, shown in the tables so readers need not remember it.
@@ -66,7 +66,7 @@ class SystemResult:
 
     @property
     def is_gold(self) -> bool:
-        return self.name == GOLD or self.name.startswith(f"{GOLD} [")
+        return self.name in (GOLD, GOLD_MATCHED) or self.name.startswith((f"{GOLD} [", f"{GOLD_MATCHED} ["))
 
 
 def load_eval_dir(eval_dir: str | Path) -> list[SystemResult]:
@@ -509,6 +509,7 @@ _NOTES = [
     "Values are means over prompts with 95% percentile-bootstrap intervals over prompts, shown as value [low, high].",
     "↑ higher is more diverse, ↓ lower is more diverse. Higher is more diverse for semantic/style diversity, Vendi and distinct-n; lower is more diverse for self-BLEU and the gzip compression ratio (original/compressed bytes).",
     "gold = human responses to the same test prompts, with the same number of responses per prompt as the samples.",
+    "gold-matched (when shown) = the same human responses cut to the samples' length in tokens (per prompt, the median token count of the samples, same tokenizer): compare samples with gold-matched; the full gold row mixes length with diversity.",
     "effective_semantic_diversity keeps only samples whose quality passes the threshold (prompts with fewer than 2 passing samples count as 0).",
     "Paired differences are system minus baseline over the prompts both share; * marks intervals that exclude 0.",
     "centrality (when shown): each sample's mean cosine similarity (semantic embedder) to its prompt's human responses, standardised by those responses' own centralities (0 = as typical as the average human response; higher = more typical, less diverse).",

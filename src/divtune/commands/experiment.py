@@ -16,11 +16,25 @@ def register(app: typer.Typer) -> None:
         fresh: bool = typer.Option(False, "--fresh", help="Redo every stage instead of reusing finished ones."),
         set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config field, e.g. seeds=[0,1]."),
         publish: Optional[str] = typer.Option(None, "--publish", help="Copy report, metrics and run record to this folder (e.g. docs/results/wp_smollm2)."),
+        jobs: Optional[int] = typer.Option(
+            None, "--jobs", "-j", min=1,
+            help="Stages run at once, each in its own process with cores/jobs threads (default: the config's, 1).",
+        ),
+        stage: Optional[str] = typer.Option(
+            None, "--stage", help="Run only this stage (by name, e.g. 'train dpo-s0'); used by the --jobs workers."
+        ),
     ) -> None:
-        """Run (or resume, stage by stage) a fixed comparison of systems and write its report."""
-        from divtune.experiment import ExperimentConfig, publish_results, run_experiment, summary_table
+        """Run (or resume, stage by stage) a fixed comparison of systems and write its report.
 
-        cfg = ExperimentConfig.load(config, overrides=set_ or [], output=output, device=device)
+        Example: divtune experiment configs/experiments/typicality.yaml --set 'seeds=[0]' --jobs 2
+        """
+        from divtune.experiment import ExperimentConfig, publish_results, run_experiment, run_one_stage, summary_table
+
+        cfg = ExperimentConfig.load(config, overrides=set_ or [], output=output, device=device, jobs=jobs)
+        if stage is not None:
+            seconds = run_one_stage(cfg, stage)
+            typer.echo(f"{stage}: {seconds:.0f} s")
+            return
         result = run_experiment(cfg, fresh=fresh)
         typer.echo(summary_table(result["metrics"]))
         typer.echo(f"wall time: {result['wall_seconds']:.0f} s; report: {result['paths']['report']}/report.html")
