@@ -81,7 +81,7 @@ def _fresh_process(kind: str, folder: Path) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
                TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(SRC))
     done = subprocess.run([sys.executable, "-c", GREEDY, kind, str(folder), PROBE], capture_output=True, text=True,
-                          env=env, cwd=folder.parent, timeout=300)
+                          env=env, cwd=folder.parent, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
