@@ -25,6 +25,11 @@ def register(app: typer.Typer) -> None:
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sequences per batch (default 16)."),
         seed: Optional[int] = typer.Option(None, "--seed"),
         backend: Optional[str] = typer.Option(None, "--backend", help="hf (default) or vllm."),
+        strategy: Optional[str] = typer.Option(
+            None, "--strategy",
+            help="independent (default), iterative (sample k sees samples 1..k-1) or verbalized "
+                 "(one call asks for N responses with probabilities; topped up).",
+        ),
         device: Optional[str] = typer.Option(None, "--device"),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file."),
         overrides: List[str] = typer.Option([], "--set", help="key=value override, repeatable."),
@@ -36,7 +41,7 @@ def register(app: typer.Typer) -> None:
             config, overrides, model=model, prompts=prompts, output=str(output), num_samples=num_samples,
             name=name, max_prompts=max_prompts, max_new_tokens=max_new_tokens, temperature=temperature,
             top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty, batch_size=batch_size,
-            seed=seed, backend=backend, device=device,
+            seed=seed, backend=backend, device=device, strategy=strategy,
         )
         path = run_generate(cfg)
         typer.echo(str(path))
