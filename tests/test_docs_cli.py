@@ -31,6 +31,7 @@ COMMAND_PAGES: dict[str, tuple[str, ...]] = {
     "quickstart": ("experiment.md",),
     "experiment": ("experiment.md",),
     "typicality": ("typicality.md",),
+    "export": ("export.md",),
     "humaneval build": ("humaneval.md",),
     "humaneval analyze": ("humaneval.md",),
 }
@@ -39,6 +40,7 @@ COMMAND_PAGES: dict[str, tuple[str, ...]] = {
 def _config_pages():
     from divtune.evaluate import EvaluateConfig
     from divtune.experiment import ExperimentConfig, SystemSpec
+    from divtune.export import ExportConfig
     from divtune.generate import GenerateConfig
     from divtune.prepare import PrepareConfig
     from divtune.reward_model import RewardTrainConfig
@@ -56,6 +58,7 @@ def _config_pages():
         ExperimentConfig: "experiment.md",
         SystemSpec: "experiment.md",
         TypicalityConfig: "typicality.md",
+        ExportConfig: "export.md",
     }
 
 

@@ -61,6 +61,14 @@ def test_experiment_config_shipped_in_repo_validates():
     for system in ("base", "sft", "dpo", "ddpo-sem", "ddpo-sty", "ddpo-both", "orpo", "dorpo-both", "divpo", "dqo", "darling"):
         assert f"generate {system}" in names
     assert names[-3:] == ["evaluate", "report", "diagnostics"]
+    # Inference-only systems: the base model, sampled with another strategy, and no train stage.
+    generate = {s.name: s for s in stages if s.name.startswith("generate ")}
+    assert generate["generate base-iterative"].config["strategy"] == "iterative"
+    assert generate["generate base-verbalized"].config["verbalized"]["unstructured"] == "one_response"
+    assert generate["generate base"].config["strategy"] == "independent"
+    assert generate["generate base-iterative"].config["model"] == cfg.model
+    assert generate["generate base-iterative"].config["max_new_tokens"] == cfg.generate["max_new_tokens"]
+    assert "train base-iterative" not in names
     assert not Path("/tmp/never-written").exists()
 
 

@@ -13,7 +13,8 @@ import typer
 
 from divtune import __version__
 from divtune.commands import (
-    diagnostics, evaluate, experiment, generate, humaneval, prepare, quickstart, report, reward, train, typicality,
+    diagnostics, evaluate, experiment, export, generate, humaneval, prepare, quickstart, report, reward, train,
+    typicality,
 )
 
 app = typer.Typer(
@@ -24,7 +25,9 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for _stage in (prepare, typicality, train, generate, reward, evaluate, report, diagnostics, humaneval, quickstart, experiment):
+for _stage in (
+    prepare, typicality, train, generate, reward, evaluate, report, diagnostics, humaneval, export, quickstart, experiment,
+):
     _stage.register(app)
 
 

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from divtune import metrics
 from divtune.config import ConfigError, StageConfig
+from divtune.gold_file import fill_prompts_from_gold, is_prepared_dir, read_gold_file, require_prompt_texts
 from divtune.io import InputError, iter_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ METRIC_KEYS = [
 OPTIONAL_METRIC_KEYS = ["centrality", "typical_mode_share", "mode_entropy", "modes_seen"]
 REQUIRED_EMBEDDERS = ("semantic", "style")
 MODES_FILE = "modes.json"
-_GENERATION_FIELDS = ("prompt_id", "prompt", "sample_index", "text")
+#: A generations line needs ``text`` and ``prompt_id`` or ``prompt``; ``sample_index`` and ``model`` are optional.
+_PROMPT_KEY_FIELDS = ("prompt_id", "prompt")
 
 
 def _default_embedders() -> dict[str, str]:
@@ -62,7 +64,12 @@ def _default_embedders() -> dict[str, str]:
 class EvaluateConfig(StageConfig):
     generations: list[str] = Field(default_factory=list, description="generations JSONL files, one system each")
     output: str
-    gold: str | None = Field(None, description="prepared folder whose test responses form the gold row")
+    gold: str | None = Field(
+        None, description="prepared folder (its test responses), or a raw data file in a layout prepare reads (every prompt)"
+    )
+    #: Raw gold file only: its layout (as ``prepare --format``) and the fewest words a human response needs.
+    gold_format: Literal["auto", "reddit", "pools", "flat"] = "auto"
+    gold_min_words: int = Field(0, ge=0)
     reward: str | None = Field(None, description="reward-model folder (divtune reward train) for quality")
     embedders: dict[str, str] = Field(default_factory=_default_embedders)
     embed_cache_dir: str | None = None
@@ -107,6 +114,8 @@ class System:
     quality: dict[str, list[float | None]] = field(default_factory=dict)
     original_ids: dict[str, Any] = field(default_factory=dict)
     is_gold: bool = False
+    #: ``prompt_id``, or ``prompt`` for files from other tools that give only the prompt text.
+    keyed_by: str = "prompt_id"
     #: Gold rows: per prompt, the human response each text is (or was cut from), for centrality's self-exclusion.
     origins: dict[str, list[str]] = field(default_factory=dict)
 
@@ -129,16 +138,31 @@ def read_generations(path: str | Path) -> System:
     rows: dict[str, dict[int, tuple[str, float | None]]] = {}
     system = System(name="", source=str(path))
     model_name: str | None = None
+    # The first line decides how the file names prompts and whether it numbers samples;
+    # every line must then do the same (a mix would be ambiguous).
+    has_index: bool | None = None
     for lineno, obj in iter_jsonl(path):
         if not isinstance(obj, dict):
             raise InputError(path, f"expected a JSON object, got {type(obj).__name__}", line=lineno)
-        for key in _GENERATION_FIELDS:
-            if key not in obj:
-                raise InputError(path, "missing required field", line=lineno, field=key)
+        if not rows and not any(key in obj for key in _PROMPT_KEY_FIELDS):
+            raise InputError(path, "missing required field (prompt_id or prompt)", line=lineno, field="prompt_id")
+        if not rows:
+            system.keyed_by = "prompt_id" if "prompt_id" in obj else "prompt"
+            has_index = "sample_index" in obj
+        if system.keyed_by not in obj:
+            raise InputError(path, f"missing required field (earlier lines have {system.keyed_by!r})",
+                             line=lineno, field=system.keyed_by)
+        if "text" not in obj:
+            raise InputError(path, "missing required field", line=lineno, field="text")
         if not isinstance(obj["text"], str):
             raise InputError(path, f"must be a string, got {type(obj['text']).__name__}", line=lineno, field="text")
-        if not isinstance(obj["prompt"], str):
+        if "prompt" in obj and not isinstance(obj["prompt"], str):
             raise InputError(path, "must be a string", line=lineno, field="prompt")
+        if ("sample_index" in obj) != has_index:
+            raise InputError(path, "present on some lines and absent on others", line=lineno, field="sample_index")
+        prompt_key = str(obj["prompt_id"]) if system.keyed_by == "prompt_id" else obj["prompt"]
+        if not has_index:
+            obj["sample_index"] = len(rows.get(prompt_key, {}))  # samples numbered in file order
         if not isinstance(obj["sample_index"], int) or isinstance(obj["sample_index"], bool):
             raise InputError(path, "must be an integer", line=lineno, field="sample_index")
         model = obj.get("model")
@@ -153,7 +177,6 @@ def read_generations(path: str | Path) -> System:
         quality = obj.get("quality")
         if quality is not None and (not isinstance(quality, (int, float)) or isinstance(quality, bool)):
             raise InputError(path, f"must be a number, got {quality!r}", line=lineno, field="quality")
-        prompt_key = str(obj["prompt_id"])
         samples = rows.setdefault(prompt_key, {})
         if obj["sample_index"] in samples:
             raise InputError(
@@ -161,8 +184,9 @@ def read_generations(path: str | Path) -> System:
                 field="sample_index",
             )
         samples[obj["sample_index"]] = (obj["text"], None if quality is None else float(quality))
-        system.prompts.setdefault(prompt_key, obj["prompt"])
-        system.original_ids.setdefault(prompt_key, obj["prompt_id"])
+        if "prompt" in obj:
+            system.prompts.setdefault(prompt_key, obj["prompt"])
+        system.original_ids.setdefault(prompt_key, obj.get("prompt_id", prompt_key))
     if not rows:
         raise InputError(path, "no generations in file")
     for prompt_key, samples in rows.items():
@@ -480,12 +504,19 @@ def run_evaluate(cfg: EvaluateConfig, overwrite: bool = False) -> dict[str, Any]
     skipped: Counter = Counter()
 
     systems = [read_generations(path) for path in cfg.generations]
+    gold_matching = None
     if cfg.gold:
         sample_counts = Counter(len(t) for s in systems for t in s.texts.values())
         num_gold = cfg.num_gold or (sample_counts.most_common(1)[0][0] if sample_counts else 4)
-        wanted = {k for s in systems for k in s.texts} if systems else None
-        known_prompts = {k: v for s in systems for k, v in s.prompts.items()}
-        gold = read_gold(cfg.gold, wanted, num_gold, cfg.seed, skipped, known_prompts, split=cfg.gold_split)
+        if is_prepared_dir(cfg.gold):
+            wanted = {k for s in systems for k in s.texts} if systems else None
+            known_prompts = {k: v for s in systems for k, v in s.prompts.items()}
+            gold = read_gold(cfg.gold, wanted, num_gold, cfg.seed, skipped, known_prompts, split=cfg.gold_split)
+        else:
+            gold, gold_matching = read_gold_file(
+                cfg.gold, systems, num_gold, cfg.seed, skipped, cfg.gold_format, cfg.gold_min_words
+            )
+            fill_prompts_from_gold(systems, gold)
         matched = None
         if cfg.gold_matched:
             from divtune.models import load_tokenizer
@@ -507,6 +538,7 @@ def run_evaluate(cfg: EvaluateConfig, overwrite: bool = False) -> dict[str, Any]
             raise InputError(system.source, "no prompt with at least 2 samples: diversity is undefined")
 
     if cfg.reward:
+        require_prompt_texts(systems)
         _score_quality(systems, cfg.reward)
     threshold = _resolve_threshold(cfg, systems)
     if cfg.centrality and not cfg.gold:
@@ -559,6 +591,7 @@ def run_evaluate(cfg: EvaluateConfig, overwrite: bool = False) -> dict[str, Any]
             s.name: sum(q is None for qs in s.quality.values() for q in qs) for s in systems if not s.has_quality()
         },
         "skipped": dict(skipped),
+        **({"gold_matching": gold_matching} if gold_matching else {}),
         "embedders": cfg.embedders,
         "bootstrap": cfg.bootstrap,
         "seed": cfg.seed,

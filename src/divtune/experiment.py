@@ -48,6 +48,9 @@ class SystemSpec(StageConfig):
     #: System the report compares this one with (default: the experiment's ``baseline``),
     #: e.g. DDPO on capped data against DPO on the same capped data.
     compare_to: Optional[str] = None
+    #: GenerateConfig overrides for this system only (merged over ``ExperimentConfig.generate``),
+    #: e.g. ``{strategy: iterative}`` for an inference-time baseline on the base model.
+    generate: dict[str, Any] = Field(default_factory=dict)
 
 
 class ExperimentConfig(StageConfig):
@@ -384,7 +387,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
             gen_dir = root / "generations" / label
             gen_file = gen_dir / "generations.jsonl"
             gen_fields = deep_merge(
-                cfg.generate,
+                deep_merge(cfg.generate, system.generate),
                 {"model": model_spec, "prompts": str(gold_dir / f"{cfg.eval_split}.jsonl"), "output": str(gen_file),
                  "name": label, "seed": seed},
             )

@@ -138,9 +138,60 @@ def is_adapter_dir(spec: str | Path) -> bool:
 
 
 def write_base_spec(output_dir: str | Path, base_spec: str) -> None:
+    """Record the base: the spec as given (resolved on this machine at load time) and its portable id."""
     path = Path(output_dir) / BASE_SPEC_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"base_model": str(base_spec)}) + "\n")
+    record = {"base_model": str(base_spec), "base_model_id": portable_base_id(base_spec)}
+    path.write_text(json.dumps(record) + "\n")
+
+
+# ---------------------------------------------------------------- portable adapters
+
+#: Public Hub ids of the shipped aliases: what an adapter trained on one names as its base.
+#: (The shipped SmolLM2 is the Q4_1 GGUF of this checkpoint, dequantised: see docs/export.md.)
+PUBLIC_IDS = {resources.SMOLLM2_ALIAS: "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+
+def portable_base_id(spec: str | Path) -> str:
+    """How an adapter names its base so that it means the same off this machine.
+
+    A shipped alias becomes its public Hub id, a local folder or ``.gguf`` file
+    its absolute path (no id exists for it), a Hub id stays as it is.
+    """
+    spec = str(spec)
+    if spec in PUBLIC_IDS:
+        return PUBLIC_IDS[spec]
+    path = Path(spec).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    return spec
+
+
+def make_adapter_portable(adapter_dir: str | Path, base_spec: str) -> None:
+    """Point ``adapter_config.json`` at the portable base id instead of the local folder PEFT
+    recorded (for the shipped SmolLM2, a GGUF conversion cache under the home folder)."""
+    config_path = Path(adapter_dir) / "adapter_config.json"
+    if not config_path.is_file():
+        return
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = portable_base_id(base_spec)
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def adapter_base_source(adapter_dir: str | Path) -> str:
+    """The base of an adapter, resolved on this machine: the recorded spec (the shipped GGUF for
+    ``smollm2``, i.e. the weights it was trained on) or, where that is not installed, its public id."""
+    spec = adapter_base_spec(adapter_dir)
+    try:
+        return resolve_model_source(spec)
+    except resources.MissingResourceError:
+        record_path = Path(adapter_dir) / BASE_SPEC_FILE
+        recorded = json.loads(record_path.read_text()).get("base_model_id") if record_path.is_file() else None
+        if not recorded or recorded == spec:
+            raise
+        logger.warning("%s: base %r is not installed here; loading %s instead (not the exact weights trained on)",
+                       adapter_dir, spec, recorded)
+        return resolve_model_source(recorded)
 
 
 def read_base_spec(model_dir: str | Path) -> str | None:
@@ -240,7 +291,7 @@ def load_tokenizer(spec: str | Path, trust_remote_code: bool = False, padding_si
 
     source = resolve_model_source(spec)
     if is_adapter_dir(source) and not (Path(source) / "tokenizer_config.json").is_file():
-        source = resolve_model_source(adapter_base_spec(source))
+        source = adapter_base_source(source)
     with hub_errors(str(spec), source):
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
@@ -273,7 +324,7 @@ def load_causal_lm(
     if is_adapter_dir(source):
         from peft import PeftModel
 
-        base = load_causal_lm(adapter_base_spec(source), dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        base = load_causal_lm(adapter_base_source(source), dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         model = PeftModel.from_pretrained(base, source, is_trainable=adapter_trainable)
         if merge_adapter:
             model = model.merge_and_unload()

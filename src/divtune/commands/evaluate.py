@@ -25,7 +25,11 @@ def register(app: typer.Typer) -> None:
             None, "--generations", help="Generations JSONL file(s); repeat or list several after one flag."
         ),
         output: Path = typer.Option(..., "--output", help="Folder for metrics.json, per_prompt.jsonl, config.yaml."),
-        gold: Optional[Path] = typer.Option(None, "--gold", help="Prepared folder: its human test responses become the `gold` row."),
+        gold: Optional[Path] = typer.Option(
+            None, "--gold",
+            help="Human responses for the `gold` row: a prepared folder (its test split), or a raw data file in any "
+                 "layout `prepare` reads (every prompt; matched by id, else by prompt text).",
+        ),
         reward: Optional[Path] = typer.Option(None, "--reward", help="Reward-model folder for quality (else the lines' `quality` field)."),
         embedder: Optional[list[str]] = typer.Option(
             None, "--embedder", help="NAME=SPEC for `semantic` and/or `style` (default semantic=minilm, style=stylometric)."

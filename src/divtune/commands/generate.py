@@ -33,6 +33,11 @@ def register(app: typer.Typer) -> None:
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sequences per batch (default 16)."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the sampling; batch k uses a seed derived from it (default 0)."),
         backend: Optional[str] = typer.Option(None, "--backend", help="hf or vllm (default hf)."),
+        strategy: Optional[str] = typer.Option(
+            None, "--strategy",
+            help="independent, iterative (sample k sees samples 1..k-1) or verbalized "
+                 "(one call asks for N responses with probabilities; topped up) (default independent).",
+        ),
         device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default cuda when available)."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file."),
         overrides: List[str] = typer.Option([], "--set", help="key=value override, repeatable."),
@@ -48,7 +53,7 @@ def register(app: typer.Typer) -> None:
             config, overrides, model=model, prompts=prompts, output=str(output), num_samples=num_samples,
             name=name, max_prompts=max_prompts, max_new_tokens=max_new_tokens, temperature=temperature,
             top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty, batch_size=batch_size,
-            seed=seed, backend=backend, device=device,
+            seed=seed, backend=backend, device=device, strategy=strategy,
         )
         path = run_generate(cfg, overwrite=overwrite)
         typer.echo(str(path))

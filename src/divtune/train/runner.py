@@ -334,7 +334,7 @@ def save_final(trainer, tokenizer, output: Path, base_spec: str) -> None:
     """Save the trained adapter/model (without TRL's frozen reference copy) where adapters reload anywhere."""
     from peft import PeftModel
 
-    from divtune.models import write_base_spec
+    from divtune.models import make_adapter_portable, write_base_spec
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     if isinstance(model, PeftModel) and REF_ADAPTER in model.peft_config:
@@ -343,3 +343,4 @@ def save_final(trainer, tokenizer, output: Path, base_spec: str) -> None:
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(output)
         write_base_spec(output, base_spec)
+        make_adapter_portable(output, base_spec)
