@@ -245,7 +245,11 @@ def test_verbalized_tops_up_missing_responses_and_says_why_a_prompt_is_short(tin
     }
     scripted = ScriptedSampler(tiny_tokenizer, replies)
     monkeypatch.setattr(gen, "HFSampler", lambda cfg: scripted)
-    output = run_generate(_cfg("unused-model", prompts_file, tmp_path / "v.jsonl", "verbalized", max_new_tokens=40,
+    # The sampler is scripted, so the model is never loaded; generate still checks that the spec names
+    # something (an existing folder) before it writes anything.
+    unused_model = tmp_path / "unused-model"
+    unused_model.mkdir()
+    output = run_generate(_cfg(str(unused_model), prompts_file, tmp_path / "v.jsonl", "verbalized", max_new_tokens=40,
                                verbalized={"max_calls": 3}))
     rows = _lines(output)
     by_prompt = {p: [(r["sample_index"], r["text"], r["call_index"]) for r in rows if r["prompt_id"] == p]
