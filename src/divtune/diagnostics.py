@@ -329,7 +329,9 @@ def run_diagnostics(root: str | Path, output: str | Path, window: int = 4, overw
             "## Did each run move? (probes)",
             "",
             f"A run **moved** when its fixed probe of train pairs ends with an implicit-reward margin ≥ {MOVED_MARGIN}"
-            f" and an accuracy ≥ {MOVED_ACCURACY} (chance 0.5). The held-out probe uses pairs of test prompts.",
+            f" and an accuracy ≥ {MOVED_ACCURACY} (chance 0.5). The held-out probe uses pairs of test prompts."
+            " Accuracy counts a pair when the chosen reward is strictly higher, so at step 0, where every margin"
+            " is exactly 0, it is 0.",
             "",
             "| run | train-probe accuracy start → end | train-probe margin start → end | held-out accuracy end |"
             " held-out margin end | log-prob change end (train probe) | moved |",
