@@ -167,14 +167,14 @@ def run_stages_parallel(
 
     Each worker is ``divtune experiment CONFIG --stage NAME`` on the resolved
     config, with ``threads`` torch threads (default: the cores divided among
-    the jobs): on a 2-core CPU two one-thread processes train and sample a
-    135M model about 1.4x faster in total than one two-thread process
-    (benchmarks/bench_train.py). A worker's log is ``<output>/logs/<stage>.log``.
+    the jobs). Whether this pays off depends on the machine: on the 2-core CPU
+    here, two one-thread trainings of SmolLM2 side by side ran at 0.65x the
+    throughput of one two-thread training (benchmarks/bench_jobs.py measures
+    it anywhere). A worker's log is ``<output>/logs/<stage>.log``.
     Finished stages are reused exactly as in :func:`run_stages`. If a stage
     fails, running workers finish, nothing new starts, and the error names its log.
     """
     import os
-    import subprocess
 
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     names = {s.name for s in stages}
