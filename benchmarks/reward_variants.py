@@ -1,0 +1,118 @@
+"""Reward-model variants on one fixed data preparation: held-out pairwise accuracy and time.
+
+Each variant is a set of ``RewardTrainConfig`` overrides trained by ``train_reward_model``
+into ``OUT/<variant>/`` (config.yaml, metrics.json, weights). ``--table`` prints the
+markdown table of docs/reward.md from the finished variants' metrics.json.
+
+The data preparation is the experiment of record's (docs/reward.md):
+
+    divtune prepare --input shipped:wp_scored --output runs/rm_data --set test_fraction=0.3 \\
+        --set max_responses_per_prompt=12 --set min_words=100 --set gap=5 --set seed=0
+
+    python benchmarks/reward_variants.py --data runs/rm_data --out runs/reward_variants --variant frozen-pairwise-all
+    python benchmarks/reward_variants.py --out runs/reward_variants --table
+
+Variants are chosen on the validation split (``best_val_pairwise_accuracy``), never on test.
+Train seconds are wall time on whatever CPU runs this: on a shared machine they are upper bounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+#: The settings every new variant shares, fixed before any run: a validation split of
+#: 14 of the 69 training prompts (10% would be 7, too few to stop on) and MiniLM's 256 tokens.
+COMMON = {"val_fraction": 0.2, "max_length": 256, "early_stopping": "val_pairwise_accuracy", "seed": 0}
+#: CPU fine-tuning: an epoch of the 22M-parameter encoder over ~600 responses of 256 tokens
+#: takes minutes on one core, so few epochs and a short patience.
+FINETUNE = {"freeze_backbone": False, "max_epochs": 8, "patience": 2, "backbone_learning_rate": 2e-5,
+            "batch_size": 32}
+
+VARIANTS: dict[str, dict] = {
+    # Today's reward stage of configs/experiments/wp_smollm2.yaml, unchanged (history).
+    "frozen-l1-today": {"objective": "l1", "freeze_backbone": True, "max_length": 192, "max_epochs": 20,
+                        "patience": 3},
+    "frozen-l1": {**COMMON, "objective": "l1", "max_epochs": 30, "patience": 5},
+    "frozen-pairwise-all": {**COMMON, "objective": "pairwise", "train_pairs": "all", "max_epochs": 30,
+                            "patience": 5},
+    "frozen-pairwise-gap": {**COMMON, "objective": "pairwise", "train_pairs": "gap", "max_epochs": 30,
+                            "patience": 5},
+    "finetuned-l1": {**COMMON, **FINETUNE, "objective": "l1"},
+    "finetuned-pairwise-all": {**COMMON, **FINETUNE, "objective": "pairwise", "train_pairs": "all"},
+    "finetuned-pairwise-gap": {**COMMON, **FINETUNE, "objective": "pairwise", "train_pairs": "gap"},
+}
+
+
+def run_variant(name: str, data: str, out: Path, force: bool) -> dict:
+    from divtune.reward_model import RewardTrainConfig, train_reward_model
+
+    target = out / name
+    if (target / "metrics.json").is_file() and not force:
+        print(f"{name}: already done ({target / 'metrics.json'})")
+        return json.loads((target / "metrics.json").read_text())
+    cfg = RewardTrainConfig(data=data, output=str(target), backbone="minilm", device="cpu", show_progress=False,
+                            **VARIANTS[name])
+    metrics = train_reward_model(cfg)
+    print(f"{name}: {_row(name, metrics)}")
+    return metrics
+
+
+def _ci(metrics: dict) -> str:
+    low, high = metrics["pairwise_accuracy_ci"]
+    return f"{metrics['pairwise_accuracy']:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _spearman(value) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
+
+
+def _row(name: str, m: dict) -> str:
+    openings = m.get("openings")
+    return " | ".join([
+        name,
+        f"{m['best_val_pairwise_accuracy']:.3f}" if m.get("best_val_pairwise_accuracy") is not None else "n/a",
+        _ci(m),
+        _spearman(m["spearman"]),
+        _ci(openings) if openings else "n/a",
+        f"{m['best_epoch']} / {m['epochs_run']}",
+        f"{m['train_seconds']:.0f}",
+    ])
+
+
+def table(out: Path) -> str:
+    header = ("variant | validation pairwise acc. (best epoch) | held-out pairwise acc. [95% CI] | Spearman with votes"
+              " | held-out acc., first 100 words [95% CI] | best epoch / epochs | train s")
+    lines = ["| " + header + " |", "|" + "---|" * (header.count("|") + 1)]
+    length = None
+    for name in VARIANTS:
+        path = out / name / "metrics.json"
+        if path.is_file():
+            metrics = json.loads(path.read_text())
+            lines.append("| " + _row(name, metrics) + " |")
+            length = length or metrics.get("length_baseline")
+    if length:
+        lines.append(f"| length only (more words wins) | n/a | {_ci(length)} | {_spearman(length['spearman'])}"
+                     " | 0.500 (all ties) | n/a | 0 |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="runs/rm_data", help="prepared folder (see the module docstring)")
+    parser.add_argument("--out", default="runs/reward_variants", type=Path)
+    parser.add_argument("--variant", action="append", choices=sorted(VARIANTS), default=[])
+    parser.add_argument("--force", action="store_true", help="retrain a variant that already has metrics.json")
+    parser.add_argument("--table", action="store_true", help="print the markdown table of finished variants")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in args.variant:
+        run_variant(name, args.data, args.out, args.force)
+    if args.table:
+        print(table(args.out))
+
+
+if __name__ == "__main__":
+    main()
