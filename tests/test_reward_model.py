@@ -273,6 +273,38 @@ def test_minilm_reward_model_on_shipped_data(tmp_path, minilm_path):
           ("pairwise_accuracy", "pairwise_accuracy_ci", "spearman", "n_test_pairs", "train_seconds")})
 
 
+@pytest.mark.slow
+def test_cli_pairwise_fine_tuned_minilm_on_a_few_shipped_prompts(tmp_path, minilm_path):
+    """`reward train --objective pairwise --train-backbone` end to end on the shipped MiniLM and data."""
+    from typer.testing import CliRunner
+
+    from divtune.cli import app
+    from divtune.prepare import PrepareConfig, run_prepare
+
+    data = tmp_path / "data"
+    run_prepare(PrepareConfig(inputs=["shipped:wp_scored"], output=str(data), max_prompts=10, test_fraction=0.3,
+                              max_responses_per_prompt=6, embedders={"style": "stylometric"},
+                              cache_dir=str(tmp_path / "cache"), show_progress=False))
+    result = CliRunner().invoke(app, [
+        "reward", "train", "--data", str(data), "--output", str(tmp_path / "rm"), "--backbone", "minilm",
+        "--objective", "pairwise", "--train-backbone", "--max-length", "64", "--max-epochs", "2",
+        "--batch-size", "12", "--device", "cpu", "--set", "val_fraction=0.3", "--set", "show_progress=false",
+        "--set", "bootstrap_samples=200"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "rm" / "metrics.json").read_text())
+    assert metrics["objective"] == "pairwise" and metrics["freeze_backbone"] is False
+    assert metrics["early_stopping"] == "val_pairwise_accuracy" and 1 <= metrics["epochs_run"] <= 2
+    assert metrics["n_train_pairs"] > 0 and metrics["n_val_pairs"] > 0
+    assert all(np.isfinite(h["train_loss"]) and 0 <= h["val_pairwise_accuracy"] <= 1 for h in metrics["history"])
+    for key in ("length_baseline", "openings"):
+        low, high = metrics[key]["pairwise_accuracy_ci"]
+        assert 0 <= low <= metrics[key]["pairwise_accuracy"] <= high <= 1
+    assert (tmp_path / "rm" / "backbone" / "model.safetensors").is_file()
+    model = RewardModel.load(tmp_path / "rm", device="cpu")
+    scores = model.score(["[WP] A dragon opens a bakery."] * 2, ["It was a quiet morning.", "Flour everywhere."])
+    assert scores.shape == (2,) and np.isfinite(scores).all()
+
+
 def test_cli_reward_train_and_score(tmp_path, tiny_bert_dir):
     from typer.testing import CliRunner
 

@@ -528,12 +528,14 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
                 len(train.rows), len(val.rows), len(train.chosen), len(val.chosen))
 
     model = RewardModel.create(cfg)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if model.kind == "encoder" and cfg.freeze_backbone:
         history, best_val_pred = _train_head_on_features(model, cfg, train, val)
     else:
         history, best_val_pred = _train_end_to_end(model, cfg, train, val)
     train_seconds = time.perf_counter() - started
+    # CPU time of this process: on a shared machine, wall time also counts other people's work.
+    train_cpu_seconds = time.process_time() - cpu_started
     if cfg.objective == "pairwise":
         scale, shift = moment_matching(best_val_pred, val.quality)
         model.spec.update(output_scale=scale, output_shift=shift)
@@ -544,6 +546,10 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
     length = evaluate_scorer(response_word_count, cfg.data, cfg.bootstrap_samples, cfg.seed)
     # Does the model beat "longer is better"? (Word counts are not on the vote scale: no L1.)
     metrics["length_baseline"] = {k: length[k] for k in ranking_keys}
+    if len(val.chosen):  # the same figure on the validation pairs, where variants are compared
+        val_lengths = response_word_count([], [r.text for r in val.rows])
+        metrics["length_baseline"]["val_pairwise_accuracy"] = validation_pairwise_accuracy(
+            val_lengths, val.chosen, val.rejected)
     if cfg.eval_opening_words is not None:
         n = cfg.eval_opening_words
         openings = evaluate_scorer(
@@ -569,6 +575,7 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
         "epochs_run": len(history),
         "stopped_early": len(history) < cfg.max_epochs,
         "train_seconds": round(train_seconds, 2),
+        "train_cpu_seconds": round(train_cpu_seconds, 2),
         "history": history,
     })
     write_json(output / "metrics.json", metrics)
