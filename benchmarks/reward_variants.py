@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
+from datetime import datetime
 from pathlib import Path
 
 #: The settings every new variant shares, fixed before any run: a validation split of
@@ -56,6 +58,59 @@ def run_variant(name: str, data: str, out: Path, force: bool) -> dict:
     cfg = RewardTrainConfig(data=data, output=str(target), backbone="minilm", device="cpu", show_progress=False,
                             **VARIANTS[name])
     metrics = train_reward_model(cfg)
+    print(f"{name}: {_row(name, metrics)}")
+    return metrics
+
+
+_EPOCH_LINE = re.compile(r"^(\S+ \S+) INFO divtune\.reward_model: reward epoch (\d+): train \w+ ([\d.eE+-]+), "
+                         r"val L1 ([\d.eE+-]+), val pairwise accuracy ([\d.eE+-]+)")
+_START_LINE = re.compile(r"^(\S+ \S+) INFO divtune\.reward_model: reward model: \d+ train / \d+ validation responses")
+
+
+def history_from_log(lines: list[str]) -> tuple[list[dict], float]:
+    """Per-epoch history and wall seconds (first sets line to last epoch line) from a training log."""
+    stamp = lambda text: datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f")  # noqa: E731
+    history, start, end = [], None, None
+    for line in lines:
+        if (match := _START_LINE.match(line)) is not None:
+            start = stamp(match.group(1))
+        elif (match := _EPOCH_LINE.match(line)) is not None:
+            end = stamp(match.group(1))
+            history.append({"epoch": int(match.group(2)), "train_loss": float(match.group(3)),
+                            "val_l1": float(match.group(4)), "val_pairwise_accuracy": float(match.group(5))})
+    if start is None or not history:
+        raise ValueError("the log has no 'reward model: ... responses' line or no 'reward epoch' line")
+    return history, (end - start).total_seconds()
+
+
+def evaluate_saved(name: str, out: Path, log: Path) -> dict:
+    """Test metrics of a variant whose training finished and saved its model but whose evaluation did not.
+
+    The model is the saved best epoch; the history and wall time come from the training log.
+    """
+    from divtune.reward_model import (RewardModel, RewardTrainConfig, early_stopping_metric, load_training_sets,
+                                      reward_test_metrics)
+
+    target = out / name
+    cfg = RewardTrainConfig.load(target / "config.yaml")
+    train, val = load_training_sets(cfg)
+    model = RewardModel.load(target, device=cfg.device)
+    metrics = reward_test_metrics(model, cfg, val)
+    history, wall = history_from_log(log.read_text(errors="replace").splitlines())
+    stop_on = early_stopping_metric(cfg)
+    best = (min if stop_on == "val_l1" else max)(history, key=lambda h: h[stop_on])
+    metrics.update({
+        "backbone": cfg.backbone, "kind": model.kind, "freeze_backbone": cfg.freeze_backbone,
+        "objective": cfg.objective, "train_pairs": cfg.train_pairs if cfg.objective == "pairwise" else None,
+        "early_stopping": stop_on, "n_train_responses": len(train.rows), "n_val_responses": len(val.rows),
+        "n_train_pairs": int(len(train.chosen)), "n_val_pairs": int(len(val.chosen)),
+        "best_epoch": best["epoch"], "best_val_l1": best["val_l1"],
+        "best_val_pairwise_accuracy": best["val_pairwise_accuracy"], "epochs_run": len(history),
+        "stopped_early": len(history) < cfg.max_epochs, "train_seconds": round(wall, 2), "history": history,
+        "evaluated_after_training": f"test metrics computed afterwards from the saved model; history and wall "
+                                    f"time from {log.name}",
+    })
+    (target / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"{name}: {_row(name, metrics)}")
     return metrics
 
@@ -110,10 +165,18 @@ def main() -> None:
     parser.add_argument("--variant", action="append", choices=sorted(VARIANTS), default=[])
     parser.add_argument("--force", action="store_true", help="retrain a variant that already has metrics.json")
     parser.add_argument("--table", action="store_true", help="print the markdown table of finished variants")
+    parser.add_argument("--evaluate-saved", metavar="VARIANT", choices=sorted(VARIANTS),
+                        help="compute the test metrics of a variant that saved its model but was stopped before "
+                             "its evaluation (needs --log)")
+    parser.add_argument("--log", type=Path, help="that variant's training log (history and wall time)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in args.variant:
         run_variant(name, args.data, args.out, args.force)
+    if args.evaluate_saved:
+        if args.log is None:
+            parser.error("--evaluate-saved needs --log")
+        evaluate_saved(args.evaluate_saved, args.out, args.log)
     if args.table:
         print(table(args.out))
 

@@ -26,6 +26,18 @@ def test_quality_measurable_needs_the_interval_above_chance():
     assert not quality_measurable({"pairwise_accuracy": 0.9, "pairwise_accuracy_ci": [None, None]})
 
 
+
+def test_quality_measurable_needs_the_openings_above_chance_too():
+    """A model that beats chance on whole stories only (e.g. by their length) cannot rank fixed-length samples."""
+    whole_only = {**ABOVE_CHANCE, "openings": {"words": 100, "pairwise_accuracy": 0.54,
+                                               "pairwise_accuracy_ci": [0.47, 0.60]}}
+    assert not quality_measurable(whole_only)
+    both = {**ABOVE_CHANCE, "openings": {"words": 100, "pairwise_accuracy": 0.6, "pairwise_accuracy_ci": [0.52, 0.67]}}
+    assert quality_measurable(both)
+    # Openings above chance do not rescue whole responses at chance.
+    assert not quality_measurable({**AT_CHANCE, "openings": both["openings"]})
+    assert not quality_measurable({**ABOVE_CHANCE, "openings": {"words": 100, "pairwise_accuracy": 0.6}})
+
 def _with_reward(tmp_path, reward_metrics, name="eval", reward_value=None):
     """An evaluation folder whose config.yaml names a reward folder holding ``reward_metrics``."""
     eval_dir = _eval_dir(tmp_path / name, {"dpo": 0.30, "ddpo": 0.40, "gold": 0.50}, with_quality=True)
@@ -94,3 +106,12 @@ def test_report_leaves_a_measurable_quality_alone(tmp_path):
     diff_part = md.split("## Paired difference")[1]
     quality = next(line for line in diff_part.splitlines() if line.startswith("| quality"))
     assert re.search(r"[+-]0\.\d{3} \[", quality)
+
+
+def test_footnote_names_the_openings_figure_that_failed(tmp_path):
+    whole_only = {**ABOVE_CHANCE, "openings": {"words": 100, "pairwise_accuracy": 0.54,
+                                               "pairwise_accuracy_ci": [0.47, 0.60]}}
+    status = quality_status([_with_reward(tmp_path, whole_only)])
+    assert status.greyed
+    assert ("reward model held-out pairwise accuracy 0.620 [0.550, 0.680], on first 100 words 0.540 [0.470, 0.600]"
+            in status.footnote)

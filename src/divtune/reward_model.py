@@ -511,6 +511,15 @@ def build_training_sets(cfg: RewardTrainConfig, rows: list[ScoredResponse]) -> t
     return TrainingSet(train_rows, chosen, rejected), TrainingSet(val_rows, val_chosen, val_rejected)
 
 
+def load_training_sets(cfg: RewardTrainConfig) -> tuple[TrainingSet, TrainingSet]:
+    """The train split's responses (capped by ``max_train_responses``, seeded), split into train and validation."""
+    rows = read_scored_responses(cfg.data, "train")
+    if cfg.max_train_responses is not None and len(rows) > cfg.max_train_responses:
+        keep = np.random.default_rng(cfg.seed).permutation(len(rows))[: cfg.max_train_responses]
+        rows = [rows[i] for i in sorted(keep)]
+    return build_training_sets(cfg, rows)
+
+
 def train_reward_model(cfg: RewardTrainConfig) -> dict:
     """Train, early-stop on a by-prompt validation split, save, and report test metrics."""
     import torch
@@ -519,11 +528,7 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
     cfg.save(output / "config.yaml")
-    rows = read_scored_responses(cfg.data, "train")
-    if cfg.max_train_responses is not None and len(rows) > cfg.max_train_responses:
-        keep = np.random.default_rng(cfg.seed).permutation(len(rows))[: cfg.max_train_responses]
-        rows = [rows[i] for i in sorted(keep)]
-    train, val = build_training_sets(cfg, rows)
+    train, val = load_training_sets(cfg)
     logger.info("reward model: %d train / %d validation responses, %d train / %d validation pairs",
                 len(train.rows), len(val.rows), len(train.chosen), len(val.chosen))
 
@@ -541,21 +546,7 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
         model.spec.update(output_scale=scale, output_shift=shift)
     model.save(output)
 
-    metrics = evaluate_reward_model(model, cfg.data, cfg.batch_size, cfg.bootstrap_samples, cfg.seed)
-    ranking_keys = ("pairwise_accuracy", "pairwise_accuracy_ci", "spearman")
-    length = evaluate_scorer(response_word_count, cfg.data, cfg.bootstrap_samples, cfg.seed)
-    # Does the model beat "longer is better"? (Word counts are not on the vote scale: no L1.)
-    metrics["length_baseline"] = {k: length[k] for k in ranking_keys}
-    if len(val.chosen):  # the same figure on the validation pairs, where variants are compared
-        val_lengths = response_word_count([], [r.text for r in val.rows])
-        metrics["length_baseline"]["val_pairwise_accuracy"] = validation_pairwise_accuracy(
-            val_lengths, val.chosen, val.rejected)
-    if cfg.eval_opening_words is not None:
-        n = cfg.eval_opening_words
-        openings = evaluate_scorer(
-            lambda prompts, responses: model.score(prompts, [opening(r, n) for r in responses], cfg.batch_size),
-            cfg.data, cfg.bootstrap_samples, cfg.seed)
-        metrics["openings"] = {"words": n, **{k: openings[k] for k in ranking_keys}}
+    metrics = reward_test_metrics(model, cfg, val)
     stop_on = early_stopping_metric(cfg)
     best = (min if stop_on == "val_l1" else max)(history, key=lambda h: h[stop_on])
     metrics.update({
@@ -579,6 +570,30 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
         "history": history,
     })
     write_json(output / "metrics.json", metrics)
+    return metrics
+
+
+def reward_test_metrics(model: "RewardModel", cfg: RewardTrainConfig, val: TrainingSet) -> dict:
+    """Test-split figures of a trained model: its own, the length baseline's and, optionally, on openings.
+
+    Separate from training so that a saved model can be evaluated again on the same
+    data (e.g. when its training finished but the evaluation was interrupted).
+    """
+    metrics = evaluate_reward_model(model, cfg.data, cfg.batch_size, cfg.bootstrap_samples, cfg.seed)
+    ranking_keys = ("pairwise_accuracy", "pairwise_accuracy_ci", "spearman")
+    length = evaluate_scorer(response_word_count, cfg.data, cfg.bootstrap_samples, cfg.seed)
+    # Does the model beat "longer is better"? (Word counts are not on the vote scale: no L1.)
+    metrics["length_baseline"] = {k: length[k] for k in ranking_keys}
+    if len(val.chosen):  # the same figure on the validation pairs, where variants are compared
+        val_lengths = response_word_count([], [r.text for r in val.rows])
+        metrics["length_baseline"]["val_pairwise_accuracy"] = validation_pairwise_accuracy(
+            val_lengths, val.chosen, val.rejected)
+    if cfg.eval_opening_words is not None:
+        n = cfg.eval_opening_words
+        openings = evaluate_scorer(
+            lambda prompts, responses: model.score(prompts, [opening(r, n) for r in responses], cfg.batch_size),
+            cfg.data, cfg.bootstrap_samples, cfg.seed)
+        metrics["openings"] = {"words": n, **{k: openings[k] for k in ranking_keys}}
     return metrics
 
 
