@@ -117,3 +117,42 @@ def test_diagnostics_cli(tmp_path):
     result = CliRunner().invoke(app, ["diagnostics", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "diagnostics" / "diagnostics.md").is_file()
+
+
+def test_probe_summary_and_the_moved_threshold():
+    from divtune.diagnostics import MOVED_ACCURACY, MOVED_MARGIN, probe_summary
+
+    nan = float("nan")
+    log = {
+        "step": np.array([0.0, 1, 2, 3, 4]),
+        "eval_train_probe_rewards/accuracies": np.array([0.5, nan, 0.6, nan, MOVED_ACCURACY]),
+        "eval_train_probe_rewards/margins": np.array([0.0, nan, 0.05, nan, MOVED_MARGIN]),
+        "eval_train_probe_logps/change": np.array([0.0, nan, -1.0, nan, -2.0]),
+        "eval_heldout_rewards/accuracies": np.array([0.5, nan, 0.4, nan, 0.45]),
+        "eval_heldout_rewards/margins": np.array([0.0, nan, -0.01, nan, -0.02]),
+    }
+    out = probe_summary(log)
+    assert out["train_probe"]["accuracy"] == {"start": 0.5, "end": MOVED_ACCURACY}
+    assert out["train_probe"]["logps_change"]["end"] == -2.0
+    assert out["heldout"]["margin"]["end"] == -0.02 and out["heldout"]["logps_change"] is None
+    assert out["moved"] is True  # the thresholds are inclusive
+    log["eval_train_probe_rewards/margins"][-1] = MOVED_MARGIN - 0.01
+    assert probe_summary(log)["moved"] is False
+    assert probe_summary({"step": np.array([0.0])})["moved"] is None  # no probe logged
+
+
+def test_weights_by_mode_of_the_chosen_response(tmp_path):
+    from divtune.diagnostics import read_chosen_weights, weights_by_mode
+
+    path = tmp_path / "train.jsonl"
+    rows = [
+        {"chosen": '"Hi," she said.', "weight": 0.5},
+        {"chosen": "“Bye.”", "weight": 1.5},
+        {"chosen": [{"role": "assistant", "content": "I ran."}], "weight": 2.0},
+        {"chosen": "The end.", "weight": 0.0},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = weights_by_mode(read_chosen_weights(path))
+    assert out["dialogue"] == {"n": 2, "mean": 1.0}
+    assert out["first_person"] == {"n": 1, "mean": 2.0} and out["other"] == {"n": 1, "mean": 0.0}
+    assert out["second_person"]["n"] == 0 and np.isnan(out["second_person"]["mean"])

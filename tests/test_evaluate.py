@@ -259,3 +259,99 @@ def test_reward_model_scores_every_system_and_gold_in_one_call(tmp_path, onehot,
     assert summary["quality_threshold"] == pytest.approx(gold_quality)
     # Samples of length 50 and 70 pass the 0.15 threshold: two distinct texts per prompt -> diversity 1.
     assert out["m"]["effective_semantic_diversity"] == pytest.approx(1.0)
+
+
+class CrowdEmbedder:
+    """Texts with 'crowd' share one direction (a little spread apart); every other text is its own axis."""
+
+    def __init__(self):
+        self.name = "crowd"
+        self.axes: dict[str, int] = {}
+
+    def embed(self, texts, batch_size=32, show_progress=True):
+        out = np.zeros((len(texts), 96), dtype=np.float32)
+        for row, text in enumerate(texts):
+            if "crowd" in text:
+                out[row, 0] = 1.0
+                out[row, 1 + sum(map(ord, text)) % 7] = 0.3
+            else:
+                out[row, 10 + self.axes.setdefault(text, len(self.axes))] = 1.0
+        return out
+
+
+def test_centrality_and_modes_of_typical_and_atypical_systems(tmp_path, monkeypatch):
+    monkeypatch.setattr("divtune.embedders.load_embedder", lambda spec, cache_dir=None: CrowdEmbedder())
+    responses = []
+    for p in range(3):
+        for i in range(6):
+            responses.append({"pool_id": p, "split": "test", "index": i, "text": f"The crowd story {p} {i}"})
+        responses.append({"pool_id": p, "split": "test", "index": 6, "text": f"I am a loner {p}"})
+        responses.append({"pool_id": p, "split": "test", "index": 7, "text": f'"Odd one" {p}'})
+    write_jsonl(tmp_path / "prep" / "responses.jsonl", responses)
+    write_jsonl(tmp_path / "prep" / "test.jsonl", [{"pool_id": p, "prompt": f"prompt {p}", "chosen": "c", "rejected": "r"} for p in range(3)])
+
+    def system(name, texts):
+        rows = [{"prompt_id": p, "prompt": f"prompt {p}", "sample_index": i, "text": t.format(p=p, i=i), "model": name}
+                for p in range(3) for i, t in enumerate(texts)]
+        return str(write_jsonl(tmp_path / f"{name}.jsonl", rows))
+
+    typical = system("typical", ["The crowd again {p} {i}"] * 4)
+    odd = system("odd", ['"Hello" {p} {i}', '"Bye" {p} {i}', "You again {p} {i}", '"Hm" {p} {i}'])
+    out = run_evaluate(EvaluateConfig(
+        generations=[typical, odd], gold=str(tmp_path / "prep"), output=str(tmp_path / "e"),
+        embedders=CHEAP, bootstrap=50, centrality=True, modes=True,
+    ))
+    assert out["typical"]["centrality"] > 0.5 > -0.5 > out["odd"]["centrality"]
+    assert -1.5 < out["gold"]["centrality"] < 1.5  # human responses sit around their own mean
+    assert out["typical"]["typical_mode_share"] == 1.0 and out["odd"]["typical_mode_share"] == 0.0
+    assert out["typical"]["mode_entropy"] == 0.0 and out["odd"]["mode_entropy"] == pytest.approx(0.8112781)
+    assert out["typical"]["modes_seen"] == 1.0 and out["odd"]["modes_seen"] == 2.0
+    modes = json.loads((tmp_path / "e" / "modes.json").read_text())
+    assert modes["typical_mode"] == "other"
+    assert modes["counts"]["odd"] == {"dialogue": 9, "first_person": 0, "second_person": 3, "other": 0}
+    lines = [json.loads(line) for line in (tmp_path / "e" / "per_prompt.jsonl").read_text().splitlines()]
+    assert all("centrality" in line and "modes_seen" in line for line in lines)
+
+    from divtune.report import run_report
+
+    run_report([tmp_path / "e"], tmp_path / "r", baseline="typical")
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "## Surface modes of the samples" in report and "| odd | 75.0% | 0.0% | 25.0% | 0.0% | 12 |" in report
+    assert "centrality ↓" in report and (tmp_path / "r" / "modes.png").is_file()
+
+
+def test_without_the_options_no_optional_metric_appears(tmp_path, onehot):
+    gens = _generations(tmp_path / "a.jsonl", "a", 3, diverse=True)
+    out = run_evaluate(EvaluateConfig(generations=[str(gens)], output=str(tmp_path / "e"), embedders=CHEAP, bootstrap=20))
+    assert not set(ev.OPTIONAL_METRIC_KEYS) & set(out["a"])
+    assert not (tmp_path / "e" / "modes.json").exists()
+
+
+def test_length_matched_gold_cuts_human_texts_to_the_samples_token_count(tmp_path, onehot, tiny_tokenizer):
+    prepared = _prepared_folder(tmp_path / "prep")
+    long_human = " ".join(["dragon"] * 40)
+    responses = [json.loads(line) for line in (prepared / "responses.jsonl").read_text().splitlines()]
+    for row in responses:
+        if row["split"] == "test":
+            row["text"] = f"{long_human} {row['pool_id']}-{row['index']}"
+    write_jsonl(prepared / "responses.jsonl", responses)
+    lengths = {0: 5, 1: 9}
+    rows = [{"prompt_id": p, "prompt": f"prompt {p}", "sample_index": i, "model": "m",
+             "text": " ".join(["sea"] * (lengths[p] + (i - 1)))}  # token counts around the target, median = target
+            for p in (0, 1) for i in range(3)]
+    gens = write_jsonl(tmp_path / "m.jsonl", rows)
+    sample_lengths = {p: sorted(len(tiny_tokenizer(r["text"], add_special_tokens=False)["input_ids"])
+                                for r in rows if r["prompt_id"] == p) for p in (0, 1)}
+    matched = ev.length_matched_gold(
+        ev.read_gold(prepared, {"0", "1"}, 3, seed=0, skipped=Counter()), [ev.read_generations(gens)], tiny_tokenizer
+    )
+    assert matched.name == "gold-matched" and matched.is_gold
+    for p in (0, 1):
+        target = sample_lengths[p][1]
+        for text, origin in zip(matched.texts[str(p)], matched.origins[str(p)]):
+            assert origin.startswith(text.split()[0])
+            assert len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"]) <= target
+            assert len(tiny_tokenizer(origin, add_special_tokens=False)["input_ids"]) > target
+    with pytest.raises(Exception, match="gold_matched needs"):
+        run_evaluate(EvaluateConfig(generations=[str(gens)], output=str(tmp_path / "e"), embedders=CHEAP,
+                                    gold_matched="smollm2"))

@@ -61,6 +61,14 @@ def test_experiment_config_shipped_in_repo_validates():
     for system in ("base", "sft", "dpo", "ddpo-sem", "ddpo-sty", "ddpo-both", "orpo", "dorpo-both", "divpo", "dqo", "darling"):
         assert f"generate {system}" in names
     assert names[-3:] == ["evaluate", "report", "diagnostics"]
+    # Inference-only systems: the base model, sampled with another strategy, and no train stage.
+    generate = {s.name: s for s in stages if s.name.startswith("generate ")}
+    assert generate["generate base-iterative"].config["strategy"] == "iterative"
+    assert generate["generate base-verbalized"].config["verbalized"]["unstructured"] == "one_response"
+    assert generate["generate base"].config["strategy"] == "independent"
+    assert generate["generate base-iterative"].config["model"] == cfg.model
+    assert generate["generate base-iterative"].config["max_new_tokens"] == cfg.generate["max_new_tokens"]
+    assert "train base-iterative" not in names
     assert not Path("/tmp/never-written").exists()
 
 
@@ -74,7 +82,8 @@ def test_quickstart_smoke_writes_every_artefact(tmp_path):
     from divtune.quickstart import run_quickstart
 
     out = tmp_path / "qs"
-    result = run_quickstart(str(out), "smoke")
+    # Two stages at a time, each in its own worker process (the sequential path reruns it below).
+    result = run_quickstart(str(out), "smoke", overrides=["jobs=2"])
     for variant in ("train.jsonl", "test.jsonl", "responses.jsonl", "summary.json", "config.yaml"):
         assert (out / "data" / "both" / variant).is_file(), variant
     for system in ("dpo", "ddpo"):
@@ -102,11 +111,18 @@ def test_quickstart_smoke_writes_every_artefact(tmp_path):
     assert {name: run["steps"] for name, run in diagnostics["runs"].items()} == {"dpo": 2, "ddpo": 2}
     assert diagnostics["weights"]["both"]["n"] == len((out / "data" / "both" / "train.jsonl").read_text().splitlines())
     assert (out / "diagnostics" / "training_curves.png").is_file() and (out / "diagnostics" / "weights.png").is_file()
-    # A second run reuses every finished stage.
+    # The workers ran at the same time: some two stages' [start, finish] intervals overlap.
+    markers = [json.loads(p.read_text()) for p in out.glob("**/.divtune-done.json")]
+    spans = sorted((m["finished_at"] - m["seconds"], m["finished_at"]) for m in markers if "finished_at" in m)
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
+    assert {p.stem for p in (out / "logs").glob("*.log")} >= {"train_dpo", "generate_base", "evaluate"}
+    # A second run, sequential, reuses every finished stage.
     again = run_quickstart(str(out), "smoke")
     assert all(seconds == 0.0 for seconds in again["timings"].values())
     run_record = json.loads((out / "run.json").read_text())
     assert run_record["total_stage_seconds"] > 0 and run_record["versions"]["trl"]
+    assert [i["jobs"] for i in run_record["invocations"]] == [2, 1]
+    assert run_record["wall_seconds_all_invocations"] >= run_record["wall_seconds_this_invocation"]
 
 
 def _config(seeds, systems, baseline="dpo") -> ExperimentConfig:
@@ -151,3 +167,33 @@ def test_lever_experiment_config_validates():
     assert comparisons["ddpo-both-cap24-s1"] == "dpo-cap24-s1" and comparisons["ddpo-both-floor"] == "dpo"
     assert set(groups) == {"dpo", "ddpo-both", "ddpo-both-floor", "dpo-cap24", "ddpo-both-cap24"}
     assert not Path("/tmp/never-written").exists()
+
+
+def test_ready_stages_wait_for_the_stages_they_read(tmp_path):
+    from divtune.experiment import ready_stages
+
+    stages = [Stage(n, tmp_path / n, {}, lambda: None, after=a) for n, a in
+              [("prep", ()), ("train a", ("prep",)), ("train b", ("prep", "train a")), ("gen", ("train a",))]]
+    assert [s.name for s in ready_stages(stages, set(), set())] == ["prep"]
+    assert [s.name for s in ready_stages(stages, {"prep"}, {"prep"})] == ["train a"]
+    assert [s.name for s in ready_stages(stages, {"prep", "train a"}, {"prep", "train a"})] == ["train b", "gen"]
+
+
+@pytest.mark.parametrize("name", ["typicality.yaml", "typicality_modes.yaml", "typicality_tune.yaml", "wp_smollm2.yaml"])
+def test_shipped_experiments_order_stages_after_what_they_read(name):
+    from divtune.experiment import build_stages
+
+    path = Path(__file__).parents[1] / "configs" / "experiments" / name
+    if not path.is_file():
+        pytest.fail(f"{path} is missing")
+    stages, _ = build_stages(ExperimentConfig.load(path, output="/tmp/never-written"))
+    seen: set[str] = set()
+    for stage in stages:
+        assert set(stage.after) <= seen, (stage.name, set(stage.after) - seen)  # listed order is a valid order
+        seen.add(stage.name)
+    trains = {s.name: s for s in stages if s.name.startswith("train ")}
+    if "typicality" in name:
+        for stage in trains.values():
+            if stage.name.startswith("train ddpo"):
+                # every DDPO run reads the reference log-probs its data's first DPO-family run cached
+                assert any(a.startswith("train dpo") for a in stage.after), stage.name

@@ -212,3 +212,31 @@ def test_long_prompts_keep_their_start(tiny_tokenizer):
     same, was_cut = truncate_prompt(tiny_tokenizer, "A short prompt.", 50)
     assert (same, was_cut) == ("A short prompt.", False)
     assert truncate_prompt(tiny_tokenizer, long_prompt, None) == (long_prompt, False)
+
+
+def test_shared_prompt_cache_gives_the_same_samples(tiny_lm_dir, prompts_file, tmp_path):
+    # Batches of 5 rows over prompts with 3 samples each hold uneven shares of
+    # prompts (3+2, 1+3+1, ...), and prompts of different lengths are left-padded.
+    # Same seed, same logits up to float rounding: the same sampled tokens.
+    shared = run_generate(_cfg(tiny_lm_dir, prompts_file, tmp_path / "shared.jsonl", batch_size=5,
+                               max_new_tokens=12, share_prompt_cache=True))
+    plain = run_generate(_cfg(tiny_lm_dir, prompts_file, tmp_path / "plain.jsonl", batch_size=5,
+                              max_new_tokens=12, share_prompt_cache=False))
+    shared_texts = [(r["prompt_id"], r["sample_index"], r["text"]) for r in _lines(shared)]
+    assert shared_texts == [(r["prompt_id"], r["sample_index"], r["text"]) for r in _lines(plain)]
+    assert len({t for _, _, t in shared_texts}) > 1  # not one degenerate string for every prompt
+
+
+def test_shared_prompt_cache_holds_each_distinct_prompt_once(tiny_lm_dir, tiny_tokenizer):
+    from divtune.generate import shared_prompt_cache
+    from divtune.models import load_causal_lm
+
+    model = load_causal_lm(str(tiny_lm_dir), device="cpu")
+    texts = ["a much longer first prompt here", "short", "a much longer first prompt here"]
+    tiny_tokenizer.padding_side = "left"
+    encoded = tiny_tokenizer(texts, return_tensors="pt", padding=True)
+    cache = shared_prompt_cache(model, encoded, [0, 1, 0])
+    keys = cache.layers[0].keys
+    assert keys.shape[0] == 3 and keys.shape[2] == encoded["input_ids"].shape[1] - 1
+    assert keys[0].equal(keys[2]) and not keys[0].equal(keys[1])
+    assert shared_prompt_cache(model, encoded, [0, 1, 2]) is None  # nothing shared

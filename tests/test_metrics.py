@@ -119,3 +119,70 @@ def test_paired_bootstrap_detects_a_consistent_gain():
 def test_group_by_size():
     groups = metrics.group_by_size([4, 3, 4, 2])
     assert {k: v.tolist() for k, v in groups.items()} == {2: [3], 3: [1], 4: [0, 2]}
+
+
+# ---------------------------------------------------------------- seeds x prompts bootstrap
+
+
+def test_seed_prompt_bootstrap_mean_and_that_seed_spread_widens_the_interval():
+    from divtune.metrics import paired_bootstrap_diff, seed_prompt_bootstrap_diff
+
+    rng = np.random.default_rng(0)
+    prompts = rng.normal(0.0, 0.05, size=30)
+    # Three seeds whose runs differ a lot: +0.10, 0.00, -0.10 on every prompt.
+    grid = np.stack([prompts + shift for shift in (0.10, 0.0, -0.10)])
+    out = seed_prompt_bootstrap_diff(grid, n_boot=2000, seed=1)
+    assert out["diff"] == pytest.approx(grid.mean())
+    assert out["n"] == 30 and out["n_seeds"] == 3
+    assert out["low"] < out["diff"] < out["high"]
+    prompts_only = paired_bootstrap_diff(grid.mean(axis=0), np.zeros(30), n_boot=2000, seed=1)
+    assert (out["high"] - out["low"]) > 2 * (prompts_only["high"] - prompts_only["low"])
+    # Identical seeds: the seed draw changes nothing, the interval is the prompts-only one (same scale).
+    same = seed_prompt_bootstrap_diff(np.stack([prompts] * 3), n_boot=2000, seed=1)
+    assert (same["high"] - same["low"]) == pytest.approx(prompts_only["high"] - prompts_only["low"], rel=0.25)
+
+
+def test_seed_prompt_bootstrap_ignores_undefined_cells_and_handles_all_nan():
+    from divtune.metrics import seed_prompt_bootstrap_diff
+
+    grid = np.array([[1.0, np.nan, 3.0], [np.nan, np.nan, 5.0]])
+    out = seed_prompt_bootstrap_diff(grid, n_boot=200, seed=0)
+    assert out["diff"] == pytest.approx(3.0)
+    assert out["n"] == 2  # the middle prompt is undefined for every seed
+    assert 1.0 <= out["low"] <= out["high"] <= 5.0
+    empty = seed_prompt_bootstrap_diff(np.full((2, 3), np.nan))
+    assert empty["n"] == 0 and np.isnan(empty["diff"])
+
+
+# ---------------------------------------------------------------- centrality and modes
+
+
+def test_pool_centrality_hand_example():
+    from divtune.metrics import pool_centrality
+
+    pool = np.array([[1.0, 0.0], [1.0, 0.1], [1.0, -0.1], [0.0, 1.0]])
+    unit = pool / np.linalg.norm(pool, axis=1, keepdims=True)
+    sim = unit @ unit.T
+    members = (sim.sum(axis=1) - 1.0) / 3
+    samples = np.array([[1.0, 0.0], [0.0, 1.0]])
+    z = pool_centrality(samples, pool)
+    raw = (samples / np.linalg.norm(samples, axis=1, keepdims=True)) @ unit.T
+    expected = (raw.mean(axis=1) - members.mean()) / members.std()
+    assert np.allclose(z, expected)
+    assert z[0] > 0 > z[1]  # the sample in the crowd is typical, the outlier is not
+    # A pool member measured as itself excludes its own similarity: it gets its member z-score.
+    z_member = pool_centrality(pool[[3]], pool, sample_in_pool=[3])
+    assert z_member[0] == pytest.approx((members[3] - members.mean()) / members.std())
+    assert np.isnan(pool_centrality(samples, pool[:2])).all()
+
+
+def test_mode_metrics_per_prompt():
+    from divtune.metrics import mode_metrics
+    from divtune.modes import MODES
+
+    out = mode_metrics(["other", "other", "dialogue", "first_person"], "other", MODES)
+    assert out["typical_mode_share"] == 0.5
+    assert out["mode_entropy"] == pytest.approx(1.5)
+    assert out["modes_seen"] == 3
+    one = mode_metrics(["dialogue"] * 4, "other", MODES)
+    assert one == {"typical_mode_share": 0.0, "mode_entropy": 0.0, "modes_seen": 1.0}

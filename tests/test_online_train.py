@@ -273,25 +273,26 @@ def test_cli_runs_darling_with_online_settings_from_set(tiny_lm_dir, prepared_di
 
 
 def test_resume_continues_from_the_last_checkpoint(tiny_lm_dir, prepared_dir, tmp_path):
+    import shutil
+
     from divtune.io import clear_stage_done
 
     out = tmp_path / "resume"
-    first = smoke_cfg("dqo", tiny_lm_dir, prepared_dir, out, steps=1)
-    first = first.model_copy(update={"training": {**first.training, "save_strategy": "steps", "save_steps": 1}})
-    run_online_train(first)
+    cfg = smoke_cfg("dqo", tiny_lm_dir, prepared_dir, out, steps=2)
+    cfg = cfg.model_copy(update={"training": {**cfg.training, "save_strategy": "steps", "save_steps": 1}})
+    run_online_train(cfg)
     assert (out / "checkpoint-1" / "trainer_state.json").is_file()
-    clear_stage_done(out)  # as if the run had been killed right after its first checkpoint
-    # Tag the logged step: a fresh start would rewrite metrics.jsonl and lose the tag.
+    # As if the run had been killed right after its first checkpoint: no checkpoint-2, no done marker.
+    shutil.rmtree(out / "checkpoint-2")
+    clear_stage_done(out)
+    # Tag the logged steps: a fresh start would rewrite metrics.jsonl and lose the tag of step 1.
     lines = (out / "metrics.jsonl").read_text().splitlines()
     tagged = [json.dumps({**json.loads(line), "first_run": True}) for line in lines]
     (out / "metrics.jsonl").write_text("\n".join(tagged) + "\n")
-    second = first.model_copy(
-        update={"resume": True, "training": {**first.training, "max_steps": 2}}
-    )
-    run_online_train(second)
+    run_online_train(cfg.model_copy(update={"resume": True}))
     assert is_stage_done(out)
     rows = logged_rows(out)
-    assert [r["step"] for r in rows] == [1, 2]  # step 1 kept once, step 2 added
+    assert [r["step"] for r in rows] == [1, 2]  # step 1 kept once, step 2 logged again
     assert rows[0].get("first_run") and not rows[1].get("first_run")
 
 

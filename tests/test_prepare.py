@@ -98,8 +98,8 @@ def test_outputs_and_contracts(tmp_path, pools_file):
 def test_same_seed_same_output_and_cache_reuse(tmp_path, pools_file):
     first = run_prepare(_cfg(tmp_path, [pools_file]))
     train1 = (tmp_path / "out" / "train.jsonl").read_text()
-    second = run_prepare(_cfg(tmp_path, [pools_file]))
-    assert (tmp_path / "out" / "train.jsonl").read_text() == train1
+    second = run_prepare(_cfg(tmp_path, [pools_file], output=str(tmp_path / "second")))
+    assert (tmp_path / "second" / "train.jsonl").read_text() == train1
     assert first["embedders"]["style"]["computed"] > 0 and second["embedders"]["style"]["computed"] == 0
 
 

@@ -195,6 +195,11 @@ def test_each_system_against_its_own_baseline_and_pooled_over_seeds(tmp_path):
     assert sem["ddpo"]["diff"] == pytest.approx(0.07)  # seed-means paired per prompt
     assert sem["ddpo-cap-s0"]["diff"] == pytest.approx(-0.05)  # against dpo-cap, not dpo
     assert sem["ddpo"]["n"] == 20
+    # Pooled against pooled: seeds paired (s0 - s0 = 0.10, s1 - s1 = 0.04, the same on every prompt),
+    # so only the seed draw moves the resampled mean: the interval spans the two seeds' differences.
+    assert sem["ddpo"]["n_seeds"] == 2
+    assert sem["ddpo"]["low"] == pytest.approx(0.04) and sem["ddpo"]["high"] == pytest.approx(0.10)
+    assert "n_seeds" not in sem["ddpo-s0"]  # one run against one run: prompts only
     md = (tmp_path / "r" / "report.md").read_text()
     assert "## Paired differences" in md and "ddpo-cap-s0 − dpo-cap-s0" in md and "+0.070" in md
     assert "dpo = mean of dpo-s0 + dpo-s1" in md

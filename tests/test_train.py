@@ -241,7 +241,7 @@ def test_online_methods_dispatch_to_the_online_runner(monkeypatch, tmp_path):
 
     seen = []
     fake = types.ModuleType("divtune.train.online")
-    fake.run_online_train = lambda cfg: seen.append(cfg.method) or tmp_path
+    fake.run_online_train = lambda cfg, **options: seen.append(cfg.method) or tmp_path
     monkeypatch.setitem(sys.modules, "divtune.train.online", fake)
     assert run_train(TrainConfig(method="dqo", data="d", output=str(tmp_path))) == tmp_path
     assert seen == ["dqo"]
@@ -355,3 +355,22 @@ def test_divpo_refuses_data_prepared_with_other_pairs(tmp_path):
     (data / "config.yaml").write_text("pairs: gap\n")
     with pytest.raises(InputError, match="DivPO pairs"):
         run_train(_cfg(tmp_path, data, method="divpo"))
+
+
+def test_lora_on_the_last_layers_only(tiny_lm_dir):
+    from peft import get_peft_model
+
+    from divtune.config import ConfigError
+    from divtune.models import load_causal_lm
+    from divtune.train import TrainConfig
+    from divtune.train.runner import lora_config
+
+    model = load_causal_lm(str(tiny_lm_dir), device="cpu")  # 2 layers
+    cfg = TrainConfig.from_dict({"lora": {"r": 4, "last_layers": 1}})
+    peft = get_peft_model(model, lora_config(cfg, model))
+    adapted = {name.split(".layers.")[1].split(".")[0] for name, _ in peft.named_parameters() if "lora_" in name}
+    assert adapted == {"1"}
+    names = {name.split(".lora_")[0].rsplit(".", 1)[-1] for name, _ in peft.named_parameters() if "lora_A" in name}
+    assert names == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    with pytest.raises(ConfigError, match="has 2 layers"):
+        lora_config(TrainConfig.from_dict({"lora": {"last_layers": 3}}), load_causal_lm(str(tiny_lm_dir), device="cpu"))

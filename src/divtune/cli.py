@@ -12,7 +12,10 @@ import sys
 import typer
 
 from divtune import __version__
-from divtune.commands import diagnostics, evaluate, experiment, generate, prepare, quickstart, report, reward, train
+from divtune.commands import (
+    diagnostics, evaluate, experiment, export, generate, humaneval, prepare, quickstart, report, reward, train,
+    typicality,
+)
 
 app = typer.Typer(
     name="divtune",
@@ -22,7 +25,9 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for _stage in (prepare, train, generate, reward, evaluate, report, diagnostics, quickstart, experiment):
+for _stage in (
+    prepare, typicality, train, generate, reward, evaluate, report, diagnostics, humaneval, export, quickstart, experiment,
+):
     _stage.register(app)
 
 
@@ -38,15 +43,19 @@ def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:  # one line per HTTP request to the hub is noise, not progress
+        for name in ("httpx", "httpx2", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main() -> None:
     """Console entry point: user errors print one clear line and exit 2, no traceback."""
     from divtune.config import ConfigError
     from divtune.io import InputError
+    from divtune.resources import MissingResourceError
 
     try:
         app()
-    except (InputError, ConfigError, FileNotFoundError) as err:
+    except (InputError, ConfigError, FileNotFoundError, MissingResourceError) as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)

@@ -50,10 +50,10 @@ class StageConfig(BaseModel):
         try:
             return cls.model_validate(dict(data))
         except ValidationError as err:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()
-            )
-            raise ConfigError(f"invalid {cls.__name__} from {source}: {problems}") from None
+            problems = "; ".join(describe_validation_error(e) for e in err.errors())
+            # From the command line the field names say enough; a file or a composed config is named.
+            where = "" if source == "<cli>" else f"{source}: " if source != "<dict>" else f"{cls.__name__}: "
+            raise ConfigError(f"{where}{problems}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -68,12 +68,46 @@ class StageConfig(BaseModel):
         return path
 
 
+#: What a value of the wrong type should have been, by pydantic error type.
+_EXPECTED = {
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "text",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+}
+
+
+def describe_validation_error(error: Mapping[str, Any]) -> str:
+    """One pydantic error as ``field: expected an integer, got 'abc'``."""
+    field = ".".join(str(p) for p in error["loc"])
+    kind = error["type"]
+    got = error.get("input")
+    if kind in _EXPECTED:
+        text = f"expected {_EXPECTED[kind]}, got {got!r}"
+    elif kind == "extra_forbidden":
+        text = "not a setting of this stage"
+    elif kind == "missing":
+        text = "required, but not given"
+    elif kind == "value_error":
+        text = str(error["msg"]).removeprefix("Value error, ")
+    else:
+        message = str(error["msg"]).removeprefix("Input should be ")
+        text = f"expected {message}, got {got!r}"
+    return f"{field}: {text}" if field else text
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if loaded is None:

@@ -31,6 +31,14 @@ CURVES = {
 }
 FILES = ("diagnostics.md", "diagnostics.json", "training_curves.png", "weights.png")
 
+#: A preference run "moved" when, on its fixed probe of train pairs (``probe_pairs``),
+#: the implicit-reward margin ends at least this high (beta x log-ratio difference:
+#: 0.1 is one nat at beta = 0.1)...
+MOVED_MARGIN = 0.1
+#: ...and the implicit-reward accuracy ends at least this high (chance is 0.5).
+MOVED_ACCURACY = 0.65
+PROBE_SETS = ("train_probe", "heldout")
+
 
 def read_training_log(path: str | Path) -> dict[str, np.ndarray]:
     """Per-step arrays from a ``metrics.jsonl`` training log, ordered by ``step``.
@@ -82,6 +90,54 @@ def training_summary(log: dict[str, np.ndarray], k: int = 4) -> dict[str, Any]:
             out[key] = {"start": start, "end": end}
     if "rewards/accuracies" in log:
         out["rewards/accuracies_end"] = edge_means(log["rewards/accuracies"], k)[1]
+    return out
+
+
+def probe_summary(log: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Start and end of each probe set's accuracy, margin and log-prob change, and whether the run moved.
+
+    ``moved`` is None when the run logged no train probe (see MOVED_MARGIN, MOVED_ACCURACY).
+    """
+    out: dict[str, Any] = {}
+    for name in PROBE_SETS:
+        keys = {"accuracy": f"eval_{name}_rewards/accuracies", "margin": f"eval_{name}_rewards/margins",
+                "logps_change": f"eval_{name}_logps/change"}
+        if keys["accuracy"] not in log:
+            continue
+        entry = {}
+        for label, key in keys.items():
+            values = log.get(key, np.array([]))
+            values = values[~np.isnan(values)]
+            entry[label] = {"start": float(values[0]), "end": float(values[-1])} if values.size else None
+        out[name] = entry
+    probe = out.get("train_probe")
+    out["moved"] = None if not probe else bool(
+        probe["margin"]["end"] >= MOVED_MARGIN and probe["accuracy"]["end"] >= MOVED_ACCURACY
+    )
+    return out
+
+
+def weights_by_mode(pairs: list[tuple[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean pair weight by the surface mode (divtune.modes) of the chosen response: does the weight see the mode?"""
+    from divtune.modes import MODES, opening_mode
+
+    grouped: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for chosen, weight in pairs:
+        grouped[opening_mode(chosen)].append(weight)
+    return {mode: {"n": len(w), "mean": float(np.mean(w)) if w else math.nan} for mode, w in grouped.items()}
+
+
+def read_chosen_weights(train_file: str | Path) -> list[tuple[str, float]]:
+    """(chosen text, weight) of every pair of a prepared ``train.jsonl`` (chat-format chosen: its content)."""
+    out = []
+    for lineno, obj in iter_jsonl(train_file):
+        if not isinstance(obj, dict) or "chosen" not in obj:
+            raise InputError(train_file, "missing field", line=lineno, field="chosen")
+        chosen = obj["chosen"]
+        if isinstance(chosen, list):  # conversational: [{"role": "assistant", "content": ...}]
+            chosen = " ".join(str(m.get("content", "")) for m in chosen if isinstance(m, dict))
+        weight = obj.get("weight")
+        out.append((str(chosen), 1.0 if weight is None else float(weight)))
     return out
 
 
@@ -185,14 +241,23 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.3f}"
 
 
-def run_diagnostics(root: str | Path, output: str | Path, window: int = 4) -> Path:
-    """Diagnostics of an experiment folder ``root`` into ``output``; returns ``diagnostics.md``'s path."""
+def run_diagnostics(root: str | Path, output: str | Path, window: int = 4, overwrite: bool = False) -> Path:
+    """Diagnostics of an experiment folder ``root`` into ``output``; returns ``diagnostics.md``'s path.
+
+    The output folder follows divtune.outputs' rule; the training logs and pair
+    files read are its inputs.
+    """
+    from divtune.outputs import claim_output_dir, stamped
+
     root, output = Path(root), Path(output)
     runs = sorted(p.parent for p in (root / "models").glob("*/metrics.jsonl"))
     variants = sorted(p.parent for p in (root / "data").glob("*/train.jsonl"))
     if not runs and not variants:
         raise InputError(root, "no models/*/metrics.jsonl and no data/*/train.jsonl: not an experiment folder")
-    output.mkdir(parents=True, exist_ok=True)
+    inputs = [r / "metrics.jsonl" for r in runs] + [v / "train.jsonl" for v in variants]
+    claim = claim_output_dir(output, "diagnostics", stamped({"root": str(root), "window": window}, inputs), overwrite)
+    if claim.state == "reuse":
+        return output / "diagnostics.md"
 
     logs = {run.name: read_training_log(run / "metrics.jsonl") for run in runs}
     setups: dict[str, dict[str, Any]] = {}
@@ -205,10 +270,27 @@ def run_diagnostics(root: str | Path, output: str | Path, window: int = 4) -> Pa
     used = {setup["data"] for setup in setups.values() if setup["data"]}
     weights = {v.name: read_weights(v / "train.jsonl") for v in variants if not used or v.name in used}
 
+    embedders = {}
+    for variant in variants:
+        config = variant / "config.yaml"
+        loaded = yaml.safe_load(config.read_text(encoding="utf-8")) if config.is_file() else None
+        embedders[variant.name] = sorted((loaded or {}).get("embedders", {}).values()) if isinstance(loaded, dict) else []
     summary = {
-        "runs": {name: setups[name] | training_summary(log, k=window) for name, log in logs.items()},
+        "runs": {
+            name: setups[name] | training_summary(log, k=window) | {"probes": probe_summary(log)}
+            for name, log in logs.items()
+        },
+        "moved_threshold": {"train_probe_margin_end": MOVED_MARGIN, "train_probe_accuracy_end": MOVED_ACCURACY},
         "weights": {name: weight_summary(w) for name, w in weights.items()},
+        # Every weighted variant, used by a run or not: one per embedder answers "does the weight see the mode?".
+        "weights_by_mode": {
+            v.name: {"embedders": embedders[v.name], "modes": weights_by_mode(pairs)}
+            for v in variants
+            for pairs in [read_chosen_weights(v / "train.jsonl")]
+            if pairs and np.ptp([w for _, w in pairs]) > 0
+        },
     }
+    claim.begin()
     write_json(output / "diagnostics.json", summary)
     plot_training_curves(logs, output / "training_curves.png", window)
     plot_weight_histograms(weights, output / "weights.png")
@@ -240,6 +322,50 @@ def run_diagnostics(root: str | Path, output: str | Path, window: int = 4) -> Pa
         "",
         "![training curves](training_curves.png)",
         "",
+    ]
+    probed = {name: r["probes"] for name, r in summary["runs"].items() if r["probes"].get("moved") is not None}
+    if probed:
+        lines += [
+            "## Did each run move? (probes)",
+            "",
+            f"A run **moved** when its fixed probe of train pairs ends with an implicit-reward margin ≥ {MOVED_MARGIN}"
+            f" and an accuracy ≥ {MOVED_ACCURACY} (chance 0.5). The held-out probe uses pairs of test prompts."
+            " Accuracy counts a pair when the chosen reward is strictly higher, so at step 0, where every margin"
+            " is exactly 0, it is 0.",
+            "",
+            "| run | train-probe accuracy start → end | train-probe margin start → end | held-out accuracy end |"
+            " held-out margin end | log-prob change end (train probe) | moved |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, probe in probed.items():
+            train, held = probe["train_probe"], probe.get("heldout") or {}
+
+            def edge(entry, key, which):
+                return _fmt((entry.get(key) or {}).get(which))
+
+            lines.append(
+                f"| {name} | {edge(train, 'accuracy', 'start')} → {edge(train, 'accuracy', 'end')} | "
+                f"{edge(train, 'margin', 'start')} → {edge(train, 'margin', 'end')} | {edge(held, 'accuracy', 'end')} | "
+                f"{edge(held, 'margin', 'end')} | {edge(train, 'logps_change', 'end')} | {'yes' if probe['moved'] else '**no**'} |"
+            )
+        lines.append("")
+    if summary["weights_by_mode"]:
+        from divtune.modes import MODES
+
+        lines += [
+            "## Does the deviation weight see the surface mode?",
+            "",
+            "Mean pair weight by the surface mode of the chosen response (n pairs in brackets), per data variant and its"
+            " embedders. Equal means across modes: the weight is blind to the mode.",
+            "",
+            "| data | embedders | " + " | ".join(MODES) + " |",
+            "|---|---|" + "---|" * len(MODES),
+        ]
+        for name, entry in summary["weights_by_mode"].items():
+            cells = [f"{_fmt(entry['modes'][m]['mean'])} ({entry['modes'][m]['n']})" for m in MODES]
+            lines.append(f"| {name} | {', '.join(entry['embedders']) or 'n/a'} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [
         "## Pair weights (train split)",
         "",
         "| data | pairs | mean | std | min | median | max | share w = 0 | share w < 0.5 | effective pairs |",
@@ -261,4 +387,6 @@ def run_diagnostics(root: str | Path, output: str | Path, window: int = 4) -> Pa
         "![pair weights](weights.png)",
         "",
     ]
-    return atomic_write_text(output / "diagnostics.md", "\n".join(lines))
+    path = atomic_write_text(output / "diagnostics.md", "\n".join(lines))
+    claim.finish()
+    return path

@@ -14,12 +14,13 @@ of :mod:`divtune.metrics`, and writes
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -27,11 +28,14 @@ from tqdm.auto import tqdm
 
 from divtune import metrics
 from divtune.config import ConfigError, StageConfig
-from divtune.io import InputError, clear_stage_done, iter_jsonl, mark_stage_done, write_json, write_jsonl
+from divtune.gold_file import fill_prompts_from_gold, is_prepared_dir, read_gold_file, require_prompt_texts
+from divtune.io import InputError, iter_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
 GOLD = "gold"
+#: The gold row's human texts cut to as many tokens as the samples (``gold_matched``).
+GOLD_MATCHED = "gold-matched"
 LEXICAL_KEYS = ["distinct_1", "distinct_2", "distinct_3", "distinct_4", "self_bleu", "compression_ratio"]
 #: Per-prompt metrics, in the order they appear in metrics.json.
 METRIC_KEYS = [
@@ -42,8 +46,13 @@ METRIC_KEYS = [
     "quality",
     "effective_semantic_diversity",
 ]
+#: Per-prompt metrics computed only when asked for (``centrality``, ``modes``); evaluation
+#: folders without them stay valid.
+OPTIONAL_METRIC_KEYS = ["centrality", "typical_mode_share", "mode_entropy", "modes_seen"]
 REQUIRED_EMBEDDERS = ("semantic", "style")
-_GENERATION_FIELDS = ("prompt_id", "prompt", "sample_index", "text")
+MODES_FILE = "modes.json"
+#: A generations line needs ``text`` and ``prompt_id`` or ``prompt``; ``sample_index`` and ``model`` are optional.
+_PROMPT_KEY_FIELDS = ("prompt_id", "prompt")
 
 
 def _default_embedders() -> dict[str, str]:
@@ -55,7 +64,12 @@ def _default_embedders() -> dict[str, str]:
 class EvaluateConfig(StageConfig):
     generations: list[str] = Field(default_factory=list, description="generations JSONL files, one system each")
     output: str
-    gold: str | None = Field(None, description="prepared folder whose test responses form the gold row")
+    gold: str | None = Field(
+        None, description="prepared folder (its test responses), or a raw data file in a layout prepare reads (every prompt)"
+    )
+    #: Raw gold file only: its layout (as ``prepare --format``) and the fewest words a human response needs.
+    gold_format: Literal["auto", "reddit", "pools", "flat"] = "auto"
+    gold_min_words: int = Field(0, ge=0)
     reward: str | None = Field(None, description="reward-model folder (divtune reward train) for quality")
     embedders: dict[str, str] = Field(default_factory=_default_embedders)
     embed_cache_dir: str | None = None
@@ -66,6 +80,18 @@ class EvaluateConfig(StageConfig):
     )
     seed: int = 0
     bootstrap: int = Field(1000, ge=10)
+    centrality: bool = Field(
+        False, description="mean standardised centrality of the samples among their prompt's human responses (needs gold)"
+    )
+    modes: bool = Field(False, description="surface modes of the openings: typical-mode share, mode entropy, modes seen")
+    typical_mode: str | None = Field(None, description="the typical mode; default: the most common one of the gold data")
+    gold_matched: str | None = Field(
+        None,
+        description="a tokenizer (model spec, e.g. smollm2): add gold-matched, the gold texts cut to the samples' token count",
+    )
+    gold_split: Literal["test", "train"] = Field(
+        "test", description="which split of the gold folder gives the human rows (train: for tuning without the test prompts)"
+    )
 
     @field_validator("embedders")
     @classmethod
@@ -88,6 +114,10 @@ class System:
     quality: dict[str, list[float | None]] = field(default_factory=dict)
     original_ids: dict[str, Any] = field(default_factory=dict)
     is_gold: bool = False
+    #: ``prompt_id``, or ``prompt`` for files from other tools that give only the prompt text.
+    keyed_by: str = "prompt_id"
+    #: Gold rows: per prompt, the human response each text is (or was cut from), for centrality's self-exclusion.
+    origins: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def n_samples(self) -> int:
@@ -108,16 +138,31 @@ def read_generations(path: str | Path) -> System:
     rows: dict[str, dict[int, tuple[str, float | None]]] = {}
     system = System(name="", source=str(path))
     model_name: str | None = None
+    # The first line decides how the file names prompts and whether it numbers samples;
+    # every line must then do the same (a mix would be ambiguous).
+    has_index: bool | None = None
     for lineno, obj in iter_jsonl(path):
         if not isinstance(obj, dict):
             raise InputError(path, f"expected a JSON object, got {type(obj).__name__}", line=lineno)
-        for key in _GENERATION_FIELDS:
-            if key not in obj:
-                raise InputError(path, "missing required field", line=lineno, field=key)
+        if not rows and not any(key in obj for key in _PROMPT_KEY_FIELDS):
+            raise InputError(path, "missing required field (prompt_id or prompt)", line=lineno, field="prompt_id")
+        if not rows:
+            system.keyed_by = "prompt_id" if "prompt_id" in obj else "prompt"
+            has_index = "sample_index" in obj
+        if system.keyed_by not in obj:
+            raise InputError(path, f"missing required field (earlier lines have {system.keyed_by!r})",
+                             line=lineno, field=system.keyed_by)
+        if "text" not in obj:
+            raise InputError(path, "missing required field", line=lineno, field="text")
         if not isinstance(obj["text"], str):
             raise InputError(path, f"must be a string, got {type(obj['text']).__name__}", line=lineno, field="text")
-        if not isinstance(obj["prompt"], str):
+        if "prompt" in obj and not isinstance(obj["prompt"], str):
             raise InputError(path, "must be a string", line=lineno, field="prompt")
+        if ("sample_index" in obj) != has_index:
+            raise InputError(path, "present on some lines and absent on others", line=lineno, field="sample_index")
+        prompt_key = str(obj["prompt_id"]) if system.keyed_by == "prompt_id" else obj["prompt"]
+        if not has_index:
+            obj["sample_index"] = len(rows.get(prompt_key, {}))  # samples numbered in file order
         if not isinstance(obj["sample_index"], int) or isinstance(obj["sample_index"], bool):
             raise InputError(path, "must be an integer", line=lineno, field="sample_index")
         model = obj.get("model")
@@ -132,7 +177,6 @@ def read_generations(path: str | Path) -> System:
         quality = obj.get("quality")
         if quality is not None and (not isinstance(quality, (int, float)) or isinstance(quality, bool)):
             raise InputError(path, f"must be a number, got {quality!r}", line=lineno, field="quality")
-        prompt_key = str(obj["prompt_id"])
         samples = rows.setdefault(prompt_key, {})
         if obj["sample_index"] in samples:
             raise InputError(
@@ -140,8 +184,9 @@ def read_generations(path: str | Path) -> System:
                 field="sample_index",
             )
         samples[obj["sample_index"]] = (obj["text"], None if quality is None else float(quality))
-        system.prompts.setdefault(prompt_key, obj["prompt"])
-        system.original_ids.setdefault(prompt_key, obj["prompt_id"])
+        if "prompt" in obj:
+            system.prompts.setdefault(prompt_key, obj["prompt"])
+        system.original_ids.setdefault(prompt_key, obj.get("prompt_id", prompt_key))
     if not rows:
         raise InputError(path, "no generations in file")
     for prompt_key, samples in rows.items():
@@ -166,6 +211,7 @@ def read_gold(
     seed: int,
     skipped: Counter,
     known_prompts: dict[str, str] | None = None,
+    split: str = "test",
 ) -> System:
     """Human test responses of a prepared folder, ``num_per_prompt`` per prompt (chosen with ``seed``).
 
@@ -176,7 +222,7 @@ def read_gold(
     """
     prepared_dir = Path(prepared_dir)
     responses_path = prepared_dir / "responses.jsonl"
-    test_path = prepared_dir / "test.jsonl"
+    test_path = prepared_dir / f"{split}.jsonl"
     for path in (responses_path, test_path):
         if not path.is_file():
             raise InputError(path, "not found (the --gold folder must be written by `divtune prepare`)")
@@ -193,8 +239,8 @@ def read_gold(
         for key in ("pool_id", "split", "text"):
             if not isinstance(obj, dict) or key not in obj:
                 raise InputError(responses_path, "missing required field", line=lineno, field=key)
-        if obj["split"] != "test":
-            skipped["gold: train-split responses (not evaluated)"] += 1
+        if obj["split"] != split:
+            skipped[f"gold: {obj['split']}-split responses (not evaluated)"] += 1
             continue
         pool_key = str(obj["pool_id"])
         if wanted_prompts is not None and pool_key not in wanted_prompts:
@@ -229,12 +275,63 @@ def read_gold(
     return gold
 
 
+def read_pool_texts(prepared_dir: str | Path, split: str | None = "test") -> dict[str, list[str]]:
+    """Every human response of each pool of a prepared folder (of one split, or all), in file order."""
+    path = Path(prepared_dir) / "responses.jsonl"
+    if not path.is_file():
+        raise InputError(path, "not found (centrality and modes read the human responses of a `divtune prepare` folder)")
+    pools: dict[str, list[str]] = {}
+    for lineno, obj in iter_jsonl(path):
+        for key in ("pool_id", "split", "text"):
+            if not isinstance(obj, dict) or key not in obj:
+                raise InputError(path, "missing required field", line=lineno, field=key)
+        if split is None or obj["split"] == split:
+            pools.setdefault(str(obj["pool_id"]), []).append(obj["text"])
+    return pools
+
+
+def resolve_typical_mode(cfg: EvaluateConfig) -> str:
+    """``typical_mode`` as given, else the most common mode of all human responses of the gold folder."""
+    from divtune.modes import MODES, most_common_mode
+
+    if cfg.typical_mode is not None:
+        if cfg.typical_mode not in MODES:
+            raise ConfigError(f"typical_mode {cfg.typical_mode!r} is not one of {list(MODES)}")
+        return cfg.typical_mode
+    if not cfg.gold:
+        raise ConfigError("modes: give --gold (its human responses define the typical mode) or typical_mode")
+    return most_common_mode(t for texts in read_pool_texts(cfg.gold, split=None).values() for t in texts)
+
+
+def length_matched_gold(gold: System, systems: list[System], tokenizer) -> System:
+    """The gold row with each human text cut to the samples' length in tokens, prompt by prompt.
+
+    The length of a prompt is the median token count (``tokenizer``, no special
+    tokens) of every system's samples for that prompt, so human stories and
+    model openings are compared at the same length. Texts shorter than that stay whole.
+    """
+    matched = System(name=GOLD_MATCHED, source=gold.source, is_gold=True)
+    for key, texts in gold.texts.items():
+        samples = [t for s in systems if not s.is_gold for t in s.texts.get(key, [])]
+        if not samples:
+            continue
+        target = int(np.median([len(ids) for ids in tokenizer(samples, add_special_tokens=False)["input_ids"]]))
+        cut = [tokenizer.decode(ids[:target], skip_special_tokens=True).strip()
+               for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        matched.texts[key] = cut
+        matched.origins[key] = list(texts)
+        matched.quality[key] = [None] * len(cut)
+        matched.prompts[key] = gold.prompts[key]
+        matched.original_ids[key] = gold.original_ids[key]
+    return matched
+
+
 def _unique_system_names(systems: list[System]) -> None:
     """Generation files naming the same model (or ``gold``) get ``name (file stem)`` so none overwrites another."""
     generated = [s for s in systems if not s.is_gold]
     counts = Counter(s.name for s in generated)
     for system in generated:
-        if counts[system.name] > 1 or system.name == GOLD:
+        if counts[system.name] > 1 or system.name in (GOLD, GOLD_MATCHED):
             system.name = f"{system.name} ({Path(system.source).name.split('.')[0]})"
     names = [s.name for s in systems]
     if len(set(names)) != len(names):
@@ -278,17 +375,53 @@ def lexical_metrics(samples: list[str]) -> dict[str, float]:
     return out
 
 
+def centrality_per_prompt(
+    system: System, prompt_keys: list[str], pools: dict[str, list[str]], semantic: dict[str, np.ndarray]
+) -> np.ndarray:
+    """Mean standardised centrality (metrics.pool_centrality) of each prompt's samples; nan without a pool."""
+    values = np.full(len(prompt_keys), np.nan)
+    for i, key in enumerate(prompt_keys):
+        pool = pools.get(key)
+        if not pool:
+            continue
+        texts = system.texts[key]
+        members = {text: j for j, text in enumerate(pool)} if system.is_gold else {}
+        origins = system.origins.get(key, texts)
+        z = metrics.pool_centrality(
+            np.stack([semantic[t] for t in texts]), np.stack([semantic[t] for t in pool]), [members.get(t) for t in origins]
+        )
+        values[i] = float(np.mean(z)) if not np.isnan(z).all() else np.nan
+    return values
+
+
+def mode_values_per_prompt(groups: list[list[str]], typical: str) -> dict[str, np.ndarray]:
+    """Typical-mode share, mode entropy (bits) and modes seen, per prompt (divtune.modes)."""
+    from divtune.modes import MODES, opening_mode
+
+    rows = [metrics.mode_metrics([opening_mode(t) for t in group], typical, MODES) for group in groups]
+    return {key: np.array([row[key] for row in rows]) for key in ("typical_mode_share", "mode_entropy", "modes_seen")}
+
+
 def system_per_prompt(
     system: System,
     semantic: dict[str, np.ndarray],
     style: dict[str, np.ndarray],
     threshold: float | None,
     show_progress: bool = True,
+    pools: dict[str, list[str]] | None = None,
+    typical_mode: str | None = None,
 ) -> tuple[list[str], dict[str, np.ndarray]]:
-    """Per-prompt values of every metric for one system (prompts in sorted order)."""
+    """Per-prompt values of every metric for one system (prompts in sorted order).
+
+    ``pools`` (prompt → its human responses) adds ``centrality``; ``typical_mode`` adds the mode metrics.
+    """
     prompt_keys = sorted(system.texts)
     groups = [system.texts[k] for k in prompt_keys]
     values: dict[str, np.ndarray] = {}
+    if pools is not None:
+        values["centrality"] = centrality_per_prompt(system, prompt_keys, pools, semantic)
+    if typical_mode is not None:
+        values.update(mode_values_per_prompt(groups, typical_mode))
     values["semantic_diversity"], values["vendi_semantic"] = per_prompt_embedding_metrics(groups, semantic, vendi=True)
     values["style_diversity"], _ = per_prompt_embedding_metrics(groups, style)
     # String metrics are per prompt (self-BLEU dominates the evaluation time on long stories).
@@ -316,7 +449,7 @@ def _json_number(value: float) -> float | None:
 def aggregate(values: dict[str, np.ndarray], has_quality: bool, n_boot: int, seed: int) -> dict[str, Any]:
     """Mean over prompts (ignoring undefined ones) and a bootstrap interval for every metric."""
     row: dict[str, Any] = {}
-    for key in METRIC_KEYS:
+    for key in [*METRIC_KEYS, *(k for k in OPTIONAL_METRIC_KEYS if k in values)]:
         per_prompt = values[key]
         if key in ("quality", "effective_semantic_diversity") and not has_quality:
             row[key], row[f"{key}_ci"] = None, None
@@ -356,22 +489,44 @@ def _resolve_threshold(cfg: EvaluateConfig, systems: list[System]) -> float | No
     return float(np.median(scores)) if scores else None
 
 
-def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
-    """Evaluate every generations file (and the gold row); returns the metrics.json content."""
+def run_evaluate(cfg: EvaluateConfig, overwrite: bool = False) -> dict[str, Any]:
+    """Evaluate every generations file (and the gold row); returns the metrics.json content.
+
+    The output folder follows divtune.outputs' rule; nothing is written before every input was read.
+    """
     if not cfg.generations and not cfg.gold:
         raise ConfigError("nothing to evaluate: give --generations files and/or --gold")
     output = Path(cfg.output)
-    output.mkdir(parents=True, exist_ok=True)
-    clear_stage_done(output)
+    claim = _claim_output(cfg, overwrite)
+    if claim.state == "reuse":
+        log.info("%s already holds a finished evaluate run with these settings and inputs; reusing it", output)
+        return json.loads((output / "metrics.json").read_text(encoding="utf-8"))
     skipped: Counter = Counter()
 
     systems = [read_generations(path) for path in cfg.generations]
+    gold_matching = None
     if cfg.gold:
         sample_counts = Counter(len(t) for s in systems for t in s.texts.values())
         num_gold = cfg.num_gold or (sample_counts.most_common(1)[0][0] if sample_counts else 4)
-        wanted = {k for s in systems for k in s.texts} if systems else None
-        known_prompts = {k: v for s in systems for k, v in s.prompts.items()}
-        systems.append(read_gold(cfg.gold, wanted, num_gold, cfg.seed, skipped, known_prompts))
+        if is_prepared_dir(cfg.gold):
+            wanted = {k for s in systems for k in s.texts} if systems else None
+            known_prompts = {k: v for s in systems for k, v in s.prompts.items()}
+            gold = read_gold(cfg.gold, wanted, num_gold, cfg.seed, skipped, known_prompts, split=cfg.gold_split)
+        else:
+            gold, gold_matching = read_gold_file(
+                cfg.gold, systems, num_gold, cfg.seed, skipped, cfg.gold_format, cfg.gold_min_words
+            )
+            fill_prompts_from_gold(systems, gold)
+        matched = None
+        if cfg.gold_matched:
+            from divtune.models import load_tokenizer
+
+            matched = length_matched_gold(gold, systems, load_tokenizer(cfg.gold_matched))
+        systems.append(gold)
+        if matched is not None:
+            systems.append(matched)
+    elif cfg.gold_matched:
+        raise ConfigError("gold_matched needs --gold (the human texts to cut)")
     _unique_system_names(systems)
 
     for system in systems:
@@ -383,10 +538,16 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             raise InputError(system.source, "no prompt with at least 2 samples: diversity is undefined")
 
     if cfg.reward:
+        require_prompt_texts(systems)
         _score_quality(systems, cfg.reward)
     threshold = _resolve_threshold(cfg, systems)
+    if cfg.centrality and not cfg.gold:
+        raise ConfigError("centrality: give --gold (a prepared folder whose test responses are the pools)")
+    pools = read_pool_texts(cfg.gold, split=cfg.gold_split) if cfg.centrality else None
+    typical_mode = resolve_typical_mode(cfg) if cfg.modes else None
 
     all_texts = [t for s in systems for texts in s.texts.values() for t in texts]
+    all_texts += [t for texts in (pools or {}).values() for t in texts]
     semantic = embed_unique(all_texts, cfg.embedders["semantic"], cfg.embed_cache_dir, cfg.embed_batch_size)
     if cfg.embedders["style"] == cfg.embedders["semantic"]:
         style = semantic
@@ -397,7 +558,9 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     per_prompt_rows: list[dict[str, Any]] = []
     for system in systems:
         log.info("metrics for %s (%d prompts)", system.name, len(system.texts))
-        prompt_keys, values = system_per_prompt(system, semantic, style, threshold)
+        prompt_keys, values = system_per_prompt(
+            system, semantic, style, threshold, pools=pools, typical_mode=typical_mode
+        )
         has_quality = system.has_quality() and threshold is not None
         row = aggregate(values, has_quality, cfg.bootstrap, cfg.seed)
         row["n_prompts"] = len(prompt_keys)
@@ -405,10 +568,18 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         results[system.name] = row
         for i, key in enumerate(prompt_keys):
             line = {"system": system.name, "prompt_id": system.original_ids[key], "n_samples": len(system.texts[key])}
-            line.update({m: _json_number(values[m][i]) for m in METRIC_KEYS})
+            line.update({m: _json_number(values[m][i]) for m in [*METRIC_KEYS, *OPTIONAL_METRIC_KEYS] if m in values})
             per_prompt_rows.append(line)
 
+    claim.begin()
     write_json(output / "metrics.json", results)
+    if typical_mode is not None:
+        from divtune.modes import mode_counts
+
+        write_json(output / MODES_FILE, {
+            "typical_mode": typical_mode,
+            "counts": {s.name: mode_counts(t for texts in s.texts.values() for t in texts) for s in systems},
+        })
     write_jsonl(output / "per_prompt.jsonl", per_prompt_rows)
     cfg.save(output / "config.yaml")
     summary = {
@@ -420,10 +591,19 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             s.name: sum(q is None for qs in s.quality.values() for q in qs) for s in systems if not s.has_quality()
         },
         "skipped": dict(skipped),
+        **({"gold_matching": gold_matching} if gold_matching else {}),
         "embedders": cfg.embedders,
         "bootstrap": cfg.bootstrap,
         "seed": cfg.seed,
     }
     write_json(output / "summary.json", summary)
-    mark_stage_done(output, {"systems": list(results)})
+    claim.finish({"systems": list(results)})
     return results
+
+
+def _claim_output(cfg: EvaluateConfig, overwrite: bool):
+    """The output rule (settings + input stamps); an unknown embedder fails later, before any write."""
+    from divtune.outputs import claim_output_dir, stamped
+
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in ("output", "embed_cache_dir")}
+    return claim_output_dir(cfg.output, "evaluate", stamped(settings, [*cfg.generations, cfg.gold, cfg.reward]), overwrite)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -24,8 +25,9 @@ from typing import Any, Callable, Literal, Optional
 
 from pydantic import Field
 
-from divtune.config import StageConfig, deep_merge
+from divtune.config import ConfigError, StageConfig, deep_merge
 from divtune.io import clear_stage_done, mark_stage_done, read_stage_done, write_json
+from divtune.outputs import RUN_MARKER, adopt_folder, read_run_marker
 
 #: Methods trained from preference pairs; ``base`` is the untouched model.
 OFFLINE_METHODS = ("sft", "dpo", "ddpo", "orpo", "dorpo", "divpo")
@@ -46,6 +48,9 @@ class SystemSpec(StageConfig):
     #: System the report compares this one with (default: the experiment's ``baseline``),
     #: e.g. DDPO on capped data against DPO on the same capped data.
     compare_to: Optional[str] = None
+    #: GenerateConfig overrides for this system only (merged over ``ExperimentConfig.generate``),
+    #: e.g. ``{strategy: iterative}`` for an inference-time baseline on the base model.
+    generate: dict[str, Any] = Field(default_factory=dict)
 
 
 class ExperimentConfig(StageConfig):
@@ -54,12 +59,18 @@ class ExperimentConfig(StageConfig):
     model: str = "smollm2"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seeds: list[int] = Field(default_factory=lambda: [0])
+    #: Biased datasets built before prepare (``divtune typicality``): name → TypicalityConfig
+    #: fields. A data variant reads one with ``inputs: ["typicality:NAME"]``.
+    typicality: dict[str, dict[str, Any]] = Field(default_factory=dict)
     #: PrepareConfig fields shared by every data variant.
     prepare: dict[str, Any] = Field(default_factory=dict)
     #: Data variants: name → PrepareConfig overrides (e.g. which embedders weight the pairs).
     data: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"both": {}})
     #: Data variant whose test split gives the gold row and the prompts to sample.
     gold_data: str = "both"
+    #: The split whose prompts are sampled and evaluated: ``test`` (held out), or ``train``
+    #: to tune settings without ever looking at the test prompts.
+    eval_split: Literal["test", "train"] = "test"
     #: RewardTrainConfig overrides; ``null`` skips the reward model (quality is then null).
     reward: Optional[dict[str, Any]] = Field(default_factory=dict)
     #: TrainConfig fields shared by every trained system.
@@ -71,16 +82,25 @@ class ExperimentConfig(StageConfig):
     evaluate: dict[str, Any] = Field(default_factory=dict)
     #: System the report's paired differences are taken against.
     baseline: Optional[str] = "dpo"
+    #: Stages run at once, each in its own process with cores/jobs threads (``--jobs``).
+    jobs: int = Field(1, ge=1)
 
 
 class Stage:
-    """A named unit of work with an output folder and a done marker keyed by its config."""
+    """A named unit of work with an output folder and a done marker keyed by its config.
 
-    def __init__(self, name: str, directory: Path, config: dict[str, Any], run: Callable[[], Any]):
+    ``after`` names the stages whose outputs it reads: with several jobs, a stage
+    starts only once those are done.
+    """
+
+    def __init__(
+        self, name: str, directory: Path, config: dict[str, Any], run: Callable[[], Any], after: tuple[str, ...] = ()
+    ):
         self.name = name
         self.directory = directory
         self.config = config
         self.run = run
+        self.after = tuple(after)
 
     @property
     def fingerprint(self) -> str:
@@ -117,14 +137,98 @@ def run_stages(stages: list[Stage], fresh: bool = False) -> dict[str, float]:
             continue
         # A stage without a valid marker was killed, never run, or run with
         # another config: clear the marker and run it again (training and
-        # generation resume from their own checkpoints inside the folder).
+        # generation resume from their own checkpoints inside the folder;
+        # the stages are called with overwrite=True: the folder is the experiment's).
         clear_stage_done(stage.directory)
+        adopt_folder(stage.directory)
         _log(f"{label} → {stage.directory}")
         start = time.perf_counter()
         stage.run()
         timings[stage.name] = time.perf_counter() - start
-        mark_stage_done(stage.directory, {"fingerprint": stage.fingerprint, "seconds": timings[stage.name]})
+        # Added to the stage's own marker (which names the stage and its settings), not in place of it.
+        record = read_stage_done(stage.directory) or {}
+        mark_stage_done(
+            stage.directory,
+            {**record, "fingerprint": stage.fingerprint, "seconds": timings[stage.name], "finished_at": time.time()},
+        )
         _log(f"{label}: finished in {timings[stage.name]:.0f} s")
+    return timings
+
+
+def ready_stages(stages: list[Stage], done: set[str], started: set[str]) -> list[Stage]:
+    """Stages not started yet whose ``after`` stages are all done, in list order."""
+    return [s for s in stages if s.name not in started and all(d in done for d in s.after)]
+
+
+def run_stages_parallel(
+    stages: list[Stage], config_path: Path, jobs: int, fresh: bool = False, threads: int | None = None
+) -> dict[str, float]:
+    """Run stages in ``jobs`` worker processes at once, each stage when the stages it reads are done.
+
+    Each worker is ``divtune experiment CONFIG --stage NAME`` on the resolved
+    config, with ``threads`` torch threads (default: the cores divided among
+    the jobs). Whether this pays off depends on the machine: on the 2-core CPU
+    here, two one-thread trainings of SmolLM2 side by side ran at 0.65x the
+    throughput of one two-thread training (benchmarks/bench_jobs.py measures
+    it anywhere). A worker's log is ``<output>/logs/<stage>.log``.
+    Finished stages are reused exactly as in :func:`run_stages`. If a stage
+    fails, running workers finish, nothing new starts, and the error names its log.
+    """
+    import os
+
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+    names = {s.name for s in stages}
+    for stage in stages:
+        unknown = [d for d in stage.after if d not in names]
+        if unknown:
+            raise ValueError(f"stage {stage.name!r} waits for unknown stages {unknown}")
+    if fresh:
+        for stage in stages:
+            if stage.directory.exists():
+                shutil.rmtree(stage.directory)
+    log_dir = config_path.parent / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    done: set[str] = set()
+    for stage in stages:
+        if stage.is_done():
+            _log(f"{stage.name}: done already, reusing {stage.directory}")
+            done.add(stage.name)
+            timings[stage.name] = 0.0
+    started = set(done)
+    running: dict[str, tuple[Any, float, Path]] = {}
+    failed: list[str] = []
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), DIVTUNE_TORCH_THREADS=str(threads))
+    while len(done) + len(failed) < len(stages):
+        if not failed:
+            for stage in ready_stages(stages, done, started)[: jobs - len(running)]:
+                log_path = log_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", stage.name) + ".log")
+                command = [sys.executable, "-m", "divtune", "experiment", str(config_path), "--stage", stage.name]
+                with open(log_path, "w") as log_file:
+                    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+                running[stage.name] = (process, time.perf_counter(), log_path)
+                started.add(stage.name)
+                _log(f"{stage.name} → {stage.directory} (worker {process.pid}, log {log_path})")
+        if not running:
+            if failed:
+                break
+            blocked = [s.name for s in stages if s.name not in started]
+            raise RuntimeError(f"stages {blocked} wait for stages that never finish; check their `after`")
+        time.sleep(0.5)
+        for name, (process, start, log_path) in list(running.items()):
+            if process.poll() is None:
+                continue
+            del running[name]
+            stage = next(s for s in stages if s.name == name)
+            if process.returncode == 0 and stage.is_done():
+                done.add(name)
+                timings[name] = time.perf_counter() - start
+                _log(f"{name}: finished in {timings[name]:.0f} s")
+            else:
+                failed.append(name)
+                _log(f"{name}: FAILED (exit {process.returncode}); see {log_path}")
+    if failed:
+        raise RuntimeError(f"stages failed: {', '.join(failed)}; see their logs in {log_dir}")
     return timings
 
 
@@ -167,9 +271,11 @@ def report_comparisons(cfg: ExperimentConfig) -> tuple[dict[str, str] | None, di
         for seed, run in zip(cfg.seeds, runs):
             comparisons[run] = _system_label(by_name[target], seed, n_seeds)
     if cfg.baseline is not None:
-        from divtune.evaluate import GOLD
+        from divtune.evaluate import GOLD, GOLD_MATCHED
 
         comparisons[GOLD] = cfg.baseline
+        if cfg.evaluate.get("gold_matched"):
+            comparisons[GOLD_MATCHED] = cfg.baseline
     return comparisons, (groups or None)
 
 
@@ -187,13 +293,31 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
     device = None if cfg.device == "auto" else cfg.device
     stages: list[Stage] = []
     paths: dict[str, Path] = {}
+    by_name = {system.name: system for system in cfg.systems}
 
     if cfg.gold_data not in cfg.data:
         raise ValueError(f"gold_data {cfg.gold_data!r} is not one of the data variants {sorted(cfg.data)}")
+    built: dict[str, Path] = {}
+    pair_keys: dict[str, str] = {}
+    for name, fields in cfg.typicality.items():
+        from divtune.typicality import POOLS_FILE, TypicalityConfig, run_typicality
+
+        out = root / "typicality" / name
+        tcfg = TypicalityConfig.from_dict(deep_merge({"inputs": ["shipped:wp_scored"]}, deep_merge(fields, {"output": str(out)})))
+        stages.append(Stage(f"typicality {name}", out, tcfg.to_dict(), lambda tcfg=tcfg: run_typicality(tcfg, overwrite=True)))
+        built[name] = out / POOLS_FILE
+        paths[f"typicality/{name}"] = out
     for variant, overrides in cfg.data.items():
         out = root / "data" / variant
-        prep = PrepareConfig.from_dict(deep_merge(deep_merge(cfg.prepare, overrides), {"output": str(out)}))
-        stages.append(Stage(f"prepare {variant}", out, prep.to_dict(), lambda prep=prep: run_prepare(prep)))
+        fields = deep_merge(deep_merge(cfg.prepare, overrides), {"output": str(out)})
+        reads = [spec[len("typicality:"):] for spec in fields.get("inputs", []) if spec.startswith("typicality:")]
+        fields["inputs"] = [_resolve_built_input(spec, built, variant) for spec in fields.get("inputs", [])]
+        prep = PrepareConfig.from_dict(fields)
+        stages.append(Stage(
+            f"prepare {variant}", out, prep.to_dict(), lambda prep=prep: run_prepare(prep, overwrite=True),
+            after=tuple(f"typicality {name}" for name in reads),
+        ))
+        pair_keys[variant] = _pairs_key(prep)
         paths[f"data/{variant}"] = out
     gold_dir = paths[f"data/{cfg.gold_data}"]
 
@@ -203,10 +327,18 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
         rcfg = RewardTrainConfig.from_dict(
             deep_merge(cfg.reward, {"data": str(gold_dir), "output": str(reward_dir)})
         )
-        stages.append(Stage("reward model", reward_dir, rcfg.to_dict(), lambda rcfg=rcfg: train_reward_model(rcfg)))
+        stages.append(Stage(
+            "reward model", reward_dir, rcfg.to_dict(), lambda rcfg=rcfg: train_reward_model(rcfg, overwrite=True),
+            after=(f"prepare {cfg.gold_data}",),
+        ))
         paths["reward"] = reward_dir
 
     generations: list[Path] = []
+    generate_stages: list[str] = []
+    train_stages: list[str] = []
+    # The first DPO-family run on each set of pairs computes the reference log-probs
+    # (cache); the other runs on those pairs start after it, so they read them.
+    reference_leaders: dict[tuple, str] = {}
     n_seeds = len(cfg.seeds)
     for seed in cfg.seeds:
         trained: dict[str, Path] = {}
@@ -239,21 +371,36 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
                     train_fields["reward"] = str(reward_dir)
                 tcfg = TrainConfig.from_dict(train_fields)
                 fingerprint = tcfg.to_dict() | {"resume": None}
-                stages.append(Stage(f"train {label}", out, fingerprint, lambda tcfg=tcfg: run_train(tcfg)))
+                after = [f"prepare {system.data}"]
+                if system.init:
+                    after.append(f"train {_system_label(by_name[system.init], seed, n_seeds)}")
+                if tcfg.precompute_ref and tcfg.ref_cache and system.method in ("dpo", "ddpo", "divpo"):
+                    key = (pair_keys[system.data], tcfg.model, system.init, tcfg.max_length)
+                    leader = reference_leaders.setdefault(key, f"train {label}")
+                    if leader != f"train {label}":
+                        after.append(leader)
+                stages.append(Stage(f"train {label}", out, fingerprint, lambda tcfg=tcfg: run_train(tcfg, overwrite=True), after=tuple(after)))
+                train_stages.append(f"train {label}")
                 trained[system.name] = out
                 model_spec = str(out)
                 paths[f"models/{label}"] = out
             gen_dir = root / "generations" / label
             gen_file = gen_dir / "generations.jsonl"
             gen_fields = deep_merge(
-                cfg.generate,
-                {"model": model_spec, "prompts": str(gold_dir), "output": str(gen_file), "name": label, "seed": seed},
+                deep_merge(cfg.generate, system.generate),
+                {"model": model_spec, "prompts": str(gold_dir / f"{cfg.eval_split}.jsonl"), "output": str(gen_file),
+                 "name": label, "seed": seed},
             )
             if device:
                 gen_fields["device"] = device
             gcfg = GenerateConfig.from_dict(gen_fields)
-            stages.append(Stage(f"generate {label}", gen_dir, gcfg.to_dict(), lambda gcfg=gcfg: run_generate(gcfg)))
+            reads = f"train {label}" if system.method != "base" else f"prepare {cfg.gold_data}"
+            stages.append(Stage(
+                f"generate {label}", gen_dir, gcfg.to_dict(), lambda gcfg=gcfg: run_generate(gcfg, overwrite=True),
+                after=(reads, f"prepare {cfg.gold_data}") if system.method != "base" else (reads,),
+            ))
             generations.append(gen_file)
+            generate_stages.append(f"generate {label}")
 
     eval_dir = root / "eval"
     eval_fields = deep_merge(
@@ -262,11 +409,15 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
             "generations": [str(p) for p in generations],
             "output": str(eval_dir),
             "gold": str(gold_dir),
+            "gold_split": cfg.eval_split,
             "reward": str(reward_dir) if reward_dir else None,
         },
     )
     ecfg = EvaluateConfig.from_dict(eval_fields)
-    stages.append(Stage("evaluate", eval_dir, ecfg.to_dict(), lambda ecfg=ecfg: run_evaluate(ecfg)))
+    stages.append(Stage(
+        "evaluate", eval_dir, ecfg.to_dict(), lambda ecfg=ecfg: run_evaluate(ecfg, overwrite=True),
+        after=(*generate_stages, f"prepare {cfg.gold_data}", *(("reward model",) if reward_dir else ())),
+    ))
     paths["eval"] = eval_dir
 
     report_dir = root / "report"
@@ -284,8 +435,10 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
                 "after": ecfg.to_dict(),
             },
             lambda: run_report(
-                [eval_dir], report_dir, baseline=baseline, comparisons=comparisons, seed_groups=seed_groups
+                [eval_dir], report_dir, baseline=baseline, comparisons=comparisons, seed_groups=seed_groups,
+                overwrite=True,
             ),
+            after=("evaluate",),
         )
     )
     paths["report"] = report_dir
@@ -297,11 +450,31 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
             "diagnostics",
             diagnostics_dir,
             {"root": str(root), "after": [s.fingerprint for s in stages if s.name.startswith(("prepare", "train"))]},
-            lambda: run_diagnostics(root, diagnostics_dir),
+            lambda: run_diagnostics(root, diagnostics_dir, overwrite=True),
+            after=tuple(s.name for s in stages if s.name.startswith(("prepare", "train"))),
         )
     )
     paths["diagnostics"] = diagnostics_dir
     return stages, paths
+
+
+def _pairs_key(prep) -> str:
+    """What decides a prepared variant's pairs (not its weights): variants with equal keys share pairs."""
+    fields = prep.to_dict()
+    for weight_only in ("output", "embedders", "weight_floor", "cache_dir", "show_progress", "embed_batch_size"):
+        fields.pop(weight_only, None)
+    return json.dumps(fields, sort_keys=True, default=str)
+
+
+def _resolve_built_input(spec: str, built: dict[str, Path], variant: str) -> str:
+    """``typicality:NAME`` → the pools file that builder writes; any other input as it is."""
+    prefix = "typicality:"
+    if not spec.startswith(prefix):
+        return spec
+    name = spec[len(prefix):]
+    if name not in built:
+        raise ValueError(f"data variant {variant!r} reads {spec!r}, but the typicality builders are {sorted(built)}")
+    return str(built[name])
 
 
 def environment_record() -> dict[str, Any]:
@@ -348,26 +521,88 @@ def summary_table(metrics: dict[str, dict[str, Any]], keys: tuple[str, ...] = (
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows)
 
 
+#: What an experiment folder holds besides its marker (an older divtune wrote no marker).
+EXPERIMENT_ENTRIES = (
+    "config.yaml", "run.json", "logs", "typicality", "data", "reward", "models", "generations", "eval", "report",
+    "diagnostics",
+)
+
+
+def claim_experiment_dir(root: Path) -> None:
+    """The output rule at the experiment level: its stages reuse what they can, stage by stage,
+    but a non-empty folder that is not an experiment's is refused (its files are not divtune's)."""
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{root}: is a file; the experiment's output must be a folder")
+    entries = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    if not entries:
+        return
+    marker = read_run_marker(root)
+    if marker is not None and marker.get("stage") not in ("experiment", None):
+        raise ConfigError(f"{root}: holds a {marker.get('stage')} run; an experiment needs its own output folder")
+    if marker is None and not (set(entries) - {RUN_MARKER}) <= set(EXPERIMENT_ENTRIES):
+        foreign = sorted(set(entries) - set(EXPERIMENT_ENTRIES))
+        raise ConfigError(
+            f"{root}: not empty ({foreign[0]}{', ...' if len(foreign) > 1 else ''}) and holds no divtune experiment; "
+            "divtune never overwrites files it did not write: choose a new or empty output folder"
+        )
+
+
 def run_experiment(cfg: ExperimentConfig, fresh: bool = False) -> dict[str, Any]:
     """Run (or resume) an experiment; returns paths, metrics and timings."""
     root = Path(cfg.output)
+    stages, paths = build_stages(cfg)  # checks every stage's settings before anything is written
+    claim_experiment_dir(root)
     root.mkdir(parents=True, exist_ok=True)
-    cfg.save(root / "config.yaml")
-    stages, paths = build_stages(cfg)
+    write_json(root / RUN_MARKER, {"stage": "experiment"})
+    config_path = cfg.save(root / "config.yaml")
     start = time.perf_counter()
-    timings = run_stages(stages, fresh=fresh)
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    error: BaseException | None = None
+    try:
+        if cfg.jobs > 1:
+            timings = run_stages_parallel(stages, config_path, cfg.jobs, fresh=fresh)
+        else:
+            timings = run_stages(stages, fresh=fresh)
+    except BaseException as err:  # the invocation is recorded even when it stops early
+        error, timings = err, {}
     wall = time.perf_counter() - start
-    metrics = json.loads((paths["eval"] / "metrics.json").read_text())
     # A resumed experiment ran its stages over several invocations: the
-    # markers keep what each stage took when it actually ran.
+    # markers keep what each stage took when it actually ran, and every
+    # invocation's wall time is kept, so the total covers all sittings.
+    previous = json.loads((root / "run.json").read_text()) if (root / "run.json").is_file() and not fresh else {}
+    invocations = [*previous.get("invocations", []), {
+        "command": " ".join(sys.argv), "started": started_at, "wall_seconds": wall, "jobs": cfg.jobs,
+        "finished": error is None,
+    }]
     recorded = {stage.name: stage.recorded_seconds() for stage in stages}
     record = environment_record() | {
         "stage_seconds": recorded,
         "total_stage_seconds": sum(recorded.values()),
         "wall_seconds_this_invocation": wall,
+        "invocations": invocations,
+        "wall_seconds_all_invocations": sum(i["wall_seconds"] for i in invocations),
     }
     write_json(root / "run.json", record)
+    if error is not None:
+        raise error
+    metrics = json.loads((paths["eval"] / "metrics.json").read_text())
     return {"paths": {k: str(v) for k, v in paths.items()}, "metrics": metrics, "timings": timings, "wall_seconds": wall}
+
+
+def run_one_stage(cfg: ExperimentConfig, name: str) -> float:
+    """Run the stage called ``name`` of the experiment (a worker of :func:`run_stages_parallel`)."""
+    import os
+
+    threads = os.environ.get("DIVTUNE_TORCH_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    stages, _ = build_stages(cfg)
+    matching = [stage for stage in stages if stage.name == name]
+    if not matching:
+        raise ValueError(f"no stage {name!r}; the stages are {[s.name for s in stages]}")
+    return run_stages(matching)[name]
 
 
 def publish_results(cfg: ExperimentConfig, destination: str | Path) -> Path:

@@ -9,6 +9,7 @@ import gzip
 import json
 import os
 import tempfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -31,17 +32,36 @@ class InputError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
+#: What reading a damaged ``.gz`` file raises: cut short (EOFError), not gzip at
+#: all (BadGzipFile) or corrupt inside (zlib.error).
+GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def gzip_input_error(path: str | Path, err: BaseException, lines_read: int) -> InputError:
+    """One clear line for a damaged ``.gz`` input (click would print a bare "Aborted." for EOFError)."""
+    if isinstance(err, EOFError):
+        return InputError(path, "the gzip data ends early: the file was cut short", line=lines_read + 1)
+    if isinstance(err, gzip.BadGzipFile):
+        return InputError(path, "not gzip data, though the name ends in .gz (rename it, or compress it with gzip)")
+    return InputError(path, f"corrupt gzip data ({err})", line=lines_read + 1)
+
+
 def open_text(path: str | Path, mode: str = "rt"):
-    """Open a text file, transparently gunzipping ``*.gz``; strict UTF-8."""
+    """Open a text file, transparently gunzipping ``*.gz``; strict UTF-8.
+
+    Reading uses ``utf-8-sig``: a leading byte-order mark (Excel writes one) is dropped.
+    """
     path = Path(path)
+    encoding = "utf-8-sig" if "r" in mode else "utf-8"
     if path.suffix == ".gz":
-        return gzip.open(path, mode, encoding="utf-8", errors="strict")
-    return open(path, mode, encoding="utf-8", errors="strict")
+        return gzip.open(path, mode, encoding=encoding, errors="strict")
+    return open(path, mode, encoding=encoding, errors="strict")
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
     """Yield ``(line_number, object)``; blank lines are skipped, bad lines raise InputError."""
     path = Path(path)
+    lineno = 0
     try:
         with open_text(path) as handle:
             for lineno, line in enumerate(handle, start=1):
@@ -53,6 +73,8 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
                     raise InputError(path, f"malformed JSON ({err.msg} at column {err.colno})", line=lineno) from None
     except UnicodeDecodeError as err:
         raise InputError(path, f"undecodable bytes (not UTF-8) at byte offset {err.start}") from None
+    except GZIP_ERRORS as err:
+        raise gzip_input_error(path, err, lineno) from None
 
 
 def read_jsonl(path: str | Path) -> list[Any]:

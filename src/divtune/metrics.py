@@ -229,3 +229,102 @@ def paired_bootstrap_diff(
         "p_le_zero": float(np.mean(means <= 0)),
         "n": int(diff.size),
     }
+
+
+def seed_prompt_bootstrap_diff(
+    differences: np.ndarray, n_boot: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> dict[str, float]:
+    """Mean of per-(seed, prompt) paired differences with a two-way bootstrap interval.
+
+    ``differences[s, p]`` is system minus baseline for seed ``s`` (a training
+    run of each) on prompt ``p``; ``nan`` = undefined and ignored. Each resample
+    draws the seeds with replacement, then the prompts with replacement, and
+    averages the grid they index. Seeds and prompts are crossed (every seed is
+    evaluated on every prompt), so both draws apply to the whole grid: the
+    interval reflects run-to-run variation as well as prompt-to-prompt variation,
+    and with few seeds it is wider than a prompts-only interval, as it should be.
+    ``p_le_zero`` is the share of resampled means <= 0.
+    """
+    grid = np.asarray(differences, dtype=np.float64)
+    if grid.ndim != 2:
+        raise ValueError(f"expected a (seeds, prompts) array, got shape {grid.shape}")
+    n_seeds, n_prompts = grid.shape
+    defined = ~np.isnan(grid)
+    if not defined.any():
+        return {"diff": float("nan"), "low": float("nan"), "high": float("nan"), "p_le_zero": float("nan"),
+                "n": 0, "n_seeds": n_seeds}
+    values = np.where(defined, grid, 0.0)
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    for b in range(n_boot):
+        seeds = rng.integers(0, n_seeds, n_seeds)
+        prompts = rng.integers(0, n_prompts, n_prompts)
+        # Counting weights of each seed and prompt in the resample: the grid mean without building the grid.
+        seed_w = np.bincount(seeds, minlength=n_seeds).astype(np.float64)
+        prompt_w = np.bincount(prompts, minlength=n_prompts).astype(np.float64)
+        total = seed_w @ values @ prompt_w
+        count = seed_w @ defined.astype(np.float64) @ prompt_w
+        means[b] = total / count if count > 0 else np.nan
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.nanquantile(means, [tail, 1.0 - tail])
+    return {
+        "diff": float(values.sum() / defined.sum()),
+        "low": float(low),
+        "high": float(high),
+        "p_le_zero": float(np.nanmean(means <= 0)),
+        "n": int(defined.any(axis=0).sum()),
+        "n_seeds": n_seeds,
+    }
+
+
+# ---------------------------------------------------------------- typicality of samples
+
+
+def pool_centrality(samples: np.ndarray, pool: np.ndarray, sample_in_pool: Sequence[int | None] | None = None) -> np.ndarray:
+    """Standardised centrality of each sample among one prompt's human responses.
+
+    A text's raw centrality is its mean cosine similarity to the pool's
+    responses (its own entry excluded when it is one of them). The samples'
+    raw centralities are standardised with the mean and std of the pool
+    members' own centralities, so 0 means "as central as the average human
+    story of this prompt" and +1 "one pool-std more typical": the same scale as
+    the typicality term of :mod:`divtune.typicality`. ``samples``: ``(n, d)``,
+    ``pool``: ``(m, d)``; ``sample_in_pool[i]`` is the pool index of sample i when
+    it is itself a pool response (the gold row), else None. ``nan`` for every
+    sample when the pool has fewer than 3 responses or no spread.
+    """
+    samples = np.asarray(samples, dtype=np.float64)
+    pool = np.asarray(pool, dtype=np.float64)
+    m = pool.shape[0]
+    if m < 3:
+        return np.full(samples.shape[0], np.nan)
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        return x / np.where(norms > 0, norms, 1.0)
+
+    pool_u, samples_u = unit(pool), unit(samples)
+    pool_sim = pool_u @ pool_u.T
+    members = (pool_sim.sum(axis=1) - np.diag(pool_sim)) / (m - 1)
+    spread = members.std()
+    if spread <= 1e-12:
+        return np.full(samples.shape[0], np.nan)
+    sims = samples_u @ pool_u.T
+    raw = sims.mean(axis=1)
+    for i, member in enumerate(sample_in_pool or [None] * len(raw)):
+        if member is not None:
+            raw[i] = (sims[i].sum() - sims[i, member]) / (m - 1)
+    return (raw - members.mean()) / spread
+
+
+def mode_metrics(modes: Sequence[str], typical: str, all_modes: Sequence[str]) -> dict[str, float]:
+    """One prompt's samples: share in the typical mode, mode entropy (bits) and number of modes seen."""
+    if not modes:
+        return {"typical_mode_share": float("nan"), "mode_entropy": float("nan"), "modes_seen": float("nan")}
+    counts = np.array([sum(m == mode for m in modes) for mode in all_modes], dtype=np.float64)
+    shares = counts[counts > 0] / counts.sum()
+    return {
+        "typical_mode_share": float(sum(m == typical for m in modes) / len(modes)),
+        "mode_entropy": float(-(shares * np.log2(shares)).sum()) + 0.0,
+        "modes_seen": float((counts > 0).sum()),
+    }

@@ -7,15 +7,18 @@ only safetensors weights (``use_safetensors=True``): no pickles from users.
 
 from __future__ import annotations
 
+import difflib
 import fcntl
 import hashlib
 import json
 import logging
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 from divtune import resources
+from divtune.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +26,95 @@ logger = logging.getLogger(__name__)
 #: user gave (e.g. ``smollm2``), so the base can be re-resolved on another
 #: machine instead of trusting an absolute cache path.
 BASE_SPEC_FILE = "divtune_base.json"
+
+#: Shipped aliases, per kind of spec, for "did you mean" suggestions.
+MODEL_ALIASES = (resources.SMOLLM2_ALIAS,)
+EMBEDDER_ALIASES = (resources.MINILM_ALIAS, "stylometric")
+
+
+class ModelSpecError(ConfigError):
+    """A model or embedder spec that resolves to nothing: not an alias, a local path or a hub id."""
+
+
+def unresolvable_spec(spec: str, label: str, aliases: Sequence[str], why: str) -> ModelSpecError:
+    """The one-line error for a spec that names nothing, with the closest shipped alias."""
+    message = (
+        f"{label} {spec!r} is neither a shipped alias ({', '.join(aliases)}), a local folder "
+        f"nor a reachable hub id ({why})"
+    )
+    close = difflib.get_close_matches(spec.lower(), aliases, n=1, cutoff=0.5)
+    if close:
+        message += f"; did you mean {close[0]!r}?"
+    return ModelSpecError(message)
+
+
+def _hub_id_in_cache(repo_id: str) -> bool:
+    """Whether the local Hugging Face cache holds this repo (its config.json), without network."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except HFValidationError:
+        return False
+    return isinstance(found, str)
+
+
+def check_hub_id(spec: str, label: str = "model", aliases: Sequence[str] = MODEL_ALIASES) -> None:
+    """A hub id must be in the local cache, or (online) exist on the hub: fail now, before
+    anything is written, instead of on the first download."""
+    from huggingface_hub import is_offline_mode
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(spec)
+    except HFValidationError:
+        raise unresolvable_spec(spec, label, aliases, "not a valid hub id either") from None
+    if _hub_id_in_cache(spec):
+        return
+    if is_offline_mode():
+        raise unresolvable_spec(spec, label, aliases, "offline: HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache")
+    from huggingface_hub import repo_exists
+
+    try:
+        exists = repo_exists(spec)
+    except Exception as err:  # no connection, a proxy's error page...: the hub cannot say
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise unresolvable_spec(spec, label, aliases, f"the hub could not be asked: {first_line}") from None
+    if not exists:
+        raise unresolvable_spec(spec, label, aliases, "the hub has no such repository")
+
+
+def check_model_spec(spec: str, label: str = "model", aliases: Sequence[str] = MODEL_ALIASES) -> None:
+    """Fail with one line if ``spec`` cannot name a model; loads nothing and converts nothing."""
+    spec = str(spec)
+    if spec == resources.SMOLLM2_ALIAS:
+        resources.smollm2_gguf()
+        return
+    if spec == resources.MINILM_ALIAS:
+        resources.minilm_dir()
+        return
+    path = Path(spec).expanduser()
+    if path.exists():
+        return
+    if path.suffix == ".gguf":
+        raise FileNotFoundError(f"{label}: GGUF file not found: {spec}")
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise FileNotFoundError(f"{label}: folder not found: {spec}")
+    check_hub_id(spec, label, aliases)
+
+
+@contextmanager
+def hub_errors(spec: str, source: str, label: str = "model", aliases: Sequence[str] = MODEL_ALIASES) -> Iterator[None]:
+    """Online, turn the hub's OSError for an unknown id (or no connection) into the one-line error."""
+    try:
+        yield
+    except OSError as err:
+        if Path(source).exists():  # a local folder with a real problem: keep the original error
+            raise
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise unresolvable_spec(spec, label, aliases, f"the hub said: {first_line}") from None
 
 
 def default_device() -> str:
@@ -46,9 +138,60 @@ def is_adapter_dir(spec: str | Path) -> bool:
 
 
 def write_base_spec(output_dir: str | Path, base_spec: str) -> None:
+    """Record the base: the spec as given (resolved on this machine at load time) and its portable id."""
     path = Path(output_dir) / BASE_SPEC_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"base_model": str(base_spec)}) + "\n")
+    record = {"base_model": str(base_spec), "base_model_id": portable_base_id(base_spec)}
+    path.write_text(json.dumps(record) + "\n")
+
+
+# ---------------------------------------------------------------- portable adapters
+
+#: Public Hub ids of the shipped aliases: what an adapter trained on one names as its base.
+#: (The shipped SmolLM2 is the Q4_1 GGUF of this checkpoint, dequantised: see docs/export.md.)
+PUBLIC_IDS = {resources.SMOLLM2_ALIAS: "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+
+def portable_base_id(spec: str | Path) -> str:
+    """How an adapter names its base so that it means the same off this machine.
+
+    A shipped alias becomes its public Hub id, a local folder or ``.gguf`` file
+    its absolute path (no id exists for it), a Hub id stays as it is.
+    """
+    spec = str(spec)
+    if spec in PUBLIC_IDS:
+        return PUBLIC_IDS[spec]
+    path = Path(spec).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    return spec
+
+
+def make_adapter_portable(adapter_dir: str | Path, base_spec: str) -> None:
+    """Point ``adapter_config.json`` at the portable base id instead of the local folder PEFT
+    recorded (for the shipped SmolLM2, a GGUF conversion cache under the home folder)."""
+    config_path = Path(adapter_dir) / "adapter_config.json"
+    if not config_path.is_file():
+        return
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = portable_base_id(base_spec)
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def adapter_base_source(adapter_dir: str | Path) -> str:
+    """The base of an adapter, resolved on this machine: the recorded spec (the shipped GGUF for
+    ``smollm2``, i.e. the weights it was trained on) or, where that is not installed, its public id."""
+    spec = adapter_base_spec(adapter_dir)
+    try:
+        return resolve_model_source(spec)
+    except resources.MissingResourceError:
+        record_path = Path(adapter_dir) / BASE_SPEC_FILE
+        recorded = json.loads(record_path.read_text()).get("base_model_id") if record_path.is_file() else None
+        if not recorded or recorded == spec:
+            raise
+        logger.warning("%s: base %r is not installed here; loading %s instead (not the exact weights trained on)",
+                       adapter_dir, spec, recorded)
+        return resolve_model_source(recorded)
 
 
 def read_base_spec(model_dir: str | Path) -> str | None:
@@ -138,6 +281,7 @@ def resolve_model_source(spec: str | Path) -> str:
         return str(path)
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise FileNotFoundError(f"model folder not found: {spec}")
+    check_hub_id(spec)
     return spec
 
 
@@ -147,8 +291,9 @@ def load_tokenizer(spec: str | Path, trust_remote_code: bool = False, padding_si
 
     source = resolve_model_source(spec)
     if is_adapter_dir(source) and not (Path(source) / "tokenizer_config.json").is_file():
-        source = resolve_model_source(adapter_base_spec(source))
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        source = adapter_base_source(source)
+    with hub_errors(str(spec), source):
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         # Reusing EOS as padding is safe: padded positions are masked out.
         tokenizer.pad_token = tokenizer.eos_token
@@ -179,12 +324,13 @@ def load_causal_lm(
     if is_adapter_dir(source):
         from peft import PeftModel
 
-        base = load_causal_lm(adapter_base_spec(source), dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        base = load_causal_lm(adapter_base_source(source), dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         model = PeftModel.from_pretrained(base, source, is_trainable=adapter_trainable)
         if merge_adapter:
             model = model.merge_and_unload()
         return model
-    model = AutoModelForCausalLM.from_pretrained(
-        source, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
-    )
+    with hub_errors(str(spec), source):
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
+        )
     return model.to(device)

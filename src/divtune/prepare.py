@@ -9,6 +9,7 @@ pair by its chosen response's deviation.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,8 +22,9 @@ from pydantic import Field, field_validator
 from divtune.config import StageConfig
 from divtune.data import Pool, clean_responses, load_pools, seeded_subset, split_by_prompt
 from divtune.deviation import deviation_weights, mean_cosine_distance
-from divtune.embedders import DEFAULT_EMBEDDERS, load_embedder
-from divtune.io import clear_stage_done, mark_stage_done, write_json, write_jsonl
+from divtune.embedders import DEFAULT_EMBEDDERS, check_embedder_spec, load_embedder
+from divtune.io import write_json, write_jsonl
+from divtune.outputs import claim_output_dir, stamped
 from divtune.pairs import (
     all_pairs,
     compress_votes,
@@ -106,13 +108,13 @@ class PoolWork:
     divpo_sets: tuple[np.ndarray, np.ndarray] | None = None
 
 
-def _clean_pools(pools: list[Pool], cfg: PrepareConfig, dropped: Counter) -> list[Pool]:
+def clean_pools(pools: list[Pool], min_words: int, cap: int | None, dropped: Counter) -> list[Pool]:
+    """Pools of usable, stripped stories (the top-scored ``cap`` of each); drops counted in ``dropped``."""
     kept_pools = []
     for pool in pools:
-        keep = clean_responses(pool.texts, pool.layout, cfg.min_words, dropped)
+        keep = clean_responses(pool.texts, pool.layout, min_words, dropped)
         texts = [pool.texts[i].strip() for i in keep]
         scores = [pool.scores[i] for i in keep]
-        cap = cfg.max_responses_per_prompt
         if cap is not None and len(texts) > cap:
             # the paper's max_cutoff: keep the top-scored K (stable among ties)
             top = sorted(np.argsort(-np.asarray(scores), kind="stable")[:cap])
@@ -249,16 +251,30 @@ def _response_rows(work: PoolWork, embedder_names: list[str]) -> list[dict]:
     return rows
 
 
-def run_prepare(cfg: PrepareConfig) -> dict:
-    """Run the stage; returns the summary (also written to ``output/summary.json``)."""
+#: Settings that do not change what prepare writes (left out of the reuse check).
+UNRECORDED_SETTINGS = ("output", "show_progress", "cache_dir")
+
+
+def run_prepare(cfg: PrepareConfig, overwrite: bool = False) -> dict:
+    """Run the stage; returns the summary (also written to ``output/summary.json``).
+
+    The output folder follows divtune.outputs' rule: a finished run with the same
+    settings and inputs is reused, another one is refused unless ``overwrite``.
+    Nothing is written before every input has been read and checked.
+    """
     out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    clear_stage_done(out)
     input_paths = [resolve_input(spec) for spec in cfg.inputs]
+    for name, spec in cfg.embedders.items():
+        check_embedder_spec(spec, name)
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in UNRECORDED_SETTINGS}
+    claim = claim_output_dir(out, "prepare", stamped(settings, input_paths), overwrite)
+    if claim.state == "reuse":
+        log.info("%s already holds a finished prepare run with these settings and inputs; reusing it", out)
+        return json.loads((out / "summary.json").read_text(encoding="utf-8"))
     pools, report = load_pools(input_paths, cfg.format, cfg.columns, cfg.skip_invalid)
 
     dropped: Counter = Counter()
-    kept = _clean_pools(pools, cfg, dropped)
+    kept = clean_pools(pools, cfg.min_words, cfg.max_responses_per_prompt, dropped)
     prompts_read = len(pools)
     del pools  # the kept pools hold stripped copies; never keep the texts twice
     prompts_dropped = Counter({"no_response_left": prompts_read - len(kept)})
@@ -304,17 +320,17 @@ def run_prepare(cfg: PrepareConfig) -> dict:
     for w in works:
         pair_rows[w.split].extend(_pair_rows(w, cfg))
         response_rows.extend(_response_rows(w, names))
-    write_jsonl(out / "train.jsonl", pair_rows["train"])
-    write_jsonl(out / "test.jsonl", pair_rows["test"])
-    write_jsonl(out / "responses.jsonl", response_rows)
-    cfg.save(out / "config.yaml")
-
     summary = _summary(
         cfg, input_paths, report, prompts_read, works, dropped, prompts_dropped, without_pairs,
         pair_rows, response_rows, embed_info, score_min, score_max,
     )
+    claim.begin()
+    write_jsonl(out / "train.jsonl", pair_rows["train"])
+    write_jsonl(out / "test.jsonl", pair_rows["test"])
+    write_jsonl(out / "responses.jsonl", response_rows)
+    cfg.save(out / "config.yaml")
     write_json(out / "summary.json", summary)
-    mark_stage_done(out, {"stage": "prepare", "pairs": summary["pairs"]})
+    claim.finish({"pairs": summary["pairs"]})
     return summary
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from divtune import metrics as metric_fns
 from divtune.config import ConfigError
-from divtune.evaluate import GOLD, METRIC_KEYS, aggregate
+from divtune.evaluate import GOLD, GOLD_MATCHED, METRIC_KEYS, MODES_FILE, OPTIONAL_METRIC_KEYS, aggregate
 from divtune.io import InputError, atomic_write_text, iter_jsonl, write_json
 from divtune.quality_status import quality_status
 
@@ -48,9 +48,14 @@ HIGHER_IS_MORE_DIVERSE = {
     "self_bleu": False,
     "compression_ratio": False,
     "effective_semantic_diversity": True,
+    "centrality": False,
+    "typical_mode_share": False,
+    "mode_entropy": True,
+    "modes_seen": True,
 }
 GOLD_COLOUR = "#d4a017"
 PLOTS = ("quality_vs_semantic.png", "quality_vs_style.png", "metrics_bars.png")
+MODES_PLOT = "modes.png"
 
 
 @dataclass
@@ -62,7 +67,7 @@ class SystemResult:
 
     @property
     def is_gold(self) -> bool:
-        return self.name == GOLD or self.name.startswith(f"{GOLD} [")
+        return self.name in (GOLD, GOLD_MATCHED) or self.name.startswith((f"{GOLD} [", f"{GOLD_MATCHED} ["))
 
 
 def load_eval_dir(eval_dir: str | Path) -> list[SystemResult]:
@@ -110,6 +115,12 @@ def load_systems(eval_dirs: list[str | Path]) -> list[SystemResult]:
     return systems
 
 
+def metric_keys(systems: list[SystemResult]) -> list[str]:
+    """The core metrics, then the optional ones (centrality, modes) that some system has."""
+    extra = [k for k in OPTIONAL_METRIC_KEYS if any(k in s.metrics for s in systems)]
+    return [*METRIC_KEYS, *extra]
+
+
 def choose_baseline(systems: list[SystemResult], baseline: str | None) -> SystemResult:
     """``--baseline`` if given; else a system named ``dpo`` (or ``...-dpo``), else the first non-gold one."""
     if baseline is not None:
@@ -131,7 +142,7 @@ def paired_difference(
     """``{metric: paired_bootstrap_diff(system - baseline)}`` over the prompts both have."""
     common = sorted(set(system.per_prompt) & set(baseline.per_prompt))
     out: dict[str, dict[str, float]] = {}
-    for key in METRIC_KEYS:
+    for key in metric_keys([system, baseline]):
         a = np.array([_num(system.per_prompt[p].get(key)) for p in common], dtype=np.float64)
         b = np.array([_num(baseline.per_prompt[p].get(key)) for p in common], dtype=np.float64)
         out[key] = metric_fns.paired_bootstrap_diff(a, b, n_boot=n_boot, seed=seed)
@@ -143,25 +154,54 @@ def against_one_baseline(systems: list[SystemResult], baseline: SystemResult) ->
     return {s.name: baseline.name for s in systems if s is not baseline}
 
 
+def seed_paired_difference(
+    runs: list[SystemResult], baselines: list[SystemResult], n_boot: int = 1000, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """Pooled difference of seed-paired runs (``runs[i]`` against ``baselines[i]``, the same seed)
+    with the two-way bootstrap over seeds and prompts (metrics.seed_prompt_bootstrap_diff)."""
+    everyone = [*runs, *baselines]
+    common = sorted(set.intersection(*(set(r.per_prompt) for r in everyone)))
+    out: dict[str, dict[str, float]] = {}
+    for key in metric_keys(everyone):
+        grid = np.array(
+            [[_num(r.per_prompt[p].get(key)) - _num(b.per_prompt[p].get(key)) for p in common]
+             for r, b in zip(runs, baselines)],
+            dtype=np.float64,
+        ).reshape(len(runs), len(common))
+        out[key] = metric_fns.seed_prompt_bootstrap_diff(grid, n_boot=n_boot, seed=seed)
+    return out
+
+
 def paired_differences(
     systems: list[SystemResult],
     baseline: SystemResult,
     n_boot: int = 1000,
     seed: int = 0,
     comparisons: dict[str, str] | None = None,
+    seed_groups: dict[str, list[str]] | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """``{system: {metric: diff}}``: every other system against ``baseline``, or, when
-    ``comparisons`` (system → its baseline) is given, exactly those pairs."""
+    ``comparisons`` (system → its baseline) is given, exactly those pairs.
+
+    A comparison of two seed groups of the same size pairs their runs seed by seed
+    (the i-th run of each) and resamples seeds and prompts; any other comparison is
+    the paired bootstrap over prompts."""
     if comparisons is None:
         comparisons = against_one_baseline(systems, baseline)
     by_name = {s.name: s for s in systems}
     unknown = sorted({n for pair in comparisons.items() for n in pair} - set(by_name))
     if unknown:
         raise ConfigError(f"comparison names {unknown} are not among the systems {sorted(by_name)}")
-    return {
-        name: paired_difference(by_name[name], by_name[base], n_boot=n_boot, seed=seed)
-        for name, base in comparisons.items()
-    }
+    groups = seed_groups or {}
+    out = {}
+    for name, base in comparisons.items():
+        if name in groups and base in groups and len(groups[name]) == len(groups[base]):
+            out[name] = seed_paired_difference(
+                [by_name[m] for m in groups[name]], [by_name[m] for m in groups[base]], n_boot=n_boot, seed=seed
+            )
+        else:
+            out[name] = paired_difference(by_name[name], by_name[base], n_boot=n_boot, seed=seed)
+    return out
 
 
 def parse_assignments(items: list[str], option: str) -> dict[str, str]:
@@ -198,7 +238,8 @@ def pool_seeds(
         common = sorted(set.intersection(*(set(r.per_prompt) for r in runs)))
         per_prompt: dict[str, dict[str, float | None]] = {}
         values: dict[str, np.ndarray] = {}
-        for key in METRIC_KEYS:
+        keys = metric_keys(runs)
+        for key in keys:
             table = np.array([[_num(r.per_prompt[p].get(key)) for r in runs] for p in common], dtype=np.float64)
             table = table.reshape(len(common), len(runs))
             defined = ~np.isnan(table)
@@ -206,7 +247,7 @@ def pool_seeds(
             counts = defined.sum(axis=1)
             values[key] = np.divide(sums, counts, out=np.full(len(common), np.nan), where=counts > 0)
         for i, p in enumerate(common):
-            per_prompt[p] = {key: (None if np.isnan(values[key][i]) else float(values[key][i])) for key in METRIC_KEYS}
+            per_prompt[p] = {key: (None if np.isnan(values[key][i]) else float(values[key][i])) for key in keys}
         # The same mean-and-interval over prompts that evaluate gives every system.
         row = aggregate(values, has_quality=bool(np.any(~np.isnan(values["quality"]))), n_boot=n_boot, seed=seed)
         row["n_prompts"] = len(common)
@@ -316,7 +357,7 @@ def plot_metric_bars(systems: list[SystemResult], path: Path) -> str:
     """One panel per metric, one bar per system with its 95% interval."""
     plt = _plt()
     colours = _colours(systems)
-    keys = [k for k in METRIC_KEYS if any(s.metrics.get(k) is not None for s in systems)]
+    keys = [k for k in metric_keys(systems) if any(s.metrics.get(k) is not None for s in systems)]
     cols = 4
     rows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.9 * rows), squeeze=False)
@@ -347,6 +388,56 @@ def plot_metric_bars(systems: list[SystemResult], path: Path) -> str:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return "Every metric per system with 95% bootstrap intervals over prompts; the gold (human) bar is hatched."
+
+
+def read_mode_counts(eval_dirs: list[str | Path], seed_groups: dict[str, list[str]] | None) -> tuple[str, dict[str, dict[str, int]]] | None:
+    """Mode counts per system from the folders' ``modes.json`` (seed groups summed), or None without any."""
+    typical, counts = None, {}
+    for eval_dir in eval_dirs:
+        path = Path(eval_dir) / MODES_FILE
+        if path.is_file():
+            table = json.loads(path.read_text(encoding="utf-8"))
+            typical = typical or table["typical_mode"]
+            counts.update(table["counts"])
+    if not counts:
+        return None
+    for name, members in (seed_groups or {}).items():
+        if all(m in counts for m in members):
+            counts[name] = {mode: sum(counts[m][mode] for m in members) for mode in counts[members[0]]}
+    return typical, counts
+
+
+def plot_modes(counts: dict[str, dict[str, int]], typical: str, path: Path) -> str:
+    """Stacked bars: the share of each surface mode among each system's samples."""
+    plt = _plt()
+    names = list(counts)
+    modes = list(next(iter(counts.values())))
+    colours = {"dialogue": "#1f77b4", "first_person": "#2ca02c", "second_person": "#9467bd", "other": "#bbbbbb"}
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.4))
+    left = np.zeros(len(names))
+    for mode in modes:
+        shares = np.array([counts[n][mode] / max(sum(counts[n].values()), 1) for n in names])
+        ax.barh(names, shares, left=left, color=colours.get(mode, "#888"), edgecolor="white",
+                label=f"{mode} (typical)" if mode == typical else mode)
+        left += shares
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of samples")
+    ax.legend(fontsize=8, ncol=len(modes), loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(names) < 6 else -0.1))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return f"Share of each surface mode (divtune.modes) among each system's samples; the typical mode is {typical}."
+
+
+def modes_table(counts: dict[str, dict[str, int]]) -> tuple[list[str], list[list[str]]]:
+    modes = list(next(iter(counts.values())))
+    header = ["system", *modes, "samples"]
+    rows = []
+    for name, row in counts.items():
+        total = sum(row.values())
+        rows.append([name, *[f"{100 * row[m] / total:.1f}%" if total else "n/a" for m in modes], str(total)])
+    return header, rows
 
 
 # ---------------------------------------------------------------- tables
@@ -384,7 +475,7 @@ def _direction(key: str) -> str:
 def metrics_table(systems: list[SystemResult]) -> tuple[list[str], list[list[str]]]:
     """One row per metric, one column per system (a few systems fit a page; 14 metric columns do not)."""
     header = ["metric", *[s.name for s in systems]]
-    rows = [[f"{key} {_direction(key)}".strip(), *[_fmt_ci(s.metrics, key) for s in systems]] for key in METRIC_KEYS]
+    rows = [[f"{key} {_direction(key)}".strip(), *[_fmt_ci(s.metrics, key) for s in systems]] for key in metric_keys(systems)]
     rows += [[key, *[_fmt(s.metrics.get(key)) for s in systems]] for key in ("n_prompts", "n_samples")]
     return header, rows
 
@@ -397,7 +488,8 @@ def diff_table(
     With ``baselines`` (system → baseline) the columns read ``system − baseline``."""
     names = list(diffs)
     header = ["metric", *[f"{n} − {baselines[n]}" if baselines else n for n in names]]
-    rows = [[f"{key} {_direction(key)}".strip(), *[_fmt_diff(diffs[n][key]) for n in names]] for key in METRIC_KEYS]
+    keys = [k for k in [*METRIC_KEYS, *OPTIONAL_METRIC_KEYS] if any(k in diffs[n] for n in names)]
+    rows = [[f"{key} {_direction(key)}".strip(), *[_fmt_diff(diffs[n].get(key, {})) for n in names]] for key in keys]
     rows.append(["common prompts", *[str(max((d.get("n", 0) for d in diffs[n].values()), default=0)) for n in names]])
     return header, rows
 
@@ -421,8 +513,11 @@ _NOTES = [
     "Values are means over prompts with 95% percentile-bootstrap intervals over prompts, shown as value [low, high].",
     "↑ higher is more diverse, ↓ lower is more diverse. Higher is more diverse for semantic/style diversity, Vendi and distinct-n; lower is more diverse for self-BLEU and the gzip compression ratio (original/compressed bytes).",
     "gold = human responses to the same test prompts, with the same number of responses per prompt as the samples.",
+    "gold-matched (when shown) = the same human responses cut to the samples' length in tokens (per prompt, the median token count of the samples, same tokenizer): compare samples with gold-matched; the full gold row mixes length with diversity.",
     "effective_semantic_diversity keeps only samples whose quality passes the threshold (prompts with fewer than 2 passing samples count as 0).",
     "Paired differences are system minus baseline over the prompts both share; * marks intervals that exclude 0.",
+    "centrality (when shown): each sample's mean cosine similarity (semantic embedder) to its prompt's human responses, standardised by those responses' own centralities (0 = as typical as the average human response; higher = more typical, less diverse).",
+    "typical_mode_share, mode_entropy (bits, 0 to 2) and modes_seen (when shown): the surface modes of the openings (dialogue, first person, second person, other), per prompt.",
 ]
 
 _CSS = """
@@ -454,25 +549,33 @@ def run_report(
     seed: int = 0,
     comparisons: dict[str, str] | None = None,
     seed_groups: dict[str, list[str]] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write report.md, report.html, paired_differences.json and the PNG plots to ``output``.
 
     ``comparisons`` (system → its baseline) replaces "everything against
     ``baseline``"; ``seed_groups`` (pooled name → per-seed systems) adds one pooled
     system per group, and the plots then show the pooled systems instead of the
-    per-seed runs. Returns the HTML path.
+    per-seed runs. Returns the HTML path. The output folder follows divtune.outputs' rule.
     """
+    from divtune.outputs import claim_output_dir, stamped
+
     if not eval_dirs:
         raise ConfigError("give at least one evaluation folder")
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     per_run = load_systems(list(eval_dirs))
+    settings = {"eval_dirs": [str(d) for d in eval_dirs], "baseline": baseline, "n_boot": n_boot, "seed": seed,
+                "comparisons": comparisons, "seed_groups": seed_groups}
+    claim = claim_output_dir(output, "report", stamped(settings, eval_dirs), overwrite)
+    if claim.state == "reuse":
+        return output / "report.html"
     pooled = pool_seeds(per_run, seed_groups, n_boot=n_boot, seed=seed) if seed_groups else []
     systems = per_run + pooled
     base = choose_baseline(systems, baseline)
     if comparisons is None:
         comparisons = against_one_baseline(systems, base)
-    diffs = paired_differences(systems, base, n_boot=n_boot, seed=seed, comparisons=comparisons)
+    diffs = paired_differences(systems, base, n_boot=n_boot, seed=seed, comparisons=comparisons, seed_groups=seed_groups)
+    claim.begin()
     write_json(
         output / "paired_differences.json",
         {name: {"baseline": comparisons[name], "metrics": d} for name, d in diffs.items()},
@@ -488,6 +591,13 @@ def run_report(
         (PLOTS[1], "Quality vs style diversity" if has_quality else "Style diversity (no quality scores)", plot_quality_vs_diversity(plotted, "style_diversity", "style diversity", output / PLOTS[1])),
         (PLOTS[2], "All metrics", plot_metric_bars(plotted, output / PLOTS[2])),
     ]
+    modes = read_mode_counts(eval_dirs, seed_groups)
+    mode_tables = []
+    if modes is not None:
+        typical, counts = modes
+        shown = {s.name: counts[s.name] for s in plotted if s.name in counts}
+        figures.append((MODES_PLOT, "Surface modes", plot_modes(shown, typical, output / MODES_PLOT)))
+        mode_tables.append(modes_table(counts))
     m_header, m_rows = metrics_table(systems)
     d_header, d_rows = diff_table(diffs, comparisons if mixed_baselines else None)
     # A reward model at chance: grey out the quality rows, claim no difference of quality.
@@ -500,8 +610,8 @@ def run_report(
     diff_title = "Paired differences" if mixed_baselines else f"Paired difference against {base.name}"
     pooling_note = (
         " Seeds pooled: " + "; ".join(f"{n} = mean of {' + '.join(m)}" for n, m in seed_groups.items()) + ";"
-        " the plots show the pooled systems. A pooled interval resamples prompts, not seeds:"
-        " the per-seed columns show the spread between seeds."
+        " the plots show the pooled systems. A pooled system's own interval resamples prompts; a difference"
+        " between two pooled systems pairs their runs seed by seed and resamples seeds, then prompts."
         if seed_groups
         else ""
     )
@@ -524,6 +634,7 @@ def run_report(
         _md_table(d_header, d_rows, d_greyed) if d_rows else "_Only one system: nothing to compare._",
         "",
         *[f"{n}\n" for n in footnote],
+        *[line for header, rows in mode_tables for line in ("## Surface modes of the samples", "", _md_table(header, rows), "")],
         "## Plots",
         "",
     ]
@@ -551,10 +662,13 @@ def run_report(
 <h2>{html.escape(diff_title)}</h2>
 {diff_html}
 {footnote_html}
+{"".join("<h2>Surface modes of the samples</h2>" + _html_table(h, r) for h, r in mode_tables)}
 <h2>Plots</h2>
 {figures_html}
 <h2>Notes</h2>
 <ul class="notes">{''.join(f'<li>{html.escape(n)}</li>' for n in _NOTES)}</ul>
 </body></html>
 """
-    return atomic_write_text(output / "report.html", page)
+    html_path = atomic_write_text(output / "report.html", page)
+    claim.finish()
+    return html_path

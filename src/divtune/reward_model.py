@@ -32,7 +32,7 @@ import numpy as np
 from pydantic import Field
 
 from divtune.config import ConfigError, StageConfig
-from divtune.io import InputError, iter_jsonl, write_json, write_jsonl
+from divtune.io import InputError, atomic_write_text, iter_jsonl, write_json, write_jsonl
 from divtune.reward_pairs import (
     all_pairs_within_pools,
     bradley_terry_loss,
@@ -311,11 +311,12 @@ class RewardModel:
     @classmethod
     def create(cls, cfg: RewardTrainConfig) -> "RewardModel":
         """A fresh, untrained model from the config's backbone."""
-        from divtune.models import default_device, load_tokenizer, resolve_model_source
+        from divtune.models import default_device, hub_errors, load_tokenizer, resolve_model_source
 
         device = cfg.device or default_device()
         source = resolve_model_source(cfg.backbone)
-        kind = _resolve_kind(source, cfg.backbone_kind, cfg.trust_remote_code)
+        with hub_errors(cfg.backbone, source, "backbone"):
+            kind = _resolve_kind(source, cfg.backbone_kind, cfg.trust_remote_code)
         tokenizer = load_tokenizer(source, trust_remote_code=cfg.trust_remote_code, padding_side="right")
         spec = {"kind": kind, "backbone": cfg.backbone, "max_length": cfg.max_length,
                 "head_hidden": cfg.head_hidden, "lora": cfg.lora, "backbone_saved": False,
@@ -520,14 +521,28 @@ def load_training_sets(cfg: RewardTrainConfig) -> tuple[TrainingSet, TrainingSet
     return build_training_sets(cfg, rows)
 
 
-def train_reward_model(cfg: RewardTrainConfig) -> dict:
-    """Train, early-stop on a by-prompt validation split, save, and report test metrics."""
+def train_reward_model(cfg: RewardTrainConfig, overwrite: bool = False) -> dict:
+    """Train, early-stop on a by-prompt validation split, save, and report test metrics.
+
+    The output folder follows divtune.outputs' rule; nothing is written before training ends.
+    """
     import torch
+
+    from divtune.models import check_model_spec
+    from divtune.outputs import claim_output_dir, stamped
 
     torch.manual_seed(cfg.seed)
     output = Path(cfg.output)
-    output.mkdir(parents=True, exist_ok=True)
-    cfg.save(output / "config.yaml")
+    check_model_spec(cfg.backbone, "backbone")
+    if Path(cfg.data).is_dir():
+        from divtune.train.data import check_finished_prepare
+
+        check_finished_prepare(Path(cfg.data))
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in ("output", "show_progress")}
+    claim = claim_output_dir(output, "reward", stamped(settings, [cfg.data]), overwrite)
+    if claim.state == "reuse":
+        logger.info("%s already holds a finished reward run with these settings and inputs; reusing it", output)
+        return json.loads((output / "metrics.json").read_text(encoding="utf-8"))
     train, val = load_training_sets(cfg)
     logger.info("reward model: %d train / %d validation responses, %d train / %d validation pairs",
                 len(train.rows), len(val.rows), len(train.chosen), len(val.chosen))
@@ -544,6 +559,8 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
     if cfg.objective == "pairwise":
         scale, shift = moment_matching(best_val_pred, val.quality)
         model.spec.update(output_scale=scale, output_shift=shift)
+    claim.begin()
+    cfg.save(output / "config.yaml")
     model.save(output)
 
     metrics = reward_test_metrics(model, cfg, val)
@@ -570,6 +587,7 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
         "history": history,
     })
     write_json(output / "metrics.json", metrics)
+    claim.finish()
     return metrics
 
 
@@ -798,9 +816,15 @@ def evaluate_reward_model(model: RewardModel, data_dir: str | Path, batch_size: 
 
 
 def score_generations(reward_dir: str | Path, generations_path: str | Path, output_path: str | Path,
-                      batch_size: int = 64, model: RewardModel | None = None) -> Path:
-    """Copy a generations file, adding a ``quality`` field (the reward) to every line."""
-    generations_path = Path(generations_path)
+                      batch_size: int = 64, model: RewardModel | None = None, overwrite: bool = False) -> Path:
+    """Copy a generations file, adding a ``quality`` field (the reward) to every line.
+
+    The output file follows divtune.outputs' rule: its settings are kept in
+    ``OUTPUT.config.yaml``; the same settings and inputs reuse it.
+    """
+    from divtune.outputs import claim_output_file, sidecar_path, stamped
+
+    generations_path, output_path = Path(generations_path), Path(output_path)
     rows = []
     for lineno, obj in iter_jsonl(generations_path):
         if not isinstance(obj, dict):
@@ -808,8 +832,18 @@ def score_generations(reward_dir: str | Path, generations_path: str | Path, outp
         for name in ("prompt", "text"):
             _field(generations_path, lineno, obj, name, str)
         rows.append(obj)
+    settings = stamped({"stage": "reward score", "reward": str(reward_dir), "generations": str(generations_path)},
+                       [reward_dir, generations_path])
+    state = claim_output_file(output_path, settings, settings.keys(), overwrite)
+    if state == "continue":
+        logger.info("%s already holds these scores; reusing it", output_path)
+        return output_path
     model = model or RewardModel.load(reward_dir)
     scores = model.score([r["prompt"] for r in rows], [r["text"] for r in rows], batch_size, show_progress=True)
     for row, value in zip(rows, scores):
         row["quality"] = float(value)
+    # The settings go first: a scores file never exists without them.
+    import yaml
+
+    atomic_write_text(sidecar_path(output_path), yaml.safe_dump(settings, sort_keys=False))
     return write_jsonl(output_path, rows)

@@ -8,29 +8,45 @@ from typing import Optional
 import typer
 
 
+EXAMPLES = """Examples:
+
+  divtune evaluate --generations runs/gen/*.jsonl --gold runs/prep --reward runs/rm --output runs/eval
+
+  divtune evaluate --generations runs/gen/dpo.jsonl runs/gen/ddpo.jsonl --output runs/eval --bootstrap 500
+"""
+
+
 def register(app: typer.Typer) -> None:
     # Extra positional arguments are more generation files, so `--generations a.jsonl b.jsonl` works.
-    @app.command("evaluate", context_settings={"allow_extra_args": True})
+    @app.command("evaluate", context_settings={"allow_extra_args": True}, epilog=EXAMPLES)
     def evaluate(
         ctx: typer.Context,
         generations: Optional[list[Path]] = typer.Option(
             None, "--generations", help="Generations JSONL file(s); repeat or list several after one flag."
         ),
         output: Path = typer.Option(..., "--output", help="Folder for metrics.json, per_prompt.jsonl, config.yaml."),
-        gold: Optional[Path] = typer.Option(None, "--gold", help="Prepared folder: its human test responses become the `gold` row."),
+        gold: Optional[Path] = typer.Option(
+            None, "--gold",
+            help="Human responses for the `gold` row: a prepared folder (its test split), or a raw data file in any "
+                 "layout `prepare` reads (every prompt; matched by id, else by prompt text).",
+        ),
         reward: Optional[Path] = typer.Option(None, "--reward", help="Reward-model folder for quality (else the lines' `quality` field)."),
         embedder: Optional[list[str]] = typer.Option(
             None, "--embedder", help="NAME=SPEC for `semantic` and/or `style` (default semantic=minilm, style=stylometric)."
         ),
-        embed_cache_dir: Optional[Path] = typer.Option(None, "--embed-cache-dir", help="On-disk embedding cache."),
+        embed_cache_dir: Optional[Path] = typer.Option(None, "--embed-cache-dir", help="On-disk embedding cache (default embeddings/ in the divtune cache)."),
         num_gold: Optional[int] = typer.Option(None, "--num-gold", help="Human responses per gold prompt (default: the samples' N)."),
         quality_threshold: Optional[float] = typer.Option(
             None, "--quality-threshold", help="Effective diversity keeps samples with quality >= X (default: median gold quality)."
         ),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Seed for gold sampling and the bootstrap."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Seed for gold sampling and the bootstrap (default 0)."),
         bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="Bootstrap resamples (default 1000)."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML config file."),
         overrides: Optional[list[str]] = typer.Option(None, "--set", help="key=value override (repeatable)."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", show_default=False,
+            help="Replace an evaluate run with other settings in --output (only files divtune wrote).",
+        ),
     ) -> None:
         """Diversity and quality metrics of generation files, with bootstrap intervals."""
         import json
@@ -61,7 +77,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             bootstrap=bootstrap,
         )
-        results = run_evaluate(cfg)
+        results = run_evaluate(cfg, overwrite=overwrite)
         for name, row in results.items():
             shown = {k: row[k] for k in ("semantic_diversity", "style_diversity", "quality", "n_prompts")}
             typer.echo(f"{name}: {json.dumps(shown)}")

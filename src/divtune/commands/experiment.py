@@ -7,20 +7,42 @@ from typing import List, Optional
 import typer
 
 
+EXAMPLES = """Examples:
+
+  divtune experiment configs/experiments/wp_smollm2.yaml
+
+  divtune experiment configs/experiments/wp_smollm2_levers.yaml --set seeds=[0,1,2] --publish docs/results/wp_smollm2_levers
+"""
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("experiment")
+    @app.command("experiment", epilog=EXAMPLES)
     def experiment(
         config: str = typer.Argument(..., help="Experiment YAML, e.g. configs/experiments/wp_smollm2.yaml."),
         output: Optional[str] = typer.Option(None, "--output", "-o", help="Override the config's output folder."),
-        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
-        fresh: bool = typer.Option(False, "--fresh", help="Redo every stage instead of reusing finished ones."),
+        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda (default: the config's device)."),
+        fresh: bool = typer.Option(False, "--fresh", show_default=False, help="Redo every stage instead of reusing finished ones."),
         set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config field, e.g. seeds=[0,1]."),
         publish: Optional[str] = typer.Option(None, "--publish", help="Copy report, metrics and run record to this folder (e.g. docs/results/wp_smollm2)."),
+        jobs: Optional[int] = typer.Option(
+            None, "--jobs", "-j", min=1,
+            help="Stages run at once, each in its own process with cores/jobs threads (default: the config's, 1).",
+        ),
+        stage: Optional[str] = typer.Option(
+            None, "--stage", help="Run only this stage (by name, e.g. 'train dpo-s0'); used by the --jobs workers."
+        ),
     ) -> None:
-        """Run (or resume, stage by stage) a fixed comparison of systems and write its report."""
-        from divtune.experiment import ExperimentConfig, publish_results, run_experiment, summary_table
+        """Run (or resume, stage by stage) a fixed comparison of systems and write its report.
 
-        cfg = ExperimentConfig.load(config, overrides=set_ or [], output=output, device=device)
+        Example: divtune experiment configs/experiments/typicality.yaml --set 'seeds=[0]' --jobs 2
+        """
+        from divtune.experiment import ExperimentConfig, publish_results, run_experiment, run_one_stage, summary_table
+
+        cfg = ExperimentConfig.load(config, overrides=set_ or [], output=output, device=device, jobs=jobs)
+        if stage is not None:
+            seconds = run_one_stage(cfg, stage)
+            typer.echo(f"{stage}: {seconds:.0f} s")
+            return
         result = run_experiment(cfg, fresh=fresh)
         typer.echo(summary_table(result["metrics"]))
         typer.echo(f"wall time: {result['wall_seconds']:.0f} s; report: {result['paths']['report']}/report.html")

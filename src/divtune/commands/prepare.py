@@ -19,8 +19,16 @@ def _parse_columns(items: list[str]) -> dict[str, str]:
     return columns
 
 
+EXAMPLES = """Examples:
+
+  divtune prepare --input shipped:wp_scored --output runs/prep
+
+  divtune prepare --input my_votes.csv --column prompt=title --column response=body --output runs/prep --max-prompts 50
+"""
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("prepare")
+    @app.command("prepare", epilog=EXAMPLES)
     def prepare(
         input: List[str] = typer.Option(
             None, "--input", "-i",
@@ -28,7 +36,7 @@ def register(app: typer.Typer) -> None:
             "or shipped:wp_scored / shipped:wp_fresh. Repeatable.",
         ),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder for train/test/responses/summary."),
-        format: Optional[str] = typer.Option(None, "--format", help="Input layout: auto (default), reddit, pools or flat."),
+        format: Optional[str] = typer.Option(None, "--format", help="Input layout: auto, reddit, pools or flat (default auto)."),
         column: List[str] = typer.Option(
             None, "--column", help="Column remap NAME=SOURCE, e.g. prompt=title or response=body. Repeatable."
         ),
@@ -36,19 +44,19 @@ def register(app: typer.Typer) -> None:
         test_fraction: Optional[float] = typer.Option(None, help="Fraction of prompts held out for test (default 0.1)."),
         seed: Optional[int] = typer.Option(None, help="Seed for the split, pair sampling and subsets (default 0)."),
         vote_transform: Optional[str] = typer.Option(
-            None, help="Vote compression: exact (default, maps onto [-1, 1]) or released (verbatim released formula)."
+            None, help="Vote compression: exact (maps onto [-1, 1]) or released (the released code's formula) (default exact)."
         ),
         gap: Optional[float] = typer.Option(None, help="Minimum score gap preferred for a pair (default 5)."),
         pairs: Optional[str] = typer.Option(
-            None, help="Pairing: gap (disjoint gap matching, default), all (all pairs, capped) or divpo."
+            None, help="Pairing: gap (disjoint gap matching), all (all pairs, capped) or divpo (default gap)."
         ),
         max_pairs_per_prompt: Optional[int] = typer.Option(
-            None, help="Cap on pairs per prompt (default: none for gap, 100 for all, 2 for divpo)."
+            None, help="Cap on pairs per prompt (default none for gap, 100 for all, 2 for divpo)."
         ),
         rho: Optional[float] = typer.Option(None, help="DivPO: percentage of a pool in the high and low sets (default 25)."),
         embedder: List[str] = typer.Option(
             None, help="Deviation embedder NAME=SPEC (sentence-transformers folder/hub id, minilm, stylometric). "
-            "Repeatable; default semantic=minilm and style=stylometric.",
+            "Repeatable (default semantic=minilm and style=stylometric).",
         ),
         weight_floor: Optional[float] = typer.Option(None, help="Lowest pair weight, in [0, 1) (default 0)."),
         conversational: Optional[bool] = typer.Option(
@@ -61,10 +69,14 @@ def register(app: typer.Typer) -> None:
         max_responses_per_prompt: Optional[int] = typer.Option(
             None, help="Keep only the top-scored K responses of each prompt before pairing."
         ),
-        cache_dir: Optional[Path] = typer.Option(None, help="Embedding cache folder (default: divtune cache/embeddings)."),
+        cache_dir: Optional[Path] = typer.Option(None, help="Embedding cache folder (default embeddings/ in the divtune cache)."),
         embed_batch_size: Optional[int] = typer.Option(None, help="Texts per embedding batch (default 64)."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file with any of these settings."),
         set_: List[str] = typer.Option(None, "--set", help="Override a setting, key=value (after the YAML and flags)."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", show_default=False,
+            help="Replace a run of this stage with other settings in the output (only files divtune wrote).",
+        ),
     ) -> None:
         """Turn prompt/response/score data into weighted preference pairs (train.jsonl, test.jsonl,
         responses.jsonl, summary.json, config.yaml)."""
@@ -99,6 +111,6 @@ def register(app: typer.Typer) -> None:
             cache_dir=str(cache_dir) if cache_dir else None,
             embed_batch_size=embed_batch_size,
         )
-        summary = run_prepare(cfg)
+        summary = run_prepare(cfg, overwrite=overwrite)
         typer.echo(json.dumps({k: summary[k] for k in ("prompts", "responses", "pairs", "pools_without_pairs")}, indent=2))
         typer.echo(f"wrote {cfg.output}/train.jsonl, test.jsonl, responses.jsonl, summary.json, config.yaml")

@@ -7,12 +7,26 @@ from typing import List, Optional
 import typer
 
 
+EXAMPLES = """Examples:
+
+  divtune quickstart
+
+  divtune quickstart --preset smoke --output runs/smoke --set train.training.max_steps=4
+"""
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("quickstart")
+    @app.command("quickstart", epilog=EXAMPLES)
     def quickstart(
-        output: str = typer.Option("runs/quickstart", "--output", "-o", help="Folder for every artefact of the run."),
-        preset: str = typer.Option("default", "--preset", help="Size preset: default (~5 min on 2 CPU cores) or smoke (CI)."),
-        fresh: bool = typer.Option(False, "--fresh", help="Redo every stage instead of reusing finished ones."),
+        output: str = typer.Option(
+            "runs/quickstart", "--output", "-o", show_default=False,
+            help="Folder for every artefact of the run (default runs/quickstart).",
+        ),
+        preset: str = typer.Option(
+            "default", "--preset", show_default=False,
+            help="Size preset: default (~5 min on 2 CPU cores) or smoke (CI) (default default).",
+        ),
+        fresh: bool = typer.Option(False, "--fresh", show_default=False, help="Redo every stage instead of reusing finished ones."),
         set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a field of the experiment config, e.g. train.training.max_steps=4."),
     ) -> None:
         """Run the whole pipeline offline on the shipped data and models: prepare, reward model,

@@ -8,21 +8,35 @@ from typing import Optional
 import typer
 
 
+EXAMPLES = """Examples:
+
+  divtune report runs/eval --output runs/report --baseline dpo
+
+  divtune report runs/eval --output runs/report --pool ddpo=ddpo-s0,ddpo-s1 --pool dpo=dpo-s0,dpo-s1 --compare ddpo=dpo
+"""
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("report")
+    @app.command("report", epilog=EXAMPLES)
     def report(
         eval_dirs: list[Path] = typer.Argument(..., help="Evaluation folder(s) written by `divtune evaluate`."),
         output: Path = typer.Option(..., "--output", help="Folder for report.md, report.html and the PNG plots."),
         baseline: Optional[str] = typer.Option(
             None, "--baseline", help="System to compare against (default: one named like `dpo`, else the first)."
         ),
-        bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for paired differences."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the paired bootstrap."),
+        bootstrap: int = typer.Option(
+            1000, "--bootstrap", show_default=False, help="Bootstrap resamples for paired differences (default 1000)."
+        ),
+        seed: int = typer.Option(0, "--seed", show_default=False, help="Seed of the paired bootstrap (default 0)."),
         compare: Optional[list[str]] = typer.Option(
             None, "--compare", help="SYSTEM=BASELINE: compare exactly these pairs (repeatable) instead of all against --baseline."
         ),
         pool: Optional[list[str]] = typer.Option(
             None, "--pool", help="NAME=RUN1,RUN2,...: add NAME, the per-prompt mean of these runs (e.g. seeds); repeatable."
+        ),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", show_default=False,
+            help="Replace a report with other settings in --output (only files divtune wrote).",
         ),
     ) -> None:
         """Tables, plots and a self-contained HTML report from evaluation folders."""
@@ -32,6 +46,6 @@ def register(app: typer.Typer) -> None:
         seed_groups = {k: v.split(",") for k, v in parse_assignments(pool, "--pool").items()} if pool else None
         html_path = run_report(
             eval_dirs, output, baseline=baseline, n_boot=bootstrap, seed=seed,
-            comparisons=comparisons, seed_groups=seed_groups,
+            comparisons=comparisons, seed_groups=seed_groups, overwrite=overwrite,
         )
         typer.echo(f"wrote {html_path} and {Path(output) / 'report.md'}")

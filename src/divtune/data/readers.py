@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from divtune.io import InputError
+from divtune.io import GZIP_ERRORS, InputError, gzip_input_error
 
 FILE_FORMATS = ("jsonl", "csv", "parquet", "datasets")
 
@@ -39,22 +39,33 @@ def _open_binary(path: Path):
 
 def iter_jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Decode line by line so undecodable bytes and bad JSON both name their line."""
-    with _open_binary(path) as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                message = f"undecodable bytes (not UTF-8) at byte {err.start} of the line"
-                raise InputError(path, message, line=lineno) from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(path, f"malformed JSON ({err.msg} at column {err.colno})", line=lineno) from None
-            if not isinstance(obj, dict):
-                raise InputError(path, f"expected a JSON object per line, got {type(obj).__name__}", line=lineno)
-            yield lineno, obj
+    lineno = 0
+    try:
+        with _open_binary(path) as handle:
+            for lineno, raw in enumerate(handle, start=1):
+                obj = _jsonl_object(path, lineno, raw)
+                if obj is not None:  # blank line
+                    yield lineno, obj
+    except GZIP_ERRORS as err:
+        raise gzip_input_error(path, err, lineno) from None
+
+
+def _jsonl_object(path: Path, lineno: int, raw: bytes) -> dict[str, Any] | None:
+    try:
+        # utf-8-sig on the first line drops a byte-order mark (Excel and Notepad write one).
+        line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+    except UnicodeDecodeError as err:
+        message = f"undecodable bytes (not UTF-8) at byte {err.start} of the line"
+        raise InputError(path, message, line=lineno) from None
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"malformed JSON ({err.msg} at column {err.colno})", line=lineno) from None
+    if not isinstance(obj, dict):
+        raise InputError(path, f"expected a JSON object per line, got {type(obj).__name__}", line=lineno)
+    return obj
 
 
 def _csv_cell(value: str) -> Any:
@@ -71,8 +82,10 @@ def _csv_cell(value: str) -> Any:
 def iter_csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     delimiter = "\t" if path.name.lower().removesuffix(".gz").endswith(".tsv") else ","
     opener = gzip.open if path.name.lower().endswith(".gz") else open
+    line = 0
     try:
-        with opener(path, "rt", encoding="utf-8", errors="strict", newline="") as handle:
+        # utf-8-sig: a leading byte-order mark (Excel's default) must not stick to the first column name.
+        with opener(path, "rt", encoding="utf-8-sig", errors="strict", newline="") as handle:
             reader = csv.DictReader(handle, delimiter=delimiter)
             for row in reader:
                 line = reader.line_num
@@ -83,6 +96,8 @@ def iter_csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise InputError(path, f"undecodable bytes (not UTF-8) at byte offset {err.start}") from None
     except csv.Error as err:
         raise InputError(path, f"malformed CSV: {err}") from None
+    except GZIP_ERRORS as err:
+        raise gzip_input_error(path, err, line) from None
 
 
 def iter_parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

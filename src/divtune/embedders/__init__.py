@@ -18,6 +18,7 @@ DEFAULT_EMBEDDERS: dict[str, str] = {"semantic": "minilm", "style": STYLOMETRIC}
 
 __all__ = [
     "DEFAULT_EMBEDDERS",
+    "check_embedder_spec",
     "Embedder",
     "EmbeddingCache",
     "l2_normalise",
@@ -40,6 +41,15 @@ def load_embedder(spec: str, cache_dir: str | Path | None = None) -> Embedder:
     from divtune.embedders.sentence_transformer import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder(spec, cache_dir=cache_dir)
+
+
+def check_embedder_spec(spec: str, name: str = "") -> None:
+    """Fail with one line, loading nothing, if ``spec`` names no embedder (see divtune.models.check_model_spec)."""
+    from divtune.models import EMBEDDER_ALIASES, check_model_spec
+
+    spec = str(spec).strip()
+    if spec != STYLOMETRIC:
+        check_model_spec(spec, f"embedder {name}".strip(), EMBEDDER_ALIASES)
 
 
 def parse_embedder_specs(items: Iterable[str]) -> dict[str, str]:

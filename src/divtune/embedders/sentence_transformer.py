@@ -15,8 +15,9 @@ class SentenceTransformerEmbedder(Embedder):
 
     def __init__(self, spec: str, cache_dir: str | Path | None = None, device: str | None = None):
         super().__init__(cache_dir)
-        from divtune.models import resolve_model_source
+        from divtune.models import EMBEDDER_ALIASES, check_model_spec, resolve_model_source
 
+        check_model_spec(spec, "embedder", EMBEDDER_ALIASES)
         self.spec = spec
         self.source = resolve_model_source(spec)
         # The shipped alias keeps one cache key wherever the package is installed.
@@ -29,11 +30,12 @@ class SentenceTransformerEmbedder(Embedder):
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
-            from divtune.models import default_device
+            from divtune.models import EMBEDDER_ALIASES, default_device, hub_errors
 
-            self._model = SentenceTransformer(
-                self.source, device=self._device or default_device(), trust_remote_code=False
-            )
+            with hub_errors(self.spec, self.source, "embedder", EMBEDDER_ALIASES):
+                self._model = SentenceTransformer(
+                    self.source, device=self._device or default_device(), trust_remote_code=False
+                )
         return self._model
 
     def _embed_batch(self, texts: list[str], batch_size: int, show_progress: bool) -> np.ndarray:

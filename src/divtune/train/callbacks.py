@@ -39,3 +39,12 @@ def truncate_metrics(output_dir: str | Path, last_step: int) -> None:
         if record.get("step", 0) <= last_step and "train_runtime" not in record:
             kept.append(line)
     path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+
+
+class EvaluateAtEndCallback(TrainerCallback):
+    """Evaluate after the last step too, so the probes' final values are always logged."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.max_steps and state.global_step >= state.max_steps:
+            control.should_evaluate = True
+        return control

@@ -22,6 +22,7 @@ from pydantic import Field, field_validator, model_validator
 
 from divtune.config import ConfigError, StageConfig
 from divtune.train.online_config import OnlineConfig
+from divtune.train.training_args import checked_training_values
 
 OFFLINE_METHODS = ("sft", "dpo", "ddpo", "orpo", "dorpo", "divpo")
 ONLINE_METHODS = ("grpo", "dqo", "darling")
@@ -62,6 +63,10 @@ class LoraSettings(StageConfig):
     dropout: float = 0.05
     #: ``all-linear`` (PEFT's shortcut) or a list of module names, e.g. ``[q_proj, v_proj]``.
     target_modules: str | list[str] = "all-linear"
+    #: Adapt only the last N transformer layers (None: all). Backpropagation then
+    #: stops below them: on SmolLM2-135M (30 layers) a LoRA step over the last 8
+    #: was 2x faster on the 2-core CPU than over all 30 (benchmarks/bench_train.py).
+    last_layers: int | None = Field(None, ge=1)
 
 
 class TrainConfig(StageConfig):
@@ -75,6 +80,19 @@ class TrainConfig(StageConfig):
     init: str | None = None
     #: Compute the reference log-probs once before training and drop the reference.
     precompute_ref: bool = False
+    #: With ``precompute_ref``: keep those log-probs in an on-disk cache keyed by the
+    #: reference weights, the tokenised pairs and max_length, so every run with the
+    #: same reference (other methods, other seeds) reads them instead (train/ref_cache.py).
+    ref_cache: bool = True
+    #: Where that cache lives (default: the divtune cache's ``ref_logps`` folder).
+    ref_cache_dir: str | None = None
+    #: Probes (DPO family): implicit-reward accuracy, margin and log-prob change on a
+    #: fixed set of this many *train* pairs (the same pairs for every method and seed)...
+    probe_pairs: int = Field(0, ge=0)
+    #: ...and on up to this many held-out pairs (``test.jsonl`` of the prepared folder),
+    probe_heldout_pairs: int = Field(0, ge=0)
+    #: evaluated at the start, every ``probe_steps`` steps (default: 8 times a run) and at the end.
+    probe_steps: int | None = Field(None, ge=1)
     beta: float = 0.1
     orpo_lambda: float = 0.25
     dorpo_mode: Literal["outside", "released"] = "outside"
@@ -84,7 +102,8 @@ class TrainConfig(StageConfig):
     lora: LoraSettings = Field(default_factory=LoraSettings)
     #: Longest prompt + completion in tokens. Completions are cut to fit (counted);
     #: pairs whose prompt alone leaves no room for one completion token are dropped (counted).
-    max_length: int = 1024
+    #: ``None``: the device's default (``DEFAULT_MAX_LENGTH``), written resolved into config.yaml.
+    max_length: int | None = Field(None, ge=2)
     resume: bool = False
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -104,15 +123,17 @@ class TrainConfig(StageConfig):
             return data
         own = set(cls.model_fields)
         stray = [key for key in data if key not in own]
-        if not stray:
-            return data
-        known = passthrough_field_names()
-        data = dict(data)
-        training = dict(data.get("training") or {})
-        for key in stray:
-            if key in known:
-                training[key] = data.pop(key)
-        data["training"] = training
+        if stray:
+            known = passthrough_field_names()
+            data = dict(data)
+            training = dict(data.get("training") or {})
+            for key in stray:
+                if key in known:
+                    training[key] = data.pop(key)
+            data["training"] = training
+        if isinstance(data.get("training"), dict):
+            # Types of pass-through values are checked now, not when TRL's config is built after the model loaded.
+            data = {**data, "training": checked_training_values(data["training"])}
         return data
 
     @field_validator("training")
@@ -127,10 +148,7 @@ class TrainConfig(StageConfig):
                 f"{', '.join(reserved)} are set by divtune; use the top-level settings "
                 "(output, seed, max_length, beta, orpo_lambda, precompute_ref) instead"
             )
-        # YAML 1.1 reads `save_strategy=no` as False; TrainingArguments wants "no".
-        return {
-            key: ("no" if key.endswith("_strategy") and item is False else item) for key, item in value.items()
-        }
+        return value
 
 
 #: TrainingArguments/TRL names divtune derives from its own top-level fields.
@@ -167,14 +185,26 @@ def import_orpo():
     return orpo
 
 
+#: ``max_length`` when none is set. On CPU it is the quickstart's size, so the
+#: defaults fit a 16 GB machine (measured peak in docs/train.md); 1024 with a
+#: batch of 4 needed over 24 GB there.
+DEFAULT_MAX_LENGTH = {"cpu": 128, "cuda": 1024}
+#: Per-device batch on CPU when none is set: the quickstart's.
+CPU_BATCH_SIZE = 2
+
+
 def device_defaults(device: str) -> dict[str, Any]:
-    """fp32 and no gradient checkpointing on CPU (TRL defaults bf16 + checkpointing, ~10x slower here)."""
+    """fp32, no gradient checkpointing and the quickstart's batch on CPU (TRL defaults bf16 +
+    checkpointing, ~10x slower there); bf16 and checkpointing on capable GPUs."""
     from divtune.models import default_dtype
 
     import torch
 
     if device == "cpu":
-        return {"use_cpu": True, "bf16": False, "fp16": False, "gradient_checkpointing": False}
+        return {
+            "use_cpu": True, "bf16": False, "fp16": False, "gradient_checkpointing": False,
+            "per_device_train_batch_size": CPU_BATCH_SIZE,
+        }
     bf16 = default_dtype(device) == torch.bfloat16
     return {"bf16": bf16, "fp16": False, "gradient_checkpointing": True}
 
@@ -187,6 +217,13 @@ def resolve_device(cfg: TrainConfig) -> str:
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda was asked for but no CUDA device is available")
     return cfg.device
+
+
+def with_device_sizes(cfg: TrainConfig, device: str) -> TrainConfig:
+    """``cfg`` with ``max_length`` resolved to the device default when it was left unset."""
+    if cfg.max_length is not None:
+        return cfg
+    return cfg.model_copy(update={"max_length": DEFAULT_MAX_LENGTH["cpu" if device == "cpu" else "cuda"]})
 
 
 def resolved_training(cfg: TrainConfig, device: str) -> dict[str, Any]:

@@ -61,6 +61,7 @@ def train_file(data: str | Path) -> Path:
     """``data`` is a prepared folder (its train.jsonl) or a JSONL file."""
     path = Path(data)
     if path.is_dir():
+        check_finished_prepare(path)
         for name in TRAIN_FILE_NAMES:
             if (path / name).is_file():
                 return path / name
@@ -68,6 +69,22 @@ def train_file(data: str | Path) -> Path:
     if path.is_file():
         return path
     raise InputError(path, "training data not found")
+
+
+def check_finished_prepare(folder: Path) -> None:
+    """A prepared folder must hold a finished prepare run: a killed one has partial or stale files."""
+    from divtune.outputs import run_kind
+
+    found = run_kind(folder)
+    if found is None:
+        if (folder / "summary.json").is_file():  # prepare's last file, but no done marker
+            raise InputError(folder, "holds an unfinished prepare run (no done marker); run `divtune prepare` again")
+        return  # a folder of hand-made pairs
+    kind, finished = found
+    if kind not in (None, "prepare"):
+        raise InputError(folder, f"holds a {kind} run, not prepared data (give the folder `divtune prepare` wrote)")
+    if not finished:
+        raise InputError(folder, "holds an unfinished prepare run (no done marker); run `divtune prepare` again")
 
 
 def read_pairs(path: str | Path, method: str) -> list[PairRow]:

@@ -315,7 +315,7 @@ def make_trainer(
     if lora is not None and lora.enabled and not isinstance(model, PeftModel):
         from divtune.train.runner import lora_config
 
-        peft_config = lora_config(cfg)
+        peft_config = lora_config(cfg, model)
     trainer_cls = _grpo_trainer_class()
     return trainer_cls(
         model=model,
@@ -337,6 +337,8 @@ def run_online_train(
     quality_fn: QualityFn | None = None,
     embed_fn: EmbedFn | None = None,
     callbacks: list[Any] | None = None,
+    overwrite: bool = False,
+    memory_check: bool = True,
 ) -> Path:
     """Train ``cfg`` (a TrainConfig with method grpo / dqo / darling); returns the output dir.
 
@@ -347,11 +349,10 @@ def run_online_train(
     ``embed_fn`` replace the reward model / embedder (programmatic use, tests).
     """
     from divtune.config import ConfigError
-    from divtune.io import mark_stage_done
     from divtune.models import load_tokenizer
     from divtune.train.callbacks import MetricsJsonlCallback, truncate_metrics
-    from divtune.train.config import resolve_device
-    from divtune.train.runner import _resume_point, load_policy, save_final
+    from divtune.train.config import resolve_device, with_device_sizes
+    from divtune.train.runner import claim_train_output, load_policy, save_final
 
     method = cfg.method
     if method not in ONLINE_METHODS:
@@ -362,14 +363,17 @@ def run_online_train(
         raise ConfigError(f"train/{method}: `output` folder is required")
     online: OnlineConfig = cfg.online
     output = Path(cfg.output)
-    resume_from = _resume_point(output, cfg.resume)
-    if resume_from == "done":
-        print(f"[divtune train/{method}] {output} already holds a finished run; nothing to do")
-        return output
     device = resolve_device(cfg)
+    cfg = with_device_sizes(cfg, device)
+    from divtune.train.data import train_file
 
-    data = Path(cfg.data)
-    rows, counts = load_online_prompts(data / "train.jsonl" if data.is_dir() else data)
+    path = train_file(cfg.data)
+    claim, resume_from = claim_train_output(cfg, overwrite)
+    if claim.state == "reuse":
+        print(f"[divtune train/{method}] {output} already holds a finished train run with these settings; reusing it")
+        return output
+
+    rows, counts = load_online_prompts(path)
     print(
         f"[divtune train/{method}] {counts['prompts']} prompts from {counts['rows_read']} pair rows "
         f"({counts['rows_repeating_a_pool']} rows repeat a pool's prompt)"
@@ -398,6 +402,13 @@ def run_online_train(
     if truncated:
         print(f"[divtune train/{method}] {truncated} prompts cut to {max_prompt_tokens} tokens (max_length)")
 
+    if memory_check and device == "cpu":
+        import logging
+
+        from divtune.train.memory import check_training_memory
+
+        batch = int(grpo_config_kwargs(cfg, device)["per_device_train_batch_size"])
+        check_training_memory(cfg, batch, logging.getLogger(__name__))
     model, base_spec = load_policy(cfg, device)
     trainer = make_trainer(
         cfg,
@@ -411,7 +422,7 @@ def run_online_train(
     )
     is_main = trainer.is_world_process_zero()
     if is_main:
-        output.mkdir(parents=True, exist_ok=True)
+        claim.begin()
         training = {k: v for k, v in grpo_config_kwargs(cfg, device).items() if k not in ONLINE_OWNED_KEYS}
         training.pop("output_dir"), training.pop("seed")
         cfg.model_copy(update={"training": training}).save(output / "config.yaml")
@@ -423,5 +434,5 @@ def run_online_train(
     save_final(trainer, tokenizer, output, base_spec)
     trainer.accelerator.wait_for_everyone()
     if is_main:
-        mark_stage_done(output, {"method": method, "global_step": trainer.state.global_step, "data": counts})
+        claim.finish({"method": method, "global_step": trainer.state.global_step, "data": counts})
     return output

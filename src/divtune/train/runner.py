@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from divtune.config import ConfigError
-from divtune.io import is_stage_done, mark_stage_done, write_json
+from divtune.io import write_json
 from divtune.train.config import (
     DPO_FAMILY,
     ONLINE_METHODS,
@@ -22,34 +22,45 @@ from divtune.train.config import (
     resolve_device,
     resolved_training,
     trl_config_kwargs,
+    with_device_sizes,
 )
 
 logger = logging.getLogger(__name__)
 
 DATA_REPORT_FILE = "data_report.json"
+#: Whether the reference log-probs came from the on-disk cache, and its key.
+REF_CACHE_FILE = "ref_logps.json"
 REF_ADAPTER = "ref"
 
 
-def run_train(cfg: TrainConfig, callbacks: list[Any] | None = None) -> Path:
-    """Train ``cfg.method`` and return the output folder. ``callbacks``: extra TrainerCallbacks."""
+def run_train(
+    cfg: TrainConfig, callbacks: list[Any] | None = None, *, overwrite: bool = False, memory_check: bool = True
+) -> Path:
+    """Train ``cfg.method`` and return the output folder. ``callbacks``: extra TrainerCallbacks.
+
+    The output folder follows divtune.outputs' rule (``overwrite`` replaces a run
+    with other settings). On CPU, ``memory_check`` refuses a run whose estimated
+    peak memory exceeds what is available (divtune.train.memory).
+    """
     if cfg.method in ONLINE_METHODS:
         from divtune.train.online import run_online_train
 
-        return run_online_train(cfg)
+        return run_online_train(cfg, overwrite=overwrite, memory_check=memory_check)
     if not cfg.data:
         raise ConfigError("train: `data` (prepared folder or pairs JSONL) is required")
     if not cfg.output:
         raise ConfigError("train: `output` folder is required")
+    device = resolve_device(cfg)
+    cfg = with_device_sizes(cfg, device)
     output = Path(cfg.output)
-    resume_from = _resume_point(output, cfg.resume)
-    if resume_from == "done":
-        logger.info("%s already holds a finished run; nothing to do", output)
-        return output
 
     from divtune.train import data as pairs_data
 
-    device = resolve_device(cfg)
     path = pairs_data.train_file(cfg.data)
+    claim, resume_from = claim_train_output(cfg, overwrite)
+    if claim.state == "reuse":
+        logger.info("%s already holds a finished train run with these settings; reusing it", output)
+        return output
     pairs_data.check_pairs_kind(cfg.data, cfg.method)
     rows = pairs_data.read_pairs(path, cfg.method)
     tokenizer = _load_tokenizer(cfg)
@@ -65,19 +76,27 @@ def run_train(cfg: TrainConfig, callbacks: list[Any] | None = None) -> Path:
 
     from datasets import Dataset
 
-    dataset = Dataset.from_list(pairs_data.to_trl_rows(rows, cfg.method, pairs_data.has_chat_template(tokenizer)))
+    chat = pairs_data.has_chat_template(tokenizer)
+    dataset = Dataset.from_list(pairs_data.to_trl_rows(rows, cfg.method, chat))
+    probes = probe_datasets(cfg, rows, tokenizer, chat)
+    if memory_check and device == "cpu":
+        from divtune.train.memory import check_training_memory
+
+        check_training_memory(cfg, int(resolved_training(cfg, device)["per_device_train_batch_size"]), logger)
     model, base_spec = load_policy(cfg, device)
-    trainer = build_trainer(cfg, device, model, tokenizer, dataset, callbacks or [])
+    trainer = build_trainer(cfg, device, model, tokenizer, dataset, callbacks or [], probes)
     report.dropped_by_trainer = len(dataset) - len(trainer.train_dataset)
     if report.dropped_by_trainer:
         logger.warning("TRL dropped %d more pairs while tokenising (see %s)", report.dropped_by_trainer, DATA_REPORT_FILE)
 
     is_main = trainer.is_world_process_zero()
     if is_main:
-        output.mkdir(parents=True, exist_ok=True)
+        claim.begin()
         resolved = cfg.model_copy(update={"training": resolved_training(cfg, device)})
         resolved.save(output / "config.yaml")
         write_json(output / DATA_REPORT_FILE, report.to_dict())
+        if getattr(trainer, "ref_cache_record", None):
+            write_json(output / REF_CACHE_FILE, trainer.ref_cache_record)
         if resume_from is not None:
             from divtune.train.callbacks import truncate_metrics
 
@@ -87,26 +106,43 @@ def run_train(cfg: TrainConfig, callbacks: list[Any] | None = None) -> Path:
     save_final(trainer, tokenizer, output, base_spec)
     trainer.accelerator.wait_for_everyone()
     if is_main:
-        mark_stage_done(output, {"method": cfg.method, "global_step": trainer.state.global_step})
+        claim.finish({"method": cfg.method, "global_step": trainer.state.global_step})
     return output
 
 
-def _resume_point(output: Path, resume: bool) -> str | None:
-    """The checkpoint to resume from, ``"done"`` for a finished run, or None for a fresh start."""
-    checkpoints = sorted(output.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) if output.is_dir() else []
-    if is_stage_done(output):
-        if resume:
-            return "done"
-        raise ConfigError(f"{output} already holds a finished training run; choose another --output")
-    if not resume:
-        if checkpoints:
-            raise ConfigError(f"{output} holds checkpoints of an unfinished run; pass --resume to continue it")
-        return None
+#: Settings that do not change what a training run produces (left out of the reuse check).
+UNRECORDED_SETTINGS = ("output", "resume")
+
+
+def claim_train_output(cfg: TrainConfig, overwrite: bool):
+    """The output claim of a train run and the checkpoint to resume from (None: start fresh).
+
+    Same settings and inputs, finished: reused. Unfinished: continued from its
+    newest complete checkpoint with ``--resume`` (refused without it, so a
+    half-trained run is never silently restarted). Other settings: refused
+    unless ``overwrite``.
+    """
+    from divtune.outputs import claim_output_dir, stamped
+
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in UNRECORDED_SETTINGS}
+    inputs = [cfg.data, cfg.init, cfg.model if Path(cfg.model).exists() else None]
+    claim = claim_output_dir(cfg.output, "train", stamped(settings, inputs), overwrite)
+    if claim.state != "continue":
+        return claim, None
+    output = Path(cfg.output)
+    checkpoints = sorted(output.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     complete = [c for c in checkpoints if (c / "trainer_state.json").is_file()]
+    if not cfg.resume:
+        if checkpoints:
+            raise ConfigError(
+                f"{output}: holds checkpoints of an unfinished train run; pass --resume to continue it, "
+                "or --overwrite to start over"
+            )
+        return claim, None
     if not complete:
         logger.info("--resume: no checkpoint in %s yet, starting from scratch", output)
-        return None
-    return str(complete[-1])
+        return claim, None
+    return claim, str(complete[-1])
 
 
 def _load_tokenizer(cfg: TrainConfig):
@@ -139,28 +175,109 @@ def load_policy(cfg: TrainConfig, device: str):
     return model, cfg.model
 
 
-def lora_config(cfg: TrainConfig):
+def lora_config(cfg: TrainConfig, model=None):
+    """PEFT's LoraConfig of ``cfg.lora``; ``model`` is needed to resolve ``last_layers``."""
     from peft import LoraConfig
 
+    target_modules, layers = cfg.lora.target_modules, None
+    if cfg.lora.last_layers is not None:
+        if model is None:
+            raise ValueError("lora.last_layers needs the model to count its layers")
+        target_modules, layers = last_layer_targets(model, cfg.lora.target_modules, cfg.lora.last_layers)
     return LoraConfig(
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,
         lora_dropout=cfg.lora.dropout,
-        target_modules=cfg.lora.target_modules,
+        target_modules=target_modules,
+        layers_to_transform=layers,
         task_type="CAUSAL_LM",
     )
 
 
-def build_trainer(cfg: TrainConfig, device: str, model, tokenizer, dataset, callbacks: list[Any]):
+def last_layer_targets(model, target_modules: str | list[str], last: int) -> tuple[list[str], list[int]]:
+    """Module names and layer indices that put LoRA on the last ``last`` transformer layers.
+
+    PEFT takes ``layers_to_transform`` only with explicit module names, so
+    ``all-linear`` becomes the names of the linear layers inside the blocks.
+    """
+    import torch
+
+    n_layers = getattr(model.config, "num_hidden_layers", None)
+    if not n_layers:
+        raise ConfigError("lora.last_layers: the model config has no num_hidden_layers")
+    if last > n_layers:
+        raise ConfigError(f"lora.last_layers={last} but the model has {n_layers} layers")
+    if target_modules == "all-linear":
+        target_modules = sorted({
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and ".layers." in f".{name}."
+        })
+    elif isinstance(target_modules, str):
+        target_modules = [target_modules]
+    return list(target_modules), list(range(n_layers - last, n_layers))
+
+
+#: Names of the probe sets in metrics.jsonl: ``eval_train_probe_rewards/accuracies`` etc.
+PROBE_SETS = ("train_probe", "heldout")
+
+
+def probe_datasets(cfg: TrainConfig, rows, tokenizer, chat: bool) -> dict[str, Any] | None:
+    """The fixed train-pair probe and the held-out pairs as TRL datasets, or None without probes.
+
+    The train probe is drawn with a fixed seed (0), not the run's seed, so every
+    method and seed on the same data is probed on the same pairs.
+    """
+    if not (cfg.probe_pairs or cfg.probe_heldout_pairs):
+        return None
+    if cfg.method not in DPO_FAMILY:
+        raise ConfigError(f"probes are implemented for {', '.join(DPO_FAMILY)}, not {cfg.method}")
+    import numpy as np
+    from datasets import Dataset
+
+    from divtune.train import data as pairs_data
+
+    sets = {}
+    if cfg.probe_pairs:
+        picked = np.sort(np.random.default_rng(0).choice(len(rows), size=min(cfg.probe_pairs, len(rows)), replace=False))
+        sets["train_probe"] = [rows[i] for i in picked]
+    if cfg.probe_heldout_pairs:
+        held_path = Path(cfg.data) / "test.jsonl"
+        if not held_path.is_file():
+            raise ConfigError(f"probe_heldout_pairs needs held-out pairs: {held_path} not found")
+        held = pairs_data.read_pairs(held_path, cfg.method)
+        held = pairs_data.fit_to_max_length(held, tokenizer, cfg.max_length, pairs_data.DataReport(path=str(held_path)))
+        picked = np.sort(np.random.default_rng(0).choice(len(held), size=min(cfg.probe_heldout_pairs, len(held)), replace=False))
+        sets["heldout"] = [held[i] for i in picked]
+    return {name: Dataset.from_list(pairs_data.to_trl_rows(subset, cfg.method, chat)) for name, subset in sets.items()}
+
+
+def probe_arguments(cfg: TrainConfig, training: dict[str, Any], n_pairs: int) -> dict[str, Any]:
+    """TrainingArguments that evaluate the probes at the start, every ``probe_steps`` and (callback) at the end."""
+    import math
+
+    batch = int(training.get("per_device_train_batch_size", 4))
+    total = int(training.get("max_steps") or -1)
+    if total <= 0:
+        per_epoch = math.ceil(n_pairs / (batch * int(training.get("gradient_accumulation_steps", 1))))
+        total = math.ceil(per_epoch * float(training.get("num_train_epochs", 3)))
+    steps = cfg.probe_steps or max(1, total // 8)
+    return {"eval_strategy": "steps", "eval_steps": steps, "eval_on_start": True, "per_device_eval_batch_size": batch}
+
+
+def build_trainer(cfg: TrainConfig, device: str, model, tokenizer, dataset, callbacks: list[Any], probes=None):
     """The TRL trainer of ``cfg.method`` with divtune's loss, metrics file and callbacks."""
     from peft import PeftModel
 
-    from divtune.train.callbacks import MetricsJsonlCallback
+    from divtune.train.callbacks import EvaluateAtEndCallback, MetricsJsonlCallback
 
     kwargs = trl_config_kwargs(cfg, device)
+    if probes:
+        kwargs.update(probe_arguments(cfg, kwargs, len(dataset)))
+        callbacks = [*callbacks, EvaluateAtEndCallback()]
     if cfg.wandb:
         kwargs["report_to"] = _with_wandb(kwargs.get("report_to"))
-    peft_config = lora_config(cfg) if cfg.lora.enabled and not isinstance(model, PeftModel) else None
+    peft_config = lora_config(cfg, model) if cfg.lora.enabled and not isinstance(model, PeftModel) else None
     common = dict(
         model=model,
         train_dataset=dataset,
@@ -168,13 +285,22 @@ def build_trainer(cfg: TrainConfig, device: str, model, tokenizer, dataset, call
         peft_config=peft_config,
         callbacks=[MetricsJsonlCallback(cfg.output), *callbacks],
     )
+    if probes:
+        common["eval_dataset"] = probes
     try:
         if cfg.method in DPO_FAMILY:
             from trl import DPOConfig
 
             from divtune.train.trainers import WeightedDPOTrainer
 
-            return WeightedDPOTrainer(args=DPOConfig(**kwargs), use_weights=cfg.method == "ddpo", **common)
+            cache_dir = None
+            if cfg.precompute_ref and cfg.ref_cache:
+                from divtune.train.ref_cache import default_cache_dir
+
+                cache_dir = cfg.ref_cache_dir or str(default_cache_dir())
+            return WeightedDPOTrainer(
+                args=DPOConfig(**kwargs), use_weights=cfg.method == "ddpo", ref_cache_dir=cache_dir, **common
+            )
         if cfg.method in ORPO_FAMILY:
             from divtune.train.config import import_orpo
             from divtune.train.trainers import WeightedORPOTrainer
@@ -208,7 +334,7 @@ def save_final(trainer, tokenizer, output: Path, base_spec: str) -> None:
     """Save the trained adapter/model (without TRL's frozen reference copy) where adapters reload anywhere."""
     from peft import PeftModel
 
-    from divtune.models import write_base_spec
+    from divtune.models import make_adapter_portable, write_base_spec
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     if isinstance(model, PeftModel) and REF_ADAPTER in model.peft_config:
@@ -217,3 +343,4 @@ def save_final(trainer, tokenizer, output: Path, base_spec: str) -> None:
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(output)
         write_base_spec(output, base_spec)
+        make_adapter_portable(output, base_spec)

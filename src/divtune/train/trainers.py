@@ -97,6 +97,14 @@ class GlobalCountsMixin:
         }
 
 
+def _eval_prefix(logs: dict[str, Any]) -> str | None:
+    """``eval_<set>_`` for the log of a named eval set (``eval_<set>_loss`` is in it), else None."""
+    for key in logs:
+        if key.startswith("eval_") and key.endswith("_loss") and key != "eval_loss":
+            return key[: -len("loss")]
+    return None
+
+
 def _min_max_of_period(store: dict[str, list[float]]) -> None:
     """Logged metrics are averaged over the logging period; min/max must stay min/max."""
     for key, reduce in (("weight/min", min), ("weight/max", max)):
@@ -107,8 +115,12 @@ def _min_max_of_period(store: dict[str, list[float]]) -> None:
 class WeightedDPOTrainer(GlobalCountsMixin, DPOTrainer):
     """DPO / DDPO / DivPO: TRL's DPOTrainer with the DDPO loss (weights 1 for dpo, divpo)."""
 
-    def __init__(self, *args, use_weights: bool = True, **kwargs):
+    def __init__(self, *args, use_weights: bool = True, ref_cache_dir: str | None = None, **kwargs):
         self.use_weights = use_weights
+        #: With ``precompute_ref_log_probs``: where reference log-probs are cached on disk (None: not cached).
+        self.ref_cache_dir = ref_cache_dir
+        #: What the cache did, per dataset name: {"key", "hit", "path"} (written beside the run).
+        self.ref_cache_record: dict[str, dict[str, Any]] = {}
         trl_args = kwargs.get("args")
         tokenizer = kwargs.get("processing_class")
         if kwargs.get("data_collator") is None and tokenizer is not None and trl_args is not None:
@@ -128,6 +140,43 @@ class WeightedDPOTrainer(GlobalCountsMixin, DPOTrainer):
         super()._set_signature_columns_if_needed()
         if WEIGHT not in self._signature_columns:
             self._signature_columns = [*self._signature_columns, WEIGHT]
+
+    def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
+        """TRL's reference pass, read from / written to divtune's on-disk cache (train/ref_cache.py)."""
+        if self.ref_cache_dir is None:
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+        from pathlib import Path
+
+        from divtune.train import ref_cache
+
+        model_dtype = str(next(self.model.parameters()).dtype)
+        key = ref_cache.cache_key(
+            ref_cache.weights_digest(ref_cache.reference_tensors(self.model, self.ref_model)),
+            ref_cache.dataset_digest({column: list(dataset[column]) for column in ref_cache.TOKEN_COLUMNS}),
+            self.args.max_length,
+            self.args.truncation_mode,
+            batch_size,
+            {**ref_cache.library_versions(), "bf16": self.args.bf16, "fp16": self.args.fp16, "dtype": model_dtype},
+        )
+        path = Path(self.ref_cache_dir) / f"{key}.safetensors"
+        if path.is_file():
+            chosen, rejected = ref_cache.load(path)
+            if len(chosen) == len(dataset):
+                self.ref_cache_record[name] = {"key": key, "hit": True, "path": str(path)}
+                return dataset.add_column(ref_cache.CHOSEN, chosen.tolist()).add_column(
+                    ref_cache.REJECTED, rejected.tolist()
+                )
+        dataset = super()._precompute_ref_logps(dataset, name, batch_size)
+        if self.accelerator.is_main_process:
+            ref_cache.save(
+                path,
+                torch.tensor(list(dataset[ref_cache.CHOSEN]), dtype=torch.float32),
+                torch.tensor(list(dataset[ref_cache.REJECTED]), dtype=torch.float32),
+                {"pairs": str(len(dataset)), "dataset": name},
+            )
+        self.accelerator.wait_for_everyone()
+        self.ref_cache_record[name] = {"key": key, "hit": False, "path": str(path)}
+        return dataset
 
     def _local_counts(self, batch):
         pairs = batch["input_ids"].shape[0] // 2  # rows are [chosen..., rejected...]
@@ -181,13 +230,21 @@ class WeightedDPOTrainer(GlobalCountsMixin, DPOTrainer):
             "rewards/accuracies": (rewards[:, 0] > rewards[:, 1]).float().mean().item(),
             "logps/chosen": logps[:, 0].mean().item(),
             "logps/rejected": logps[:, 1].mean().item(),
+            # How far the policy moved from the reference: mean log-prob change per sequence.
+            "logps/change": (rewards.mean() / self.beta).item(),
             **self._weight_metrics(weights),
         }
         for key, value in metrics.items():
             self._metrics[mode][key].append(value)
 
     def log(self, logs, start_time=None):
-        _min_max_of_period(self._metrics["train" if self.model.training else "eval"])
+        mode = "train" if self.model.training else "eval"
+        _min_max_of_period(self._metrics[mode])
+        prefix = _eval_prefix(logs) if mode == "eval" else None
+        if prefix:
+            # Several eval sets (probes): name TRL's eval metrics after the set they came from.
+            logs.update({f"{prefix}{key}": sum(v) / len(v) for key, v in self._metrics[mode].items() if v})
+            self._metrics[mode].clear()
         super().log(logs, start_time)
 
 

@@ -1,0 +1,128 @@
+"""On-disk cache of DPO reference log-probs, shared by every run that has the same reference.
+
+DPO, DDPO and their seeds all compare the policy with the same base model on
+the same pairs. Their reference log-probs are therefore one computation: it is
+done once (TRL's ``precompute_ref_log_probs`` pass), stored as safetensors
+under ``<cache>/ref_logps/<key>.safetensors`` and read back by every later run.
+
+The key covers everything the numbers depend on:
+
+- the reference weights: the frozen parameters only, so the randomly
+  initialised LoRA adapter being trained (which differs per seed) does not
+  split the cache, while a different base model, or an SFT adapter used as the
+  reference, does;
+- the pairs exactly as the model sees them: the token ids TRL produced
+  (prompt, chosen, rejected), hence the chat template and the tokenizer;
+- the collator's cut (``max_length``, ``truncation_mode``) and the batch size
+  of the pass (batch shapes can move the last float bits);
+- the library versions and the computation dtype.
+
+A hit gives the very floats a miss stored (a test checks that two trainings,
+one computing and one reading the cache, log bit-identical losses).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+logger = logging.getLogger(__name__)
+
+TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
+CHOSEN, REJECTED = "ref_chosen_logps", "ref_rejected_logps"
+
+
+def weights_digest(named_tensors: Iterable[tuple[str, Any]]) -> str:
+    """A digest of named tensors (name, dtype, shape and bytes), independent of their order."""
+    import torch
+
+    digest = hashlib.blake2b(digest_size=20)
+    for name, tensor in sorted(named_tensors, key=lambda item: item[0]):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16; the bits are what matter
+            tensor = tensor.view(torch.int16)
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def reference_tensors(model, ref_model=None) -> list[tuple[str, Any]]:
+    """The tensors that define the reference: a separate ref model's, or the frozen ones of the policy.
+
+    With PEFT the reference is the base with the trained adapter disabled, so the
+    trainable adapter weights are left out; a frozen ``ref`` adapter stays in.
+    """
+    if ref_model is not None:
+        return list(ref_model.state_dict().items())
+    frozen = [(name, p) for name, p in model.named_parameters() if not p.requires_grad]
+    if not frozen:  # full fine-tuning precomputes with the policy itself, before any step
+        return list(model.state_dict().items())
+    buffers = list(model.named_buffers())
+    return frozen + buffers
+
+
+def dataset_digest(columns: dict[str, list]) -> str:
+    """A digest of the tokenised pairs (the lists of token ids of each column, in dataset order)."""
+    digest = hashlib.blake2b(digest_size=20)
+    for name in TOKEN_COLUMNS:
+        digest.update(name.encode())
+        digest.update(json.dumps(columns[name], separators=(",", ":")).encode())
+    return digest.hexdigest()
+
+
+def cache_key(
+    reference: str, pairs: str, max_length: int | None, truncation_mode: str, batch_size: int, extra: dict[str, Any]
+) -> str:
+    """The cache file name: a hash of everything the reference log-probs depend on."""
+    blob = json.dumps(
+        {
+            "reference": reference,
+            "pairs": pairs,
+            "max_length": max_length,
+            "truncation_mode": truncation_mode,
+            "batch_size": batch_size,
+            **extra,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    return {name: md.version(name) for name in ("torch", "transformers", "trl", "peft")}
+
+
+def load(path: Path):
+    """(chosen, rejected) float tensors of a cache file."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    return tensors[CHOSEN], tensors[REJECTED]
+
+
+def save(path: Path, chosen, rejected, meta: dict[str, str]) -> None:
+    """Write atomically: a killed run never leaves a half-written cache file behind."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(handle)
+    try:
+        save_file({CHOSEN: chosen.contiguous(), REJECTED: rejected.contiguous()}, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def default_cache_dir() -> Path:
+    from divtune.resources import cache_root
+
+    return cache_root() / "ref_logps"

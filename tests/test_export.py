@@ -1,0 +1,252 @@
+"""`divtune export`: a trained tiny DDPO run exported with and without --merge, reloaded in a
+fresh process (merged greedy output = the adapter's, token for token), portable adapters and
+a model card that states the method, base, data, weights and metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import write_jsonl
+from divtune.config import ConfigError
+from divtune.export import ExportConfig, run_export
+from divtune.io import InputError
+
+SRC = Path(__file__).parents[1] / "src"
+WORDS = "the dragon knight sea robot paint light music home story door city hills dawn sailor tale".split()
+PROBE = "Write a story about a dragon."
+
+
+def _flat_data(path: Path) -> Path:
+    rows = []
+    for p in range(6):
+        for i in range(4):
+            text = " ".join(WORDS[(p * 3 + i * (p + 2) + j) % len(WORDS)] for j in range(6 + 2 * i))
+            rows.append({"prompt_id": f"q{p}", "prompt": f"Write about the {WORDS[p]}.", "response": text,
+                         "score": 1 + 10 * i})
+    return write_jsonl(path, rows)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_lm_dir, tmp_path_factory):
+    """A tiny DDPO LoRA run, trained for 3 steps at a high learning rate so the adapter really moves."""
+    from _train_support import tiny_overrides
+    from divtune.prepare import PrepareConfig, run_prepare
+    from divtune.train import TrainConfig, run_train
+
+    root = tmp_path_factory.mktemp("export")
+    prepared = root / "prepared"
+    run_prepare(PrepareConfig(inputs=[str(_flat_data(root / "data.jsonl"))], output=str(prepared), min_words=1,
+                              test_fraction=0.2, gap=1, embedders={"style": "stylometric"}, show_progress=False))
+    cfg = TrainConfig.load(None, tiny_overrides(max_steps=3, learning_rate=5e-2, per_device_train_batch_size=2,
+                                                gradient_accumulation_steps=1),
+                           method="ddpo", data=str(prepared), model=str(tiny_lm_dir), output=str(root / "run"))
+    return run_train(cfg)
+
+
+@pytest.fixture(scope="module")
+def exports(trained_run, tmp_path_factory):
+    root = tmp_path_factory.mktemp("exported")
+    adapter = run_export(ExportConfig(run=str(trained_run), output=str(root / "adapter")))
+    merged = run_export(ExportConfig(run=str(trained_run), output=str(root / "merged"), merge=True))
+    return adapter, merged
+
+
+GREEDY = """
+import json, sys
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from peft import AutoPeftModelForCausalLM
+kind, folder, prompt = sys.argv[1], sys.argv[2], sys.argv[3]
+loader = AutoPeftModelForCausalLM if kind == "adapter" else AutoModelForCausalLM
+model = loader.from_pretrained(folder, dtype=torch.float32).eval()
+tokenizer = AutoTokenizer.from_pretrained(folder)
+inputs = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                       return_tensors="pt", return_dict=True)
+with torch.no_grad():
+    out = model.generate(**inputs, do_sample=False, max_new_tokens=16, min_new_tokens=16,
+                         repetition_penalty=1.0, pad_token_id=tokenizer.pad_token_id)
+    logits = model(**inputs).logits[0, -1]
+print(json.dumps({"tokens": out[0, inputs["input_ids"].shape[1]:].tolist(), "logits": logits.tolist(),
+                  "class": type(model).__name__}))
+"""
+
+
+def _fresh_process(kind: str, folder: Path) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(SRC))
+    done = subprocess.run([sys.executable, "-c", GREEDY, kind, str(folder), PROBE], capture_output=True, text=True,
+                          env=env, cwd=folder.parent, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_merged_export_generates_what_the_adapter_does_in_a_fresh_process(exports, tiny_lm_dir):
+    adapter, merged = exports
+    from_adapter = _fresh_process("adapter", adapter)
+    from_merged = _fresh_process("merged", merged)
+    base = _fresh_process("merged", tiny_lm_dir)
+    assert from_adapter["class"].startswith("Peft") and from_merged["class"] == "LlamaForCausalLM"
+    assert from_merged["tokens"] == from_adapter["tokens"] and len(from_merged["tokens"]) == 16
+    # The check can fail: the adapter moved the model away from its base.
+    gap = max(abs(a - b) for a, b in zip(from_adapter["logits"], base["logits"]))
+    assert gap > 1e-3
+    assert max(abs(a - b) for a, b in zip(from_adapter["logits"], from_merged["logits"])) < 1e-4
+
+
+def test_export_folders_hold_weights_tokenizer_decoding_and_a_portable_base(exports, trained_run, tiny_lm_dir):
+    adapter, merged = exports
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "generation_config.json",
+            "README.md", "training_config.yaml", "export_config.yaml", "divtune_base.json"} <= {
+        p.name for p in adapter.iterdir()}
+    assert (merged / "model.safetensors").is_file() and (merged / "config.json").is_file()
+    assert not list(merged.glob("*.bin")) and not list(merged.glob("adapter_*"))
+    for folder in (adapter, merged):
+        generation = json.loads((folder / "generation_config.json").read_text())
+        assert generation["do_sample"] is True
+        assert (generation["temperature"], generation["top_p"], generation["top_k"],
+                generation["repetition_penalty"]) == (1.0, 0.95, 50, 1.1)
+    # Training and export both name the base by its portable id (a local base: its absolute path).
+    for folder in (trained_run, adapter):
+        assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+            tiny_lm_dir.resolve())
+    assert not adapter.with_name("adapter.partial").exists()
+
+
+def test_model_card_states_method_base_data_and_weights(exports, tiny_lm_dir):
+    from huggingface_hub import ModelCard
+
+    adapter, merged = exports
+    card = (adapter / "README.md").read_text()
+    parsed = ModelCard(card)
+    assert "ddpo" in parsed.data.tags and parsed.data.library_name == "peft"
+    assert parsed.data.base_model is None  # a local base is not a Hub id: named in the text only
+    assert "DDPO (diversified DPO" in card and str(tiny_lm_dir.resolve()) in card
+    assert "deviation weight" in card and "style: `stylometric`" in card
+    assert "effective number of pairs" in card and "% of pairs have w = 0" in card
+    assert "data.jsonl" in card and "does not know the source or licence" in card
+    assert "3 optimizer steps" in card and "% of one epoch" in card
+    assert "No evaluation was attached" in card
+    assert "DDPO-both − DPO" in card  # the recorded caveats
+    merged_card = ModelCard((merged / "README.md").read_text())
+    assert merged_card.data.library_name == "transformers" and "merged into the base" in merged_card.text
+
+
+def test_card_of_a_shipped_smollm2_adapter_names_its_hub_id_and_the_quantisation():
+    from huggingface_hub import ModelCard
+
+    from divtune.model_card import render_card
+    from divtune.models import make_adapter_portable, portable_base_id
+
+    assert portable_base_id("smollm2") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert portable_base_id("Qwen/Qwen2.5-1.5B-Instruct") == "Qwen/Qwen2.5-1.5B-Instruct"
+    facts = {
+        "name": "smol-ddpo", "run_dir": "runs/ddpo", "method": "ddpo", "format": "adapter", "lora": True,
+        "divtune_version": "0.1.0", "train_config": {"method": "ddpo", "beta": 0.1, "lora": {"r": 16}},
+        "base": {"spec": "smollm2", "id": "HuggingFaceTB/SmolLM2-135M-Instruct", "is_hub_id": True,
+                 "shipped_gguf": True},
+        "data": {"found": True, "inputs": ["shipped:wp_scored"], "embedders": {"semantic": "minilm"},
+                 "attribution": "The shipped r/WritingPrompts sample", "language": ["en"]},
+        "run": {"global_step": 12, "edge_steps": 4},
+        "generation": {"temperature": 1.0, "top_p": 0.95, "top_k": 50, "repetition_penalty": 1.1,
+                       "max_new_tokens": 256},
+        "evaluation": None,
+    }
+    card = render_card(facts)
+    parsed = ModelCard(card)
+    assert parsed.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and parsed.data.language == ["en"]
+    assert "Q4_1" in card and "dequantised to fp32" in card and "The shipped r/WritingPrompts sample" in card
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo", "dorpo", "divpo", "grpo", "dqo", "darling"])
+def test_card_renders_every_method(method):
+    from huggingface_hub import ModelCard
+
+    from divtune.model_card import METHOD_NAMES, render_card
+
+    facts = {
+        "name": "m", "run_dir": "r", "method": method, "format": "merged", "lora": True, "divtune_version": "0",
+        "train_config": {"method": method, "beta": 0.1, "orpo_lambda": 0.25, "dorpo_mode": "released",
+                         "online": {"num_generations": 4, "alpha": 1.0, "darling_threshold": 0.75}, "init": "runs/sft"},
+        "base": {"spec": "org/base", "id": "org/base", "is_hub_id": True, "shipped_gguf": False},
+        "data": {"found": False, "path": "gone/prepared",
+                 "weights": {"n": 8, "mean": 1.0, "std": 0.5, "min": 0.0, "median": 1.0, "max": 2.0,
+                             "share_zero": 0.125, "effective_pairs": 6.4}},
+        "run": {"global_step": 4, "edge_steps": 2, "curves": {"loss": {"start": 0.7, "end": 0.6}}},
+        "generation": {"temperature": 1.0, "top_p": 0.95, "top_k": 50, "repetition_penalty": 1.1,
+                       "max_new_tokens": 256},
+        "evaluation": None,
+    }
+    card = render_card(facts)
+    assert ModelCard(card).data.base_model == "org/base" and METHOD_NAMES[method] in card
+    assert "Started from `runs/sft`" in card and "gone/prepared" in card
+    assert ("deviation weight" in card) == (method == "dorpo")
+    assert ("log σ(w × log-odds)" in card) == (method == "dorpo")
+
+
+def test_training_writes_portable_adapter_configs(tmp_path, tiny_lm_dir):
+    from divtune.models import make_adapter_portable
+
+    (tmp_path / "adapter_config.json").write_text(json.dumps(
+        {"base_model_name_or_path": "/root/.cache/divtune/gguf/SmolLM2-135M-Instruct.Q4_1-cf15", "r": 4}))
+    make_adapter_portable(tmp_path, "smollm2")
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert config == {"base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct", "r": 4}
+
+
+def test_card_with_evaluation_shows_this_systems_metrics_with_intervals(trained_run, tmp_path):
+    from divtune.evaluate import EvaluateConfig, run_evaluate
+    from divtune.generate import GenerateConfig, run_generate
+
+    generations = tmp_path / "gen" / "ddpo.jsonl"
+    run_generate(GenerateConfig(model=str(trained_run), prompts=str(trained_run.parent / "prepared"),
+                                output=str(generations), num_samples=3, max_new_tokens=8, show_progress=False))
+    other = write_jsonl(tmp_path / "gen" / "other.jsonl", [
+        {"prompt_id": row["prompt_id"], "text": f"another text {row['sample_index']} {w}", "model": "other"}
+        for row, w in zip(map(json.loads, generations.read_text().splitlines()), WORDS * 5)])
+    eval_dir = tmp_path / "eval"
+    run_evaluate(EvaluateConfig(generations=[str(other), str(generations)], output=str(eval_dir),
+                                embedders={"semantic": "stylometric", "style": "stylometric"}, bootstrap=50))
+    out = run_export(ExportConfig(run=str(trained_run), output=str(tmp_path / "exp"), eval=str(eval_dir)))
+    card = (out / "README.md").read_text()
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    system = "run"  # the generations' model field: the run folder's name
+    row = metrics[system]
+    low, high = row["semantic_diversity_ci"]
+    assert f"**{system}**" in card and f"{row['semantic_diversity']:.3f} [{low:.3f}, {high:.3f}]" in card
+    assert "| other |" in card
+    with pytest.raises(ConfigError, match="--system"):
+        run_export(ExportConfig(run=str(trained_run), output=str(tmp_path / "exp2"), eval=str(eval_dir),
+                                system="nope"))
+
+
+def test_unfinished_runs_and_used_output_folders_are_refused(trained_run, tmp_path):
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text("method: ddpo\n")
+    with pytest.raises(InputError, match="has not finished"):
+        run_export(ExportConfig(run=str(unfinished), output=str(tmp_path / "x")))
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "keep.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        run_export(ExportConfig(run=str(trained_run), output=str(used)))
+    assert (used / "keep.txt").read_text() == "mine"
+
+
+def test_cli_export(trained_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from divtune.cli import app
+
+    result = CliRunner().invoke(app, ["export", str(trained_run), "--output", str(tmp_path / "cli"), "--merge",
+                                      "--name", "tiny-ddpo"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cli" / "model.safetensors").is_file()
+    assert (tmp_path / "cli" / "README.md").read_text().split("---", 2)[2].lstrip().startswith("# tiny-ddpo")
