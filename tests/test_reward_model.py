@@ -4,6 +4,7 @@ save/load/score round trip, and (slow) training on the shipped r/WritingPrompts 
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import numpy as np
@@ -116,7 +117,7 @@ def test_frozen_encoder_learns_toy_quality_and_stops_early(tmp_path, tiny_bert_d
     # The L1 loss falls well below where it starts and below predicting the median quality.
     train_targets = [r.quality for r in read_scored_responses(data, "train")]
     median_l1 = float(np.mean(np.abs(np.array(train_targets) - np.median(train_targets))))
-    assert history[-1]["train_l1"] < 0.6 * history[0]["train_l1"]
+    assert history[-1]["train_loss"] < 0.6 * history[0]["train_loss"]
     assert metrics["best_val_l1"] < 0.7 * median_l1
     # Early stopping: the run ended `patience` epochs after its best validation epoch.
     assert metrics["stopped_early"] and metrics["epochs_run"] == metrics["best_epoch"] + 1 + 4
@@ -128,6 +129,69 @@ def test_frozen_encoder_learns_toy_quality_and_stops_early(tmp_path, tiny_bert_d
     assert saved["pairwise_accuracy"] == metrics["pairwise_accuracy"]
     assert (tmp_path / "rm" / "config.yaml").is_file()
     assert not list((tmp_path / "rm").rglob("*.bin")) and not list((tmp_path / "rm").rglob("*.pt"))
+
+
+def test_pairwise_objective_learns_toy_quality_and_stops_on_validation_accuracy(tmp_path, tiny_bert_dir):
+    data = _toy_prepared(tmp_path / "data")
+    metrics = train_reward_model(_toy_cfg(data, tmp_path / "rm", tiny_bert_dir, objective="pairwise"))
+    history = metrics["history"]
+    assert metrics["objective"] == "pairwise" and metrics["early_stopping"] == "val_pairwise_accuracy"
+    assert history[-1]["train_loss"] < 0.7 * math.log(2)  # well below a coin's Bradley-Terry loss
+    # Stopping and the kept weights follow the validation accuracy, the highest epoch.
+    accuracies = [h["val_pairwise_accuracy"] for h in history]
+    assert metrics["best_val_pairwise_accuracy"] == max(accuracies)
+    assert metrics["best_epoch"] == accuracies.index(max(accuracies))
+    if metrics["stopped_early"]:
+        assert metrics["epochs_run"] == metrics["best_epoch"] + 1 + 4
+    assert metrics["pairwise_accuracy"] > 0.8 and metrics["spearman"] > 0.5
+    # Every within-prompt pair with different votes of the training prompts is trained on.
+    assert metrics["train_pairs"] == "all" and metrics["n_train_pairs"] > 3 * 24 * 0.9 * 2
+
+
+def test_pairwise_scores_are_calibrated_onto_the_vote_scale_without_reordering(tmp_path, tiny_bert_dir):
+    data = _toy_prepared(tmp_path / "data")
+    train_reward_model(_toy_cfg(data, tmp_path / "rm", tiny_bert_dir, objective="pairwise", max_epochs=15))
+    model = RewardModel.load(tmp_path / "rm", device="cpu")
+    scale, shift = model.spec["output_scale"], model.spec["output_shift"]
+    assert scale > 0
+    rows = read_scored_responses(data, "test")
+    prompts, texts = [r.prompt for r in rows], [r.text for r in rows]
+    raw = model._batched(prompts, texts, 16, model.forward, False, "raw")
+    calibrated = model.score(prompts, texts)
+    np.testing.assert_allclose(calibrated, raw * scale + shift, rtol=1e-5, atol=1e-5)
+    # On the vote scale: mean and spread near the held-out votes' (the raw scores are unitless).
+    quality = np.array([r.quality for r in rows])
+    assert abs(calibrated.mean() - quality.mean()) < 0.3 and 0.3 < calibrated.std() / quality.std() < 3
+
+
+def test_gap_pairs_train_on_train_jsonl_pairs_only(tmp_path, tiny_bert_dir):
+    data = _toy_prepared(tmp_path / "data", n_pools=10)
+    metrics = train_reward_model(_toy_cfg(data, tmp_path / "rm", tiny_bert_dir, objective="pairwise",
+                                          train_pairs="gap", max_epochs=2, val_fraction=0.2))
+    # 3 listed pairs per prompt (toy pools of 6); 2 of the 10 prompts are validation.
+    assert metrics["n_train_pairs"] == 3 * 8
+    assert metrics["n_val_pairs"] > 3 * 2  # validation always uses every pair with different votes
+
+
+def test_fine_tuned_encoder_with_pairwise_objective_saves_its_backbone(tmp_path, tiny_bert_dir):
+    from safetensors.torch import load_file
+
+    data = _toy_prepared(tmp_path / "data", n_pools=8)
+    metrics = train_reward_model(_toy_cfg(data, tmp_path / "rm", tiny_bert_dir, objective="pairwise",
+                                          freeze_backbone=False, max_epochs=3, backbone_learning_rate=1e-3))
+    assert metrics["freeze_backbone"] is False and metrics["epochs_run"] <= 3
+    before = load_file(tiny_bert_dir / "model.safetensors")
+    after = load_file(tmp_path / "rm" / "backbone" / "model.safetensors")
+    assert any(not torch_equal(before[k], after[k]) for k in before if k in after)  # the encoder itself trained
+    model = RewardModel.load(tmp_path / "rm", device="cpu")
+    scores = model.score(["Write a story."] * 2, ["dragon light music", "sea door hills"])
+    assert np.isfinite(scores).all()
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
 
 
 def test_early_stopping_cuts_a_long_run(tmp_path, tiny_bert_dir):
@@ -207,6 +271,38 @@ def test_minilm_reward_model_on_shipped_data(tmp_path, minilm_path):
     assert metrics["n_test_pairs"] >= 20 and metrics["n_train_responses"] > 100
     print("shipped-data reward model:", {k: metrics[k] for k in
           ("pairwise_accuracy", "pairwise_accuracy_ci", "spearman", "n_test_pairs", "train_seconds")})
+
+
+@pytest.mark.slow
+def test_cli_pairwise_fine_tuned_minilm_on_a_few_shipped_prompts(tmp_path, minilm_path):
+    """`reward train --objective pairwise --train-backbone` end to end on the shipped MiniLM and data."""
+    from typer.testing import CliRunner
+
+    from divtune.cli import app
+    from divtune.prepare import PrepareConfig, run_prepare
+
+    data = tmp_path / "data"
+    run_prepare(PrepareConfig(inputs=["shipped:wp_scored"], output=str(data), max_prompts=10, test_fraction=0.3,
+                              max_responses_per_prompt=6, embedders={"style": "stylometric"},
+                              cache_dir=str(tmp_path / "cache"), show_progress=False))
+    result = CliRunner().invoke(app, [
+        "reward", "train", "--data", str(data), "--output", str(tmp_path / "rm"), "--backbone", "minilm",
+        "--objective", "pairwise", "--train-backbone", "--max-length", "64", "--max-epochs", "2",
+        "--batch-size", "12", "--device", "cpu", "--set", "val_fraction=0.3", "--set", "show_progress=false",
+        "--set", "bootstrap_samples=200"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "rm" / "metrics.json").read_text())
+    assert metrics["objective"] == "pairwise" and metrics["freeze_backbone"] is False
+    assert metrics["early_stopping"] == "val_pairwise_accuracy" and 1 <= metrics["epochs_run"] <= 2
+    assert metrics["n_train_pairs"] > 0 and metrics["n_val_pairs"] > 0
+    assert all(np.isfinite(h["train_loss"]) and 0 <= h["val_pairwise_accuracy"] <= 1 for h in metrics["history"])
+    for key in ("length_baseline", "openings"):
+        low, high = metrics[key]["pairwise_accuracy_ci"]
+        assert 0 <= low <= metrics[key]["pairwise_accuracy"] <= high <= 1
+    assert (tmp_path / "rm" / "backbone" / "model.safetensors").is_file()
+    model = RewardModel.load(tmp_path / "rm", device="cpu")
+    scores = model.score(["[WP] A dragon opens a bakery."] * 2, ["It was a quiet morning.", "Flour everywhere."])
+    assert scores.shape == (2,) and np.isfinite(scores).all()
 
 
 def test_cli_reward_train_and_score(tmp_path, tiny_bert_dir):

@@ -34,6 +34,7 @@ from divtune import metrics as metric_fns
 from divtune.config import ConfigError
 from divtune.evaluate import GOLD, GOLD_MATCHED, METRIC_KEYS, MODES_FILE, OPTIONAL_METRIC_KEYS, aggregate
 from divtune.io import InputError, atomic_write_text, iter_jsonl, write_json
+from divtune.quality_status import quality_status
 
 #: Direction per metric, shown in the tables so readers need not remember it.
 HIGHER_IS_MORE_DIVERSE = {
@@ -493,15 +494,18 @@ def diff_table(
     return header, rows
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
+def _md_table(header: list[str], rows: list[list[str]], greyed: list[int] = ()) -> str:
+    """Markdown has no colour: a greyed-out row's values are set in italics."""
+    rows = [[row[0], *[f"_{c}_" for c in row[1:]]] if i in greyed else row for i, row in enumerate(rows)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
+def _html_table(header: list[str], rows: list[list[str]], greyed: list[int] = ()) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join(('<tr class="greyed">' if i in greyed else "<tr>")
+                   + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for i, row in enumerate(rows))
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
@@ -529,6 +533,7 @@ tbody tr:nth-child(even) { background: #fafafa; }
 figure { margin: 16px 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 13px; color: #555; }
 ul.notes { font-size: 13px; color: #444; }
+tr.greyed td { color: #a0a0a0; } p.footnote { font-size: 13px; color: #777; }
 """
 
 
@@ -595,6 +600,13 @@ def run_report(
         mode_tables.append(modes_table(counts))
     m_header, m_rows = metrics_table(systems)
     d_header, d_rows = diff_table(diffs, comparisons if mixed_baselines else None)
+    # A reward model at chance: grey out the quality rows, claim no difference of quality.
+    quality = quality_status(list(eval_dirs))
+    m_rows, m_greyed = quality.mark_rows(m_rows)
+    d_rows, d_greyed = quality.mark_rows(d_rows, replace_cells_with="not claimed")
+    footnote = [quality.footnote] if quality.footnote else []
+    if footnote:
+        figures = [(f, t, f"{c} {quality.footnote}" if f in PLOTS[:2] else c) for f, t, c in figures]
     diff_title = "Paired differences" if mixed_baselines else f"Paired difference against {base.name}"
     pooling_note = (
         " Seeds pooled: " + "; ".join(f"{n} = mean of {' + '.join(m)}" for n, m in seed_groups.items()) + ";"
@@ -614,12 +626,14 @@ def run_report(
         "",
         "## Metrics",
         "",
-        _md_table(m_header, m_rows),
+        _md_table(m_header, m_rows, m_greyed),
         "",
+        *[f"{n}\n" for n in footnote],
         f"## {diff_title}",
         "",
-        _md_table(d_header, d_rows) if d_rows else "_Only one system: nothing to compare._",
+        _md_table(d_header, d_rows, d_greyed) if d_rows else "_Only one system: nothing to compare._",
         "",
+        *[f"{n}\n" for n in footnote],
         *[line for header, rows in mode_tables for line in ("## Surface modes of the samples", "", _md_table(header, rows), "")],
         "## Plots",
         "",
@@ -634,7 +648,8 @@ def run_report(
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         for file, title, caption in figures
     )
-    diff_html = _html_table(d_header, d_rows) if d_rows else "<p><em>Only one system: nothing to compare.</em></p>"
+    diff_html = _html_table(d_header, d_rows, d_greyed) if d_rows else "<p><em>Only one system: nothing to compare.</em></p>"
+    footnote_html = "".join(f'<p class="footnote">{html.escape(n)}</p>' for n in footnote)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>divtune evaluation report</title>
 <style>{_CSS}</style></head>
@@ -642,9 +657,11 @@ def run_report(
 <h1>divtune evaluation report</h1>
 <p>Evaluation folders: {html.escape(sources)}. Baseline for paired differences: <strong>{html.escape(base.name)}</strong>{" unless a column names another." if mixed_baselines else "."}{html.escape(pooling_note)}</p>
 <h2>Metrics</h2>
-{_html_table(m_header, m_rows)}
+{_html_table(m_header, m_rows, m_greyed)}
+{footnote_html}
 <h2>{html.escape(diff_title)}</h2>
 {diff_html}
+{footnote_html}
 {"".join("<h2>Surface modes of the samples</h2>" + _html_table(h, r) for h, r in mode_tables)}
 <h2>Plots</h2>
 {figures_html}

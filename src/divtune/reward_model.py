@@ -1,6 +1,8 @@
-"""The paper's quality reward model: a regression from (prompt, response) to
-the compressed vote score ``quality`` (SPEC §1), trained with an L1 loss and
-early stopping on a validation split carved from train by prompt.
+"""The quality reward model: a score of (prompt, response) trained either as
+the paper's regression of the compressed vote ``quality`` (SPEC §1, L1 loss,
+``objective: l1``) or as a Bradley-Terry ranker on within-prompt pairs
+(``objective: pairwise``, see :mod:`divtune.reward_pairs`), with early stopping
+on a validation split carved from train by prompt.
 
 Two backbone kinds:
 
@@ -31,6 +33,15 @@ from pydantic import Field
 
 from divtune.config import ConfigError, StageConfig
 from divtune.io import InputError, atomic_write_text, iter_jsonl, write_json, write_jsonl
+from divtune.reward_pairs import (
+    all_pairs_within_pools,
+    bradley_terry_loss,
+    listed_pairs,
+    pairs_inside,
+    pairwise_accuracy,
+    pool_batches,
+    validation_pairwise_accuracy,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +66,13 @@ class RewardTrainConfig(StageConfig):
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     max_length: int = Field(256, ge=8)
+    #: l1: regress the compressed vote (the paper); pairwise: Bradley-Terry on within-prompt pairs.
+    objective: Literal["l1", "pairwise"] = "l1"
+    #: Pairwise objective: every within-prompt pair with different votes (all), or only the
+    #: gap pairs of train.jsonl (gap).
+    train_pairs: Literal["all", "gap"] = "all"
+    #: auto: val_l1 for the l1 objective, val_pairwise_accuracy for pairwise.
+    early_stopping: Literal["auto", "val_l1", "val_pairwise_accuracy"] = "auto"
     head_hidden: int = Field(256, ge=0)
     learning_rate: float = 1e-3
     backbone_learning_rate: float = 2e-5
@@ -63,6 +81,10 @@ class RewardTrainConfig(StageConfig):
     patience: int = Field(3, ge=1)
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     max_train_responses: int | None = Field(None, ge=2)
+    #: Also evaluate on every test response cut to its first N words: with N at most
+    #: prepare's min_words (100) chosen and rejected are equally long, so length cannot
+    #: help, and the texts are as long as the samples an evaluation scores. null: skip.
+    eval_opening_words: int | None = Field(100, ge=1)
     seed: int = 0
     bootstrap_samples: int = Field(2000, ge=1)
     device: str | None = None
@@ -185,12 +207,6 @@ def split_by_pool(pool_ids: list, val_fraction: float, seed: int) -> tuple[np.nd
 # --------------------------------------------------------------------------- pure metrics
 
 
-def pairwise_accuracy(chosen: np.ndarray, rejected: np.ndarray) -> np.ndarray:
-    """Per pair: 1 if chosen scores above rejected, 0.5 on a tie, else 0."""
-    chosen, rejected = np.asarray(chosen, float), np.asarray(rejected, float)
-    return (chosen > rejected) + 0.5 * (chosen == rejected)
-
-
 def bootstrap_pair_accuracy(correct: np.ndarray, pool_ids: list, n_boot: int = 2000, seed: int = 0,
                             level: float = 0.95) -> tuple[float, list[float]]:
     """Pairwise accuracy and its percentile bootstrap interval, resampling prompts (pools)."""
@@ -208,21 +224,48 @@ def bootstrap_pair_accuracy(correct: np.ndarray, pool_ids: list, n_boot: int = 2
 
 
 class EarlyStopping:
-    """Stop when the validation loss has not improved for ``patience`` epochs."""
+    """Stop when the validation metric has not improved for ``patience`` epochs.
 
-    def __init__(self, patience: int, min_delta: float = 0.0):
-        self.patience, self.min_delta = patience, min_delta
-        self.best = float("inf")
+    ``mode="min"`` for a loss (val L1), ``"max"`` for an accuracy (val pairwise accuracy).
+    """
+
+    def __init__(self, patience: int, min_delta: float = 0.0, mode: Literal["min", "max"] = "min"):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.patience, self.min_delta, self.mode = patience, min_delta, mode
+        self.best = float("inf") if mode == "min" else float("-inf")
         self.best_epoch = -1
         self.bad_epochs = 0
 
-    def update(self, epoch: int, loss: float) -> tuple[bool, bool]:
+    def update(self, epoch: int, value: float) -> tuple[bool, bool]:
         """Record an epoch; returns (improved, should_stop)."""
-        if loss < self.best - self.min_delta:
-            self.best, self.best_epoch, self.bad_epochs = loss, epoch, 0
+        better = value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta
+        if better:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
             return True, False
         self.bad_epochs += 1
         return False, self.bad_epochs >= self.patience
+
+
+def early_stopping_metric(cfg: RewardTrainConfig) -> str:
+    """The validation figure training stops on: the one that matches the objective unless set."""
+    if cfg.early_stopping != "auto":
+        return cfg.early_stopping
+    return "val_pairwise_accuracy" if cfg.objective == "pairwise" else "val_l1"
+
+
+def moment_matching(predicted: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """``(scale, shift)`` with ``scale > 0`` that give ``predicted`` the mean and spread of ``target``.
+
+    A Bradley-Terry score has no unit; this puts it on the vote scale (about [-1, 1]) that
+    quality thresholds and the online rewards expect, without changing any ranking.
+    """
+    predicted, target = np.asarray(predicted, float), np.asarray(target, float)
+    spread = predicted.std()
+    if not np.isfinite(spread) or spread <= 1e-12 or len(predicted) < 2:
+        return 1.0, float(target.mean() - predicted.mean()) if len(predicted) else 0.0
+    scale = float(target.std() / spread) or 1.0
+    return scale, float(target.mean() - scale * predicted.mean())
 
 
 # --------------------------------------------------------------------------- model
@@ -276,7 +319,8 @@ class RewardModel:
             kind = _resolve_kind(source, cfg.backbone_kind, cfg.trust_remote_code)
         tokenizer = load_tokenizer(source, trust_remote_code=cfg.trust_remote_code, padding_side="right")
         spec = {"kind": kind, "backbone": cfg.backbone, "max_length": cfg.max_length,
-                "head_hidden": cfg.head_hidden, "lora": cfg.lora, "backbone_saved": False}
+                "head_hidden": cfg.head_hidden, "lora": cfg.lora, "backbone_saved": False,
+                "objective": cfg.objective, "output_scale": 1.0, "output_shift": 0.0}
         if kind == "encoder":
             from transformers import AutoModel
 
@@ -400,9 +444,15 @@ class RewardModel:
 
     def score(self, prompts: list[str], responses: list[str], batch_size: int = 64,
               show_progress: bool = False) -> np.ndarray:
-        """Predicted quality (compressed vote scale, about [-1, 1]) per (prompt, response)."""
+        """Predicted quality (compressed vote scale, about [-1, 1]) per (prompt, response).
+
+        A pairwise model's raw score is mapped onto that scale by the increasing affine map
+        fitted at training time (``output_scale``, ``output_shift``; identity for L1)."""
         result = self._batched(prompts, responses, batch_size, self.forward, show_progress, "reward score")
-        return np.zeros(0, dtype=np.float32) if result is None else result.astype(np.float32)
+        if result is None:
+            return np.zeros(0, dtype=np.float32)
+        scale, shift = self.spec.get("output_scale", 1.0), self.spec.get("output_shift", 0.0)
+        return (result * scale + shift).astype(np.float32)
 
     def pooled_features(self, prompts, responses, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
         return self._batched(prompts, responses, batch_size, self.features, show_progress, "encode")
@@ -419,6 +469,56 @@ def _load_sequence_classifier(source: str, tokenizer, trust_remote_code: bool):
 
 
 # --------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Rows one side of the validation split trains or validates on, with their pairs
+    (index arrays into ``rows``; the higher vote is chosen)."""
+
+    rows: list[ScoredResponse]
+    chosen: np.ndarray
+    rejected: np.ndarray
+
+    @property
+    def quality(self) -> np.ndarray:
+        return np.array([r.quality for r in self.rows], dtype=np.float32)
+
+
+def build_training_sets(cfg: RewardTrainConfig, rows: list[ScoredResponse]) -> tuple[TrainingSet, TrainingSet]:
+    """Carve the validation prompts out of ``rows`` and form each side's pairs.
+
+    Training pairs follow ``train_pairs``; validation pairs are always every
+    within-prompt pair with different votes: on a handful of validation prompts the
+    gap pairs alone (about N/2 per prompt) would make the stopping metric too noisy.
+    """
+    train_mask, val_mask = split_by_pool([r.pool_id for r in rows], cfg.val_fraction, cfg.seed)
+    train_rows = [r for r, m in zip(rows, train_mask) if m]
+    val_rows = [r for r, m in zip(rows, val_mask) if m]
+    if cfg.train_pairs == "gap":
+        listed = [(p.pool_id, p.chosen, p.rejected) for p in read_pairs(Path(cfg.data) / "train.jsonl")]
+        chosen, rejected, missing = listed_pairs([r.pool_id for r in train_rows], [r.text for r in train_rows], listed)
+        # The validation prompts' gap pairs are the other part of `missing`: not trained on.
+        logger.info("reward model: %d gap pairs of train.jsonl on the training prompts (%d on validation "
+                    "prompts or naming a response not kept)", len(chosen), missing)
+    else:
+        chosen, rejected = all_pairs_within_pools([r.pool_id for r in train_rows], [r.score for r in train_rows])
+    val_chosen, val_rejected = all_pairs_within_pools([r.pool_id for r in val_rows], [r.score for r in val_rows])
+    if cfg.objective == "pairwise" and len(chosen) == 0:
+        raise ConfigError(f"{cfg.data}: no training pair with different votes for the pairwise objective")
+    if early_stopping_metric(cfg) == "val_pairwise_accuracy" and len(val_chosen) == 0:
+        raise ConfigError(f"{cfg.data}: the validation prompts have no pair with different votes to stop on; "
+                          "raise val_fraction or use early_stopping=val_l1")
+    return TrainingSet(train_rows, chosen, rejected), TrainingSet(val_rows, val_chosen, val_rejected)
+
+
+def load_training_sets(cfg: RewardTrainConfig) -> tuple[TrainingSet, TrainingSet]:
+    """The train split's responses (capped by ``max_train_responses``, seeded), split into train and validation."""
+    rows = read_scored_responses(cfg.data, "train")
+    if cfg.max_train_responses is not None and len(rows) > cfg.max_train_responses:
+        keep = np.random.default_rng(cfg.seed).permutation(len(rows))[: cfg.max_train_responses]
+        rows = [rows[i] for i in sorted(keep)]
+    return build_training_sets(cfg, rows)
 
 
 def train_reward_model(cfg: RewardTrainConfig, overwrite: bool = False) -> dict:
@@ -438,48 +538,80 @@ def train_reward_model(cfg: RewardTrainConfig, overwrite: bool = False) -> dict:
         from divtune.train.data import check_finished_prepare
 
         check_finished_prepare(Path(cfg.data))
-    rows = read_scored_responses(cfg.data, "train")
     settings = {k: v for k, v in cfg.to_dict().items() if k not in ("output", "show_progress")}
     claim = claim_output_dir(output, "reward", stamped(settings, [cfg.data]), overwrite)
     if claim.state == "reuse":
         logger.info("%s already holds a finished reward run with these settings and inputs; reusing it", output)
         return json.loads((output / "metrics.json").read_text(encoding="utf-8"))
-    if cfg.max_train_responses is not None and len(rows) > cfg.max_train_responses:
-        keep = np.random.default_rng(cfg.seed).permutation(len(rows))[: cfg.max_train_responses]
-        rows = [rows[i] for i in sorted(keep)]
-    train_mask, val_mask = split_by_pool([r.pool_id for r in rows], cfg.val_fraction, cfg.seed)
-    train_rows = [r for r, m in zip(rows, train_mask) if m]
-    val_rows = [r for r, m in zip(rows, val_mask) if m]
-    logger.info("reward model: %d train / %d validation responses", len(train_rows), len(val_rows))
+    train, val = load_training_sets(cfg)
+    logger.info("reward model: %d train / %d validation responses, %d train / %d validation pairs",
+                len(train.rows), len(val.rows), len(train.chosen), len(val.chosen))
 
     model = RewardModel.create(cfg)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if model.kind == "encoder" and cfg.freeze_backbone:
-        history = _train_head_on_features(model, cfg, train_rows, val_rows)
+        history, best_val_pred = _train_head_on_features(model, cfg, train, val)
     else:
-        history = _train_end_to_end(model, cfg, train_rows, val_rows)
+        history, best_val_pred = _train_end_to_end(model, cfg, train, val)
     train_seconds = time.perf_counter() - started
+    # CPU time of this process: on a shared machine, wall time also counts other people's work.
+    train_cpu_seconds = time.process_time() - cpu_started
+    if cfg.objective == "pairwise":
+        scale, shift = moment_matching(best_val_pred, val.quality)
+        model.spec.update(output_scale=scale, output_shift=shift)
     claim.begin()
     cfg.save(output / "config.yaml")
     model.save(output)
 
-    metrics = evaluate_reward_model(model, cfg.data, cfg.batch_size, cfg.bootstrap_samples, cfg.seed)
-    best = min(history, key=lambda h: h["val_l1"])
+    metrics = reward_test_metrics(model, cfg, val)
+    stop_on = early_stopping_metric(cfg)
+    best = (min if stop_on == "val_l1" else max)(history, key=lambda h: h[stop_on])
     metrics.update({
         "backbone": cfg.backbone,
         "kind": model.kind,
         "freeze_backbone": cfg.freeze_backbone,
-        "n_train_responses": len(train_rows),
-        "n_val_responses": len(val_rows),
+        "objective": cfg.objective,
+        "train_pairs": cfg.train_pairs if cfg.objective == "pairwise" else None,
+        "early_stopping": stop_on,
+        "n_train_responses": len(train.rows),
+        "n_val_responses": len(val.rows),
+        "n_train_pairs": int(len(train.chosen)),
+        "n_val_pairs": int(len(val.chosen)),
         "best_epoch": best["epoch"],
         "best_val_l1": best["val_l1"],
+        "best_val_pairwise_accuracy": best["val_pairwise_accuracy"],
         "epochs_run": len(history),
         "stopped_early": len(history) < cfg.max_epochs,
         "train_seconds": round(train_seconds, 2),
+        "train_cpu_seconds": round(train_cpu_seconds, 2),
         "history": history,
     })
     write_json(output / "metrics.json", metrics)
     claim.finish()
+    return metrics
+
+
+def reward_test_metrics(model: "RewardModel", cfg: RewardTrainConfig, val: TrainingSet) -> dict:
+    """Test-split figures of a trained model: its own, the length baseline's and, optionally, on openings.
+
+    Separate from training so that a saved model can be evaluated again on the same
+    data (e.g. when its training finished but the evaluation was interrupted).
+    """
+    metrics = evaluate_reward_model(model, cfg.data, cfg.batch_size, cfg.bootstrap_samples, cfg.seed)
+    ranking_keys = ("pairwise_accuracy", "pairwise_accuracy_ci", "spearman")
+    length = evaluate_scorer(response_word_count, cfg.data, cfg.bootstrap_samples, cfg.seed)
+    # Does the model beat "longer is better"? (Word counts are not on the vote scale: no L1.)
+    metrics["length_baseline"] = {k: length[k] for k in ranking_keys}
+    if len(val.chosen):  # the same figure on the validation pairs, where variants are compared
+        val_lengths = response_word_count([], [r.text for r in val.rows])
+        metrics["length_baseline"]["val_pairwise_accuracy"] = validation_pairwise_accuracy(
+            val_lengths, val.chosen, val.rejected)
+    if cfg.eval_opening_words is not None:
+        n = cfg.eval_opening_words
+        openings = evaluate_scorer(
+            lambda prompts, responses: model.score(prompts, [opening(r, n) for r in responses], cfg.batch_size),
+            cfg.data, cfg.bootstrap_samples, cfg.seed)
+        metrics["openings"] = {"words": n, **{k: openings[k] for k in ranking_keys}}
     return metrics
 
 
@@ -492,7 +624,33 @@ def _epoch_batches(n: int, batch_size: int, rng: np.random.Generator):
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def _train_head_on_features(model: RewardModel, cfg, train_rows, val_rows) -> list[dict]:
+def _objective_steps(cfg: RewardTrainConfig, train: TrainingSet, rng: np.random.Generator):
+    """One epoch's steps as ``(response indices, pairs within them or None)``.
+
+    L1: random batches of responses. Pairwise: batches of whole prompts, so every
+    training pair of a prompt is formed from responses encoded once in that step.
+    """
+    if cfg.objective == "l1":
+        return [(idx, None) for idx in _epoch_batches(len(train.rows), cfg.batch_size, rng)]
+    steps = []
+    for batch in pool_batches([r.pool_id for r in train.rows], cfg.batch_size, rng):
+        inside = pairs_inside(batch, train.chosen, train.rejected)
+        if len(inside[0]):  # a prompt whose votes all tie gives no pair to learn from
+            steps.append((batch, inside))
+    return steps
+
+
+def _step_loss(pred, idx: np.ndarray, pairs, targets):
+    """The objective on one step: L1 against the vote targets, or Bradley-Terry on the pairs."""
+    import torch
+
+    if pairs is None:
+        return torch.nn.functional.l1_loss(pred, targets[torch.from_numpy(idx).to(targets.device)])
+    chosen, rejected = (torch.from_numpy(p).to(pred.device) for p in pairs)
+    return bradley_terry_loss(pred[chosen], pred[rejected])
+
+
+def _train_head_on_features(model: RewardModel, cfg, train: TrainingSet, val: TrainingSet):
     """Frozen encoder: embed every response once, then fit only the head (fast on CPU)."""
     import torch
 
@@ -501,9 +659,8 @@ def _train_head_on_features(model: RewardModel, cfg, train_rows, val_rows) -> li
                                       cfg.show_progress)
         return torch.from_numpy(feats).to(model.device)
 
-    x_train, x_val = embed(train_rows), embed(val_rows)
-    y_train = torch.tensor([r.quality for r in train_rows], dtype=torch.float32, device=model.device)
-    y_val = np.array([r.quality for r in val_rows], dtype=np.float32)
+    x_train, x_val = embed(train.rows), embed(val.rows)
+    y_train = torch.from_numpy(train.quality).to(model.device)
     for p in model.backbone.parameters():
         p.requires_grad_(False)
     optimizer = torch.optim.AdamW(model.head.parameters(), lr=cfg.learning_rate)
@@ -512,9 +669,9 @@ def _train_head_on_features(model: RewardModel, cfg, train_rows, val_rows) -> li
     def train_epoch():
         model.head.train()
         losses = []
-        for idx in _epoch_batches(len(x_train), cfg.batch_size, rng):
-            idx = torch.from_numpy(idx).to(model.device)
-            loss = torch.nn.functional.l1_loss(model.head(x_train[idx]).squeeze(-1), y_train[idx])
+        for idx, pairs in _objective_steps(cfg, train, rng):
+            pred = model.head(x_train[torch.from_numpy(idx).to(model.device)]).squeeze(-1)
+            loss = _step_loss(pred, idx, pairs, y_train)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -522,12 +679,12 @@ def _train_head_on_features(model: RewardModel, cfg, train_rows, val_rows) -> li
         model.head.eval()
         with torch.no_grad():
             val_pred = model.head(x_val).squeeze(-1).cpu().numpy()
-        return float(np.mean(losses)), _l1(val_pred, y_val)
+        return float(np.mean(losses)), val_pred
 
-    return _fit(train_epoch, [model.head], cfg)
+    return _fit(train_epoch, [model.head], cfg, val)
 
 
-def _train_end_to_end(model: RewardModel, cfg, train_rows, val_rows) -> list[dict]:
+def _train_end_to_end(model: RewardModel, cfg, train: TrainingSet, val: TrainingSet):
     import torch
     from tqdm.auto import tqdm
 
@@ -545,54 +702,79 @@ def _train_end_to_end(model: RewardModel, cfg, train_rows, val_rows) -> list[dic
         modules = [model.backbone]
     optimizer = torch.optim.AdamW(groups)
     rng = np.random.default_rng(cfg.seed)
-    y_val = np.array([r.quality for r in val_rows], dtype=np.float32)
+    y_train = torch.from_numpy(train.quality).to(model.device)
 
     def train_epoch():
         for module in modules:
             module.train()
         losses = []
-        for idx in tqdm(_epoch_batches(len(train_rows), cfg.batch_size, rng), desc="reward train",
-                        disable=not cfg.show_progress):
-            rows = [train_rows[i] for i in idx]
+        for idx, pairs in tqdm(_objective_steps(cfg, train, rng), desc="reward train",
+                               disable=not cfg.show_progress):
+            rows = [train.rows[i] for i in idx]
             batch = model.encode([r.prompt for r in rows], [r.text for r in rows])
-            target = torch.tensor([r.quality for r in rows], dtype=torch.float32, device=model.device)
-            loss = torch.nn.functional.l1_loss(model.forward(batch).float(), target)
+            loss = _step_loss(model.forward(batch).float(), idx, pairs, y_train)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-        val_pred = model.score([r.prompt for r in val_rows], [r.text for r in val_rows], cfg.batch_size)
-        return float(np.mean(losses)), _l1(val_pred, y_val)
+        # Raw scores: the output calibration is fitted only after training.
+        val_pred = model._batched([r.prompt for r in val.rows], [r.text for r in val.rows], cfg.batch_size,
+                                  model.forward, False, "reward validate")
+        return float(np.mean(losses)), val_pred
 
-    return _fit(train_epoch, modules, cfg)
+    return _fit(train_epoch, modules, cfg, val)
 
 
-def _fit(train_epoch, modules, cfg) -> list[dict]:
-    """Run epochs until early stopping; the best epoch's weights are restored at the end."""
+def _fit(train_epoch, modules, cfg, val: TrainingSet) -> tuple[list[dict], np.ndarray]:
+    """Run epochs until early stopping; the best epoch's weights are restored at the end.
+
+    Returns the per-epoch history and the best epoch's (raw) validation predictions.
+    """
     import copy
 
-    stopper = EarlyStopping(cfg.patience)
-    history, best_state = [], None
+    stop_on = early_stopping_metric(cfg)
+    stopper = EarlyStopping(cfg.patience, mode="min" if stop_on == "val_l1" else "max")
+    has_val_pairs = len(val.chosen) > 0
+    history, best_state, best_val_pred = [], None, None
     for epoch in range(cfg.max_epochs):
-        train_l1, val_l1 = train_epoch()
-        history.append({"epoch": epoch, "train_l1": train_l1, "val_l1": val_l1})
-        logger.info("reward epoch %d: train L1 %.4f, val L1 %.4f", epoch, train_l1, val_l1)
-        improved, stop = stopper.update(epoch, val_l1)
+        train_loss, val_pred = train_epoch()
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_l1": _l1(val_pred, val.quality),
+            "val_pairwise_accuracy": (validation_pairwise_accuracy(val_pred, val.chosen, val.rejected)
+                                      if has_val_pairs else None),
+        }
+        history.append(record)
+        logger.info("reward epoch %d: train %s %.4f, val L1 %.4f, val pairwise accuracy %s", epoch, cfg.objective,
+                    train_loss, record["val_l1"], record["val_pairwise_accuracy"])
+        improved, stop = stopper.update(epoch, record[stop_on])
         if improved:
             best_state = [copy.deepcopy({k: v for k, v in m.state_dict().items()}) for m in modules]
+            best_val_pred = val_pred
         if stop:
             break
     for module, state in zip(modules, best_state):
         module.load_state_dict(state)
-    return history
+    return history, best_val_pred
 
 
 # --------------------------------------------------------------------------- evaluation and scoring
 
 
-def evaluate_reward_model(model: RewardModel, data_dir: str | Path, batch_size: int = 64,
-                          bootstrap_samples: int = 2000, seed: int = 0) -> dict:
-    """Test-split figures: pairwise accuracy (+ bootstrap CI over prompts) and Spearman with votes."""
+def opening(text: str, words: int) -> str:
+    """The first ``words`` words of ``text`` (whitespace-normalised)."""
+    return " ".join(text.split()[:words])
+
+
+def response_word_count(prompts: list[str], responses: list[str]) -> np.ndarray:
+    """The "longer is better" baseline scorer: the response's number of words."""
+    return np.array([len(r.split()) for r in responses], dtype=float)
+
+
+def evaluate_scorer(score_fn, data_dir: str | Path, bootstrap_samples: int = 2000, seed: int = 0) -> dict:
+    """Test-split figures of any scorer ``score_fn(prompts, responses) -> scores``: pairwise
+    accuracy on the test gap pairs (+ bootstrap CI over prompts) and Spearman with votes."""
     from scipy.stats import spearmanr
 
     data_dir = Path(data_dir)
@@ -604,24 +786,33 @@ def evaluate_reward_model(model: RewardModel, data_dir: str | Path, batch_size: 
     items = {(p.prompt, text): None for p in pairs for text in (p.chosen, p.rejected)}
     items.update({(r.prompt, r.text): None for r in responses})
     keys = list(items)
-    values = model.score([k[0] for k in keys], [k[1] for k in keys], batch_size)
+    values = np.asarray(score_fn([k[0] for k in keys], [k[1] for k in keys]), dtype=float)
     score_of = dict(zip(keys, values.tolist()))
     chosen = np.array([score_of[(p.prompt, p.chosen)] for p in pairs])
     rejected = np.array([score_of[(p.prompt, p.rejected)] for p in pairs])
     accuracy, interval = bootstrap_pair_accuracy(pairwise_accuracy(chosen, rejected), [p.pool_id for p in pairs],
                                                  bootstrap_samples, seed)
     predicted = np.array([score_of[(r.prompt, r.text)] for r in responses])
-    rho, p_value = spearmanr(predicted, [r.score for r in responses])
+    # A constant scorer (e.g. word counts of equally long texts) has no rank correlation.
+    rho, p_value = spearmanr(predicted, [r.score for r in responses]) if np.ptp(predicted) > 0 else (np.nan, np.nan)
     return {
         "pairwise_accuracy": accuracy,
         "pairwise_accuracy_ci": interval,
         "n_test_pairs": len(pairs),
         "n_test_prompts": len({json.dumps(p.pool_id) for p in pairs}),
-        "spearman": float(rho),
-        "spearman_pvalue": float(p_value),
+        # A constant scorer has no rank correlation: null, not NaN (invalid JSON).
+        "spearman": float(rho) if np.isfinite(rho) else None,
+        "spearman_pvalue": float(p_value) if np.isfinite(p_value) else None,
         "n_test_responses": len(responses),
         "test_l1": _l1(predicted, [r.quality for r in responses]),
     }
+
+
+def evaluate_reward_model(model: RewardModel, data_dir: str | Path, batch_size: int = 64,
+                          bootstrap_samples: int = 2000, seed: int = 0) -> dict:
+    """Test-split figures of a reward model (see :func:`evaluate_scorer`)."""
+    return evaluate_scorer(lambda prompts, responses: model.score(prompts, responses, batch_size), data_dir,
+                           bootstrap_samples, seed)
 
 
 def score_generations(reward_dir: str | Path, generations_path: str | Path, output_path: str | Path,

@@ -39,6 +39,9 @@ def register(app: typer.Typer) -> None:
         lora: Optional[bool] = typer.Option(
             None, "--lora/--no-lora", help="LoRA on a sequence-classification backbone (default no)."
         ),
+        objective: Optional[str] = typer.Option(
+            None, "--objective", help="l1 (regress the vote, default) or pairwise (Bradley-Terry)."
+        ),
         max_length: Optional[int] = typer.Option(
             None, "--max-length", help="Tokens of prompt + response the backbone reads (default 256)."
         ),
@@ -56,7 +59,7 @@ def register(app: typer.Typer) -> None:
             help="Replace a reward run with other settings in --output (only files divtune wrote).",
         ),
     ) -> None:
-        """Train the vote-regression reward model (L1, early stopping) and report test metrics."""
+        """Train the reward model (vote regression or pairwise, early stopping) and report test metrics."""
         import json
 
         from divtune.reward_model import RewardTrainConfig, train_reward_model
@@ -64,12 +67,12 @@ def register(app: typer.Typer) -> None:
         cfg = RewardTrainConfig.load(
             config, overrides, data=str(data) if data else None, output=str(output) if output else None,
             backbone=backbone, backbone_kind=backbone_kind, freeze_backbone=freeze_backbone, lora=lora,
-            max_length=max_length, max_epochs=max_epochs, patience=patience, batch_size=batch_size,
+            objective=objective, max_length=max_length, max_epochs=max_epochs, patience=patience, batch_size=batch_size,
             device=device, seed=seed,
         )
         metrics = train_reward_model(cfg, overwrite=overwrite)
         summary = {k: metrics[k] for k in ("pairwise_accuracy", "pairwise_accuracy_ci", "spearman",
-                                           "n_test_pairs", "best_epoch", "train_seconds")}
+                                           "n_test_pairs", "best_epoch", "train_seconds", "length_baseline")}
         typer.echo(json.dumps(summary, indent=2))
 
     @reward_app.command("score", epilog=SCORE_EXAMPLES)
