@@ -1,0 +1,29 @@
+"""Interim look at the primary endpoint: evaluate + report only the endpoint systems (all 3 seeds).
+
+Uses the pinned runner code and the experiment's own stage configs, with the evaluation and
+report written to runs/typicality/interim/ (the experiment's eval/report stages are untouched).
+"""
+import sys
+from pathlib import Path
+
+import yaml
+
+from divtune.evaluate import EvaluateConfig, run_evaluate
+from divtune.experiment import ExperimentConfig, build_stages, report_comparisons
+from divtune.report import run_report
+
+KEEP = {"base", "dpo-bX", "ddpo-sem-bX", "ddpo-both-bX"}
+raw = yaml.safe_load(Path("configs/experiments/typicality.yaml").read_text())
+raw["systems"] = [s for s in raw["systems"] if s["name"] in KEEP]
+cfg = ExperimentConfig.from_dict(raw)
+stages, _ = build_stages(cfg)
+evaluate = next(s for s in stages if s.name == "evaluate")
+root = Path(cfg.output) / "interim"
+fields = dict(evaluate.config)
+fields["output"] = str(root / "eval")
+ecfg = EvaluateConfig.from_dict(fields)
+if "--report-only" not in sys.argv:
+    run_evaluate(ecfg)
+comparisons, groups = report_comparisons(cfg)
+run_report([root / "eval"], root / "report", baseline=cfg.baseline, comparisons=comparisons, seed_groups=groups)
+print("report:", root / "report" / "report.md")
