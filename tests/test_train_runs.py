@@ -37,7 +37,12 @@ def assert_same_adapter(dir_a, dir_b, rtol=1e-5):
     assert a.keys() == b.keys() and a
     moved = False
     for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=rtol, atol=1e-7, msg=name)
+        # Tolerance relative to the tensor's scale: reference log-probs computed in batches of
+        # another size differ in the last float32 bits, and that noise reaches entries near 0
+        # (measured up to 5e-7 on weights of scale 0.08 on one CPU), while a wrong reference
+        # or a skipped weight moves them by orders of magnitude more.
+        scale = float(a[name].abs().max())
+        torch.testing.assert_close(a[name], b[name], rtol=rtol, atol=max(1e-7, rtol * scale), msg=name)
         moved |= "lora_B" in name and bool(a[name].abs().max() > 0)
     assert moved  # the step really changed the adapter
 
