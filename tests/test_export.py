@@ -317,3 +317,33 @@ def test_adapter_base_falls_back_to_the_public_id_with_a_warning(smollm2_adapter
                                                                     "base_model_id": "smollm2"}))
     with pytest.raises(resources.MissingResourceError, match="not installed"):
         models.adapter_base_source(smollm2_adapter)
+
+
+def test_card_caveats_quote_the_recorded_results_exactly():
+    from divtune.model_card import KNOWN_ANSWER_INTERIM, REAL_VOTES, render_card
+
+    results = Path(__file__).parents[1] / "docs" / "results"
+
+    def pooled(folder, system, metric):
+        row = json.loads((results / folder / "paired_differences.json").read_text())[system]["metrics"][metric]
+        return tuple(round(row[key], 3) for key in ("diff", "low", "high"))
+
+    assert REAL_VOTES == {"ddpo_both_semantic": pooled("wp_smollm2_levers", "ddpo-both", "semantic_diversity"),
+                          "ddpo_both_style": pooled("wp_smollm2_levers", "ddpo-both", "style_diversity")}
+    assert KNOWN_ANSWER_INTERIM == {
+        "ddpo_sem_semantic": pooled("typicality_interim", "ddpo-sem-bX", "semantic_diversity"),
+        "ddpo_both_semantic": pooled("typicality_interim", "ddpo-both-bX", "semantic_diversity")}
+    facts = {
+        "name": "m", "run_dir": "r", "method": "ddpo", "format": "adapter", "lora": True, "divtune_version": "0",
+        "train_config": {"method": "ddpo", "beta": 0.1},
+        "base": {"spec": "org/base", "id": "org/base", "is_hub_id": True, "shipped_gguf": False},
+        "data": {"found": False, "path": "p"}, "run": {"global_step": 4, "edge_steps": 2},
+        "generation": {"temperature": 1.0, "top_p": 0.95, "top_k": 50, "repetition_penalty": 1.1,
+                       "max_new_tokens": 256},
+        "evaluation": None,
+    }
+    card = render_card(facts)
+    assert "DDPO-both − DPO was −0.018 [−0.038, +0.002] in semantic and −0.032 [−0.052, −0.011]" in card
+    assert "under-trained" in card
+    assert "docs/results/typicality_interim" in card and "semantic diversity than DPO: +0.043 [+0.016, +0.073]" in card
+    assert "did not differ from DPO: +0.003 [−0.020, +0.024]" in card
