@@ -379,7 +379,8 @@ def test_strategy_names_and_backend_rules(tiny_lm_dir, prompts_file, tmp_path):
         run_generate(_cfg(tiny_lm_dir, prompts_file, tmp_path / "x.jsonl", "iterative", backend="vllm"))
     for setting, least in (("verbalized.max_calls", 1), ("verbalized.responses_per_call", 1),
                            ("verbalized.overhead_tokens_per_response", 0), ("iterative.max_context_tokens", 1)):
-        with pytest.raises(ConfigError, match=rf"^{setting}: expected greater than or equal to {least}, got {least - 1}$"):
+        refused = rf"^{setting}: expected greater than or equal to {least}, got {least - 1}$"
+        with pytest.raises(ConfigError, match=refused):
             GenerateConfig.load(None, [f"{setting}={least - 1}"], model="m", prompts="p", output="o")
     assert VerbalizedSettings(max_calls=1).max_calls == 1  # the least allowed
 
