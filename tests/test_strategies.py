@@ -194,14 +194,52 @@ def test_iterative_resume_and_seed(iterative_run, tiny_lm_dir, prompts_file, tmp
                           iterative={"max_context_tokens": 5}))
 
 
-def test_iterative_context_cap_is_counted(tiny_lm_dir, prompts_file, tmp_path):
-    output = run_generate(_cfg(tiny_lm_dir, prompts_file, tmp_path / "g.jsonl", "iterative", max_new_tokens=8,
-                               max_prompts=1, iterative={"max_context_tokens": 60}))
+class ScriptedIterative:
+    """Fixed replies (one word count each) for iterative runs; records every message it is given."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.messages: list[str] = []
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+    def sample(self, messages, seed, max_new_tokens):
+        out = []
+        for message in messages:
+            self.messages.append(message)
+            out.append((f"story{len(self.messages) - 1}" + " word" * 4, 5))
+        return out
+
+
+def test_iterative_context_cap_drops_the_oldest_samples_and_counts_them(tiny_tokenizer, prompts_file, tmp_path,
+                                                                       monkeypatch):
+    import divtune.generate as gen
+
+    scripted = ScriptedIterative(tiny_tokenizer)
+    monkeypatch.setattr(gen, "HFSampler", lambda cfg: scripted)
+    unused_model = tmp_path / "unused-model"  # the sampler is scripted: the folder only has to exist
+    unused_model.mkdir()
+    settings = IterativeSettings()
+    replies = [f"story{i}" + " word" * 4 for i in range(5)]
+    # A cap that holds the prompt, the instructions and exactly two earlier samples (5 words each).
+    two_shown = iterative_message(PROMPTS[0], replies[:2], IterativeSettings(max_context_tokens=10_000),
+                                  scripted.count_tokens)[0]
+    cap = scripted.count_tokens(two_shown)
+    output = run_generate(_cfg(str(unused_model), prompts_file, tmp_path / "g.jsonl", "iterative", num_samples=5,
+                               max_prompts=1, batch_size=1, iterative={"max_context_tokens": cap}))
     rows = _lines(output)
-    assert [r["n_previous_shown"] <= r["sample_index"] for r in rows] == [True] * 3
+    assert [r["text"] for r in rows] == replies
+    assert [r["n_previous_shown"] for r in rows] == [0, 1, 2, 2, 2]
+    # Samples 4 and 5 could not show every earlier sample: the oldest went, the newest two stayed.
+    for k in (3, 4):
+        message = scripted.messages[k]
+        assert scripted.count_tokens(message) <= cap
+        assert f"Response 1:\nstory{k - 2}" in message and f"Response 2:\nstory{k - 1}" in message
+        assert not any(f"story{j}" in message for j in range(k - 2))
+    assert "Response 2:\nstory1" in scripted.messages[2] and "story0" in scripted.messages[2]
     summary = json.loads((tmp_path / "g.jsonl.summary.json").read_text())
-    dropped = sum(r["sample_index"] - r["n_previous_shown"] for r in rows)
-    assert summary["context_cap"]["earlier_samples_dropped"] == dropped
+    assert summary["context_cap"] == {"samples_with_earlier_samples_dropped": 2, "earlier_samples_dropped": 1 + 2}
 
 
 # ---------------------------------------------------------------- verbalized: top-up and resume
@@ -285,17 +323,37 @@ def verbalized_run(tiny_lm_dir, prompts_file, tmp_path_factory):
     return output
 
 
-def test_verbalized_on_the_tiny_model_fills_every_prompt_by_top_up(verbalized_run):
+def test_verbalized_on_the_tiny_model_fills_every_prompt_by_top_up(verbalized_run, tiny_tokenizer):
     rows = _lines(verbalized_run)
     assert len(rows) == 9
     assert sorted((r["prompt_id"], r["sample_index"], r["call_index"]) for r in rows) == [
         (p, k, k) for p in (1, 2, 3) for k in range(3)]
-    assert all(r["num_new_tokens"] <= 4 for r in rows)  # each response cut to max_new_tokens
+    log = _lines(calls_path(verbalized_run))
+    # Each prompt had three calls, the top-ups asking only for the samples still missing.
+    assert sorted((c["prompt_id"], c["round"], c["asked"]) for c in log) == [
+        (p, r, 3 - r) for p in (1, 2, 3) for r in range(3)]
+    count = lambda text: len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    call_of = {(c["prompt_id"], c["round"]): c for c in log}
+    for row in rows:
+        call = call_of[(row["prompt_id"], row["call_index"])]
+        assert row["position_in_call"] == 0 and row["text"] == call["texts"][0]
+        # The whole reply was taken as the response, then cut to max_new_tokens (4) tokens.
+        assert row["num_new_tokens"] == min(count(call["reply"].strip()), 4)
+        assert count(row["text"]) <= 4 + 1  # a cut inside a character may re-encode one token longer
+    expected_cut = sum(count(c["reply"].strip()) > 4 for c in log)
     summary = json.loads(verbalized_run.with_name("gen.jsonl.summary.json").read_text())
     assert summary["calls"] == 9 and summary["prompts_topped_up"] == 3 and summary["prompts_short"] == []
-    long_replies = sum(1 for r in rows if r["num_new_tokens"] == 4)
-    assert summary["responses_cut_to_max_new_tokens"] <= long_replies
+    assert summary["responses_asked"] == 3 * (3 + 2 + 1) and summary["responses_kept"] == 9
+    assert summary["responses_cut_to_max_new_tokens"] == expected_cut == sum(c["cut_to_max_new_tokens"] for c in log)
     assert summary["problems"]["reply without structure taken whole as one response (unstructured: one_response)"] == 9
+
+
+def test_verbalized_seed_changes_the_output(verbalized_run, tiny_lm_dir, prompts_file, tmp_path):
+    other = run_generate(_cfg(tiny_lm_dir, prompts_file, tmp_path / "other.jsonl", "verbalized", max_new_tokens=4,
+                              seed=4, verbalized={"unstructured": "one_response", "overhead_tokens_per_response": 0}))
+    assert len(_lines(other)) == 9
+    assert [r["text"] for r in _lines(other)] != [r["text"] for r in _lines(verbalized_run)]
+    assert {r["seed"] for r in _lines(other)}.isdisjoint({r["seed"] for r in _lines(verbalized_run)})
 
 
 def test_verbalized_resume_rebuilds_from_the_call_log(verbalized_run, tiny_lm_dir, prompts_file, tmp_path):
@@ -319,7 +377,55 @@ def test_strategy_names_and_backend_rules(tiny_lm_dir, prompts_file, tmp_path):
     assert system_name(GenerateConfig(**base)) == "base"
     with pytest.raises(ConfigError, match="backend hf"):
         run_generate(_cfg(tiny_lm_dir, prompts_file, tmp_path / "x.jsonl", "iterative", backend="vllm"))
-    assert VerbalizedSettings().max_calls >= 1
+    for setting, least in (("verbalized.max_calls", 1), ("verbalized.responses_per_call", 1),
+                           ("verbalized.overhead_tokens_per_response", 0), ("iterative.max_context_tokens", 1)):
+        refused = rf"^{setting}: expected greater than or equal to {least}, got {least - 1}$"
+        with pytest.raises(ConfigError, match=refused):
+            GenerateConfig.load(None, [f"{setting}={least - 1}"], model="m", prompts="p", output="o")
+    assert VerbalizedSettings(max_calls=1).max_calls == 1  # the least allowed
+
+
+class InputRecorder(Recorder):
+    """Also records the token ids each generate call was given (padding removed)."""
+
+    def __init__(self, real_class):
+        super().__init__(real_class)
+        self.inputs: list[list[int]] = []
+
+    def __call__(self, cfg):
+        sampler = super().__call__(cfg)
+        model = sampler.model
+        original = model.generate
+
+        def generate(input_ids, attention_mask, **kw):
+            self.inputs += [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask)]
+            return original(input_ids=input_ids, attention_mask=attention_mask, **kw)
+
+        model.generate = generate
+        return sampler
+
+
+@pytest.mark.parametrize("strategy", ["iterative", "verbalized"])
+def test_strategy_messages_reach_the_model_inside_its_chat_template(strategy, tiny_lm_dir, tiny_tokenizer, prompts_file,
+                                                                   tmp_path, monkeypatch):
+    import divtune.generate as gen
+
+    recorder = InputRecorder(gen.HFSampler)
+    monkeypatch.setattr(gen, "HFSampler", recorder)
+    run_generate(_cfg(tiny_lm_dir, prompts_file, tmp_path / "t.jsonl", strategy, num_samples=2, max_new_tokens=3,
+                      max_prompts=2, verbalized={"unstructured": "one_response", "max_calls": 1}))
+    messages = [m for call in recorder.messages for m in call]
+    instructions = "Here are the responses" if strategy == "iterative" else "Write 2 different responses"
+    assert any(instructions in m for m in messages)  # the strategy's own message, not the bare prompt
+    assert len(recorder.inputs) == len(messages) > 0
+    tokenizer = tiny_tokenizer  # the tokenizer saved with the tiny model
+    user, end, assistant = tokenizer.convert_tokens_to_ids(["<|user|>", "<|end|>", "<|assistant|>"])
+    for message, ids in zip(messages, recorder.inputs):
+        # The tiny template: <|user|>{message}<|end|><|assistant|>, its markers as single special tokens.
+        assert ids[0] == user and ids[-2:] == [end, assistant]
+        assert tokenizer.decode(ids[1:-2]) == message
+        assert ids == tokenizer.apply_chat_template([{"role": "user", "content": message}],
+                                                    add_generation_prompt=True, return_dict=True)["input_ids"]
 
 
 def test_independent_lines_name_their_strategy(tiny_lm_dir, prompts_file, tmp_path):

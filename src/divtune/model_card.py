@@ -28,15 +28,39 @@ METHOD_NAMES = {
 WEIGHTED_METHODS = ("ddpo", "dorpo")
 PAPER = "Chung et al., *Modifying Large Language Model Post-Training for Diverse Creative Writing*, COLM 2025 (arXiv 2503.17126)"
 
-#: What divtune's own recorded runs measured (README "Results"); cited on every card of a
-#: preference-tuned model, with where the numbers come from.
+#: Pooled paired differences quoted on the cards, as (difference, 95% low, 95% high), copied from
+#: the recorded results; tests/test_export.py checks them against the files named here.
+#: Real votes, lr 2e-4 x 32 steps, 3 seeds: docs/results/wp_smollm2_levers/paired_differences.json.
+REAL_VOTES = {"ddpo_both_semantic": (-0.018, -0.038, 0.002), "ddpo_both_style": (-0.032, -0.052, -0.011)}
+#: Known-answer benchmark at b = 0.5, 3 seeds (interim: endpoint systems only):
+#: docs/results/typicality_interim/paired_differences.json.
+KNOWN_ANSWER_INTERIM = {"ddpo_sem_semantic": (0.043, 0.016, 0.073), "ddpo_both_semantic": (0.003, -0.020, 0.024)}
+
+
+def _ci(value: tuple[float, float, float]) -> str:
+    diff, low, high = (f"{x:+.3f}".replace("-", "−") for x in value)
+    return f"{diff} [{low}, {high}]"
+
+
+#: What divtune's own recorded runs measured (README "Results", docs/results); cited on every
+#: card of a preference-tuned model, with where the numbers come from.
 RECORDED_CAVEATS = [
-    "In divtune's recorded experiments on SmolLM2-135M-Instruct with LoRA on a 2-core CPU "
+    "In divtune's real-votes runs on SmolLM2-135M-Instruct with LoRA on a 2-core CPU "
     "(docs/results/wp_smollm2, docs/results/wp_smollm2_levers), DDPO did not beat DPO on diversity: "
-    "pooled over 3 seeds, DDPO-both − DPO was −0.018 [−0.038, +0.002] in semantic and −0.032 "
-    "[−0.052, −0.011] in style diversity. The paper's gains were on 8B models trained for 3 epochs.",
-    "Between seeds, DPO's semantic diversity ranged over 0.087 (0.688 to 0.775): more than any "
-    "method difference measured there. One seed cannot show a method effect at this scale.",
+    f"pooled over 3 seeds, DDPO-both − DPO was {_ci(REAL_VOTES['ddpo_both_semantic'])} in semantic and "
+    f"{_ci(REAL_VOTES['ddpo_both_style'])} in style diversity. Those runs were under-trained (at most a third "
+    "of one epoch; their reward margins on unseen pairs ended between −0.10 and +0.18): they show that little "
+    "moved at that budget, not how DDPO compares with DPO. The paper's gains were on 8B models trained for "
+    "3 epochs.",
+    "On divtune's known-answer benchmark (docs/results/typicality_interim: a bias towards typical "
+    "story openings injected into the preferences, b = 0.5, 3 seeds, every run past the \"moved\" "
+    "threshold; interim, the b = 0 control still running), DDPO-sem (pairs weighted by semantic deviation) kept "
+    f"more semantic diversity than DPO: {_ci(KNOWN_ANSWER_INTERIM['ddpo_sem_semantic'])} (pre-registered "
+    "primary endpoint). Its weights average 0.56, so it also took smaller steps than DPO, which may explain "
+    "part of that. DDPO-both (semantic and stylometric weights) did not differ from DPO: "
+    f"{_ci(KNOWN_ANSWER_INTERIM['ddpo_both_semantic'])}.",
+    "Between seeds of the real-votes runs, DPO's semantic diversity ranged over 0.087 (0.688 to 0.775): "
+    "more than any method difference measured there. One seed cannot show a method effect at this scale.",
     "The vote-regression reward model of those runs was at chance on held-out pairs (pairwise "
     "accuracy 0.49 [0.43, 0.56]), so their quality column is not evidence of quality.",
     "Their human gold row is whole stories of 100+ words while model samples were 48-token openings: "
