@@ -500,3 +500,23 @@ def test_experiment_refuses_a_folder_of_user_files(tmp_path):
         run_experiment(cfg)
     assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
 
+
+def test_experiment_names_another_stages_run_in_its_folder(tmp_path, monkeypatch):
+    import divtune.experiment
+    from divtune.experiment import ExperimentConfig, run_experiment
+
+    inputs, out = tmp_path / "inputs", tmp_path / "exp"
+    inputs.mkdir()
+    _prepare(inputs, out, "a", False)
+    before = _snapshot(out)
+
+    def no_stages(*args, **kwargs):
+        raise AssertionError("the experiment ran its stages in a folder holding another stage's run")
+
+    monkeypatch.setattr(divtune.experiment, "run_stages", no_stages)
+    cfg = ExperimentConfig(output=str(out), prepare={"inputs": ["shipped:wp_scored"]},
+                           systems=[{"name": "base", "method": "base"}], baseline=None, reward=None)
+    with pytest.raises(ConfigError) as err:
+        run_experiment(cfg)
+    assert str(err.value) == f"{out}: holds a finished prepare run; an experiment needs its own output folder"
+    assert _snapshot(out) == before  # prepare's config.yaml was not replaced by the experiment's
