@@ -156,11 +156,16 @@ def test_bad_pairs_and_inputs_write_nothing(tmp_path):
 
 
 def test_refuses_to_overwrite_another_study(tmp_path):
-    folder = _build(tmp_path, seed=0)
-    _build(tmp_path, seed=0)  # the same build again is fine
-    with pytest.raises(ConfigError, match="already holds another study"):
-        _build(tmp_path, seed=5)
-    assert _load(folder)[0]["build_id"] == _load(folder)[1]["build_id"]
+    paths = [str(p) for p in write_generations(tmp_path / "gen")]  # written once: a rewrite is a changed input
+    folder = tmp_path / "study"
+    build = lambda seed: run_build(BuildConfig(generations=paths, pairs=[(SYSTEMS[0], SYSTEMS[1])], output=str(folder),
+                                               seed=seed))
+    build(0)
+    build_id = _load(folder)[0]["build_id"]
+    build(0)  # the same build again is reused
+    with pytest.raises(ConfigError, match=r"holds a finished humaneval build run with other settings \(seed: 0 -> 5\)"):
+        build(5)
+    assert _load(folder)[0]["build_id"] == _load(folder)[1]["build_id"] == build_id
 
 
 def test_cli_build_and_bad_answers_exit_2(tmp_path):

@@ -154,6 +154,11 @@ def _stage_args(stage: str, tmp_path) -> list:
         "evaluate": ["evaluate", "--generations", _generations(tmp_path), "--output", tmp_path / "out",
                      "--set", "bootstrap=abc"],
         "quickstart": ["quickstart", "--output", tmp_path / "out", "--set", "train.training.max_steps=abc"],
+        "typicality": ["typicality", "--input", "shipped:wp_scored", "--output", tmp_path / "out",
+                       "--set", "opening_words=abc"],
+        "export": ["export", tmp_path, "--output", tmp_path / "out", "--set", "merge=maybe"],
+        "humaneval-build": ["humaneval", "build", "--generations", _generations(tmp_path), "--pair", "a=b",
+                            "--output", tmp_path / "out", "--set", "seed=abc"],
     }[stage]
 
 
@@ -165,6 +170,9 @@ EXPECTED = {
     "reward": "error: max_epochs: expected an integer, got 'abc'",
     "evaluate": "error: bootstrap: expected an integer, got 'abc'",
     "quickstart": "error: TrainConfig: max_steps: expected an integer, got 'abc'",
+    "typicality": "error: opening_words: expected an integer, got 'abc'",
+    "export": "error: merge: expected true or false, got 'maybe'",
+    "humaneval-build": "error: seed: expected an integer, got 'abc'",
 }
 
 
@@ -223,6 +231,110 @@ def test_passthrough_values_are_checked_against_trainingarguments_types():
         with pytest.raises(ConfigError) as err:
             TrainConfig.load(None, [override])
         assert str(err.value) == message
+
+
+# --------------------------------------------------------------------------- refusals: one line, exit 2
+
+
+def test_train_memory_refusal_is_one_line_exit_2(tmp_path, tiny_lm_dir, monkeypatch, capsys):
+    import divtune.train.memory as memory
+    from _train_support import make_pairs, write_pairs
+    from divtune.train import TrainConfig
+    from divtune.train.memory import estimate_options, estimate_peak, model_shape
+
+    data = write_pairs(tmp_path / "data", make_pairs(4))
+    sizes = ["lora.r=2", "lora.alpha=4", "max_length=64", "per_device_train_batch_size=1"]
+    monkeypatch.setattr(memory, "available_memory", lambda: 1)  # nothing fits, not even batch 1 at length 64
+    args = ["train", "--method", "dpo", "--data", data, "--model", tiny_lm_dir, "--output", tmp_path / "out",
+            "--device", "cpu"]
+    code, err = run_cli([*args, *[a for s in sizes for a in ("--set", s)]], monkeypatch, capsys)
+    shape = model_shape(str(tiny_lm_dir))
+    options = estimate_options(TrainConfig.load(None, sizes, method="dpo"))
+    estimate = estimate_peak(shape, batch=1, max_length=64, **options)
+    assert (code, err) == (2, (
+        f"error: train: the estimated peak memory, {estimate.describe()}, exceeds the 0.0 GiB available "
+        f"({shape.parameters / 1e6:.0f}M parameters, batch 1, max_length 64); even batch 1 at max_length 64 "
+        "does not fit: use a smaller model or a machine with more memory; --no-memory-check tries anyway\n"
+    ))
+    assert not (tmp_path / "out").exists()
+
+
+def _pools(tmp_path) -> Path:
+    words = "the a dragon ran and she said quietly night I was sea light door".split()
+    rows = [{"prompt": f"Prompt {p}", "responses": [" ".join(words[(p + i + k) % len(words)] for k in range(8 + i))
+                                                    for i in range(5)], "scores": [1, 3, 8, 20, 2]}
+            for p in range(6)]
+    path = tmp_path / "pools.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+def test_output_rule_refusals_are_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    import divtune.experiment
+
+    out = tmp_path / "prep"
+    prepare = ["prepare", "--input", _pools(tmp_path), "--output", out, "--embedder", "style=stylometric",
+               "--cache-dir", tmp_path / "cache"]
+    assert run_cli([*prepare, "--min-words", "5"], monkeypatch, capsys)[0] == 0
+    before = _mtimes(out)
+    code, err = run_cli([*prepare, "--min-words", "6"], monkeypatch, capsys)
+    assert (code, err) == (2, (
+        f"error: {out}: holds a finished prepare run with other settings (min_words: 5 -> 6); "
+        "pass --overwrite to replace it, or choose another --output\n"
+    ))
+    assert _mtimes(out) == before
+
+    # The quickstart (an experiment) names the prepare run it finds in its folder.
+    def no_stages(*args, **kwargs):
+        raise AssertionError("the quickstart ran its stages in a folder holding a prepare run")
+
+    monkeypatch.setattr(divtune.experiment, "run_stages", no_stages)
+    code, err = run_cli(["quickstart", "--output", out], monkeypatch, capsys)
+    assert (code, err) == (2, f"error: {out}: holds a finished prepare run; an experiment needs its own output folder\n")
+    assert _mtimes(out) == before
+
+
+def test_humaneval_output_rule_on_the_command_line(tmp_path, monkeypatch, capsys):
+    from _humaneval_support import SYSTEMS, write_answers, write_generations
+
+    gens = write_generations(tmp_path / "gen")
+    study = tmp_path / "study"
+    build = ["humaneval", "build", "--generations", *gens, "--pair", f"{SYSTEMS[0]}={SYSTEMS[1]}", "--output", study]
+    assert run_cli(build, monkeypatch, capsys)[0] == 0
+    (study / "notes.txt").write_text("mine")
+    before = _mtimes(study)
+    assert run_cli(build, monkeypatch, capsys)[0] == 0  # the same study: reused
+    assert _mtimes(study) == before
+    code, err = run_cli([*build, "--seed", "1"], monkeypatch, capsys)
+    assert (code, err) == (2, (
+        f"error: {study}: holds a finished humaneval build run with other settings (seed: 0 -> 1); "
+        "pass --overwrite to replace it, or choose another --output\n"
+    ))
+    assert _mtimes(study) == before
+    old_build = json.loads((study / "key.json").read_text())["build_id"]
+    assert run_cli([*build, "--seed", "1", "--overwrite"], monkeypatch, capsys)[0] == 0
+    assert json.loads((study / "key.json").read_text())["build_id"] != old_build
+    assert "\nseed: 1\n" in (study / "config.yaml").read_text() and (study / "notes.txt").read_text() == "mine"
+
+    key = json.loads((study / "key.json").read_text())
+    answers = write_answers(tmp_path / "a.json", key["build_id"], "ann", [
+        {"item_id": item, "answers": {"diverse": "A"}, "timestamp": "2026-03-01T10:00:00Z"} for item in key["items"]
+    ])
+    analysis = tmp_path / "analysis"
+    analysis.mkdir()
+    (analysis / "results.json").write_text("my own results")
+    for extra in ([], ["--overwrite"]):  # a folder of the user's files: refused, even with --overwrite
+        code, err = run_cli(["humaneval", "analyze", study, answers, "--output", analysis, *extra], monkeypatch, capsys)
+        assert (code, err) == (2, (
+            f"error: {analysis}: not empty (results.json) and holds no divtune run; divtune never overwrites "
+            "files it did not write: choose a new or empty --output\n"
+        ))
+    assert [p.name for p in analysis.iterdir()] == ["results.json"]
+    assert (analysis / "results.json").read_text() == "my own results"
 
 
 # --------------------------------------------------------------------------- byte-order mark

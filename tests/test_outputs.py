@@ -212,6 +212,40 @@ def _diagnostics(inputs, out, variant, overwrite):
     return run_diagnostics(inputs / "exp", out, window=2 if variant == "a" else 3, overwrite=overwrite)
 
 
+def _humaneval_build(inputs, out, variant, overwrite):
+    from _humaneval_support import SYSTEMS, write_generations
+    from divtune.humaneval.study import BuildConfig, run_build
+
+    gen = inputs / "gen"
+    paths = sorted(gen.glob("gen_*.jsonl")) if gen.is_dir() else write_generations(gen)  # written once
+    cfg = BuildConfig(generations=[str(p) for p in paths], pairs=[(SYSTEMS[0], SYSTEMS[1])], output=str(out),
+                      seed=0 if variant == "a" else 1)
+    return run_build(cfg, overwrite=overwrite)
+
+
+def _answers_file(path: Path, study: Path, comment: str = "") -> Path:
+    from _humaneval_support import write_answers
+
+    key = json.loads((study / "key.json").read_text())
+    records = [{"item_id": item, "answers": {"diverse": "A", "interesting": "B" if i % 2 else "tie"},
+                "comment": comment if i == 0 else "", "timestamp": "2026-03-01T10:00:00Z"}
+               for i, item in enumerate(sorted(key["items"]))]
+    return write_answers(path, key["build_id"], "ann", records)
+
+
+def _humaneval_analyze(inputs, out, variant, overwrite):
+    from divtune.humaneval.analyze import AnalyzeConfig, run_analyze
+
+    study, answers = inputs / "study", inputs / "answers.json"
+    if not study.is_dir():
+        _humaneval_build(inputs, study, "a", False)
+    if not answers.is_file():
+        _answers_file(answers, study, comment="B repeats itself")
+    cfg = AnalyzeConfig(study=str(study), answers=[str(answers)], output=str(out),
+                        confidence=0.95 if variant == "a" else 0.9)
+    return run_analyze(cfg, overwrite=overwrite)
+
+
 @pytest.fixture
 def stages(tiny_lm_dir, tiny_bert):
     return {
@@ -222,10 +256,13 @@ def stages(tiny_lm_dir, tiny_bert):
         "evaluate": Stage("evaluate", _evaluate, "metrics.json"),
         "report": Stage("report", _report, "report.html"),
         "diagnostics": Stage("diagnostics", _diagnostics, "diagnostics.md"),
+        "humaneval build": Stage("humaneval build", _humaneval_build, "index.html"),
+        "humaneval analyze": Stage("humaneval analyze", _humaneval_analyze, "results.json"),
     }
 
 
-STAGES = ["prepare", "typicality", "train", "reward", "evaluate", "report", "diagnostics"]
+STAGES = ["prepare", "typicality", "train", "reward", "evaluate", "report", "diagnostics", "humaneval build",
+          "humaneval analyze"]
 
 
 @pytest.mark.parametrize("name", STAGES)
@@ -285,6 +322,55 @@ def test_prepare_into_a_training_run_is_refused_naming_it(stages, tmp_path):
     stages["evaluate"].run(inputs, out, "a", False)
     with pytest.raises(ConfigError, match=r"holds a finished evaluate run; a prepare run needs its own --output folder$"):
         stages["prepare"].run(inputs, out, "a", False)
+
+
+def _snapshot(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*"))}
+
+
+def test_humaneval_analyze_redownloaded_answers_are_a_changed_input(tmp_path):
+    inputs, out = tmp_path / "inputs", tmp_path / "out"
+    inputs.mkdir()
+    _humaneval_analyze(inputs, out, "a", False)
+    answers = inputs / "answers.json"
+    assert json.loads((out / "comments.jsonl").read_text())["comment"] == "B repeats itself"
+    (out / "notes.txt").write_text("mine")
+    before = _snapshot(out)
+    _humaneval_analyze(inputs, out, "a", False)  # the same answers: reused, nothing rewritten
+    assert _snapshot(out) == before
+    _answers_file(answers, inputs / "study")  # downloaded again, now without the comment
+    with pytest.raises(ConfigError) as err:
+        _humaneval_analyze(inputs, out, "a", False)
+    assert str(err.value) == (
+        f"{out}: holds a finished humaneval analyze run with other settings (inputs changed: {answers}); "
+        "pass --overwrite to replace it, or choose another --output"
+    )
+    assert _snapshot(out) == before
+    _humaneval_analyze(inputs, out, "a", True)
+    # The earlier analysis's comments.jsonl went with it; the user's file stayed.
+    assert sorted(p.name for p in out.iterdir()) == sorted([
+        ".divtune-done.json", RUN_MARKER, "config.yaml", "humaneval.html", "humaneval.md", "humaneval.png",
+        "notes.txt", "results.json",
+    ])
+    assert (out / "notes.txt").read_text() == "mine"
+    assert json.loads((out / "results.json").read_text())["counts"]["comments"] == 0
+
+
+def test_humaneval_analyze_into_the_study_folder_is_refused(tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    _humaneval_analyze(inputs, tmp_path / "out", "a", False)  # builds inputs/study
+    study = inputs / "study"
+    before = _snapshot(study)
+    from divtune.humaneval.analyze import AnalyzeConfig, run_analyze
+
+    with pytest.raises(ConfigError) as err:
+        run_analyze(AnalyzeConfig(study=str(study), answers=[str(inputs / "answers.json")], output=str(study)),
+                    overwrite=True)
+    assert str(err.value) == (
+        f"{study}: holds a finished humaneval build run; a humaneval analyze run needs its own --output folder"
+    )
+    assert _snapshot(study) == before
 
 
 # --------------------------------------------------------------------------- failed runs leave nothing
@@ -413,3 +499,24 @@ def test_experiment_refuses_a_folder_of_user_files(tmp_path):
     with pytest.raises(ConfigError, match=r"not empty \(thesis.tex\) and holds no divtune experiment"):
         run_experiment(cfg)
     assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
+
+
+def test_experiment_names_another_stages_run_in_its_folder(tmp_path, monkeypatch):
+    import divtune.experiment
+    from divtune.experiment import ExperimentConfig, run_experiment
+
+    inputs, out = tmp_path / "inputs", tmp_path / "exp"
+    inputs.mkdir()
+    _prepare(inputs, out, "a", False)
+    before = _snapshot(out)
+
+    def no_stages(*args, **kwargs):
+        raise AssertionError("the experiment ran its stages in a folder holding another stage's run")
+
+    monkeypatch.setattr(divtune.experiment, "run_stages", no_stages)
+    cfg = ExperimentConfig(output=str(out), prepare={"inputs": ["shipped:wp_scored"]},
+                           systems=[{"name": "base", "method": "base"}], baseline=None, reward=None)
+    with pytest.raises(ConfigError) as err:
+        run_experiment(cfg)
+    assert str(err.value) == f"{out}: holds a finished prepare run; an experiment needs its own output folder"
+    assert _snapshot(out) == before  # prepare's config.yaml was not replaced by the experiment's

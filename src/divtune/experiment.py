@@ -27,7 +27,7 @@ from pydantic import Field
 
 from divtune.config import ConfigError, StageConfig, deep_merge
 from divtune.io import clear_stage_done, mark_stage_done, read_stage_done, write_json
-from divtune.outputs import RUN_MARKER, adopt_folder, read_run_marker
+from divtune.outputs import RUN_MARKER, adopt_folder, read_run_marker, run_kind
 
 #: Methods trained from preference pairs; ``base`` is the untouched model.
 OFFLINE_METHODS = ("sft", "dpo", "ddpo", "orpo", "dorpo", "divpo")
@@ -537,8 +537,13 @@ def claim_experiment_dir(root: Path) -> None:
     if not entries:
         return
     marker = read_run_marker(root)
-    if marker is not None and marker.get("stage") not in ("experiment", None):
-        raise ConfigError(f"{root}: holds a {marker.get('stage')} run; an experiment needs its own output folder")
+    found = run_kind(root)
+    if found is not None and found[0] not in ("experiment", None):
+        kind, finished = found
+        raise ConfigError(
+            f"{root}: holds {'a finished' if finished else 'an unfinished'} {kind} run; "
+            "an experiment needs its own output folder"
+        )
     if marker is None and not (set(entries) - {RUN_MARKER}) <= set(EXPERIMENT_ENTRIES):
         foreign = sorted(set(entries) - set(EXPERIMENT_ENTRIES))
         raise ConfigError(

@@ -50,6 +50,10 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "evaluate": ("metrics.json", "per_prompt.jsonl", "summary.json", "modes.json", "config.yaml"),
     "report": ("report.md", "report.html", "paired_differences.json", "*.png"),
     "diagnostics": ("diagnostics.json", "diagnostics.md", "*.png"),
+    "humaneval build": ("index.html", "items.csv", "study.json", "key.json", "config.yaml"),
+    "humaneval analyze": (
+        "results.json", "humaneval.md", "humaneval.html", "humaneval.png", "comments.jsonl", "config.yaml",
+    ),
 }
 
 State = Literal["new", "reuse", "continue", "replace"]

@@ -13,11 +13,15 @@ BUILD_EXAMPLES = """Examples:
   divtune humaneval build --generations runs/gen/ddpo.jsonl runs/gen/dpo.jsonl --pair ddpo=dpo --output runs/study
 
   divtune humaneval build --generations runs/gen/*.jsonl --pair ddpo=dpo --pair dorpo=orpo --max-items 40 --output runs/study
+
+  divtune humaneval build --generations runs/gen/ddpo.jsonl runs/gen/dpo.jsonl --pair ddpo=dpo --seed 1 --output runs/study --overwrite
 """
 
-ANALYZE_EXAMPLES = """Example:
+ANALYZE_EXAMPLES = """Examples:
 
   divtune humaneval analyze runs/study answers/*.json --output runs/study-results
+
+  divtune humaneval analyze runs/study answers/*.json answers/late/*.json --output runs/study-results --overwrite
 """
 
 
@@ -45,6 +49,11 @@ def register(app: typer.Typer) -> None:
         seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the item choice, sides and order (default 0)."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML config file (e.g. custom questions)."),
         overrides: Optional[List[str]] = typer.Option(None, "--set", help="key=value override (repeatable)."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", show_default=False,
+            help="Replace a study built with other settings in --output (only files divtune wrote); "
+            "answers collected with the old study no longer match.",
+        ),
     ) -> None:
         """A blinded side-by-side study: index.html, items.csv, study.json and the key (key.json)."""
         from divtune.humaneval.study import BuildConfig, parse_pairs, run_build
@@ -61,7 +70,7 @@ def register(app: typer.Typer) -> None:
             title=title,
             seed=seed,
         )
-        page = run_build(cfg)
+        page = run_build(cfg, overwrite=overwrite)
         typer.echo(f"wrote {page} (give this to annotators), {page.parent / 'items.csv'}; keep {page.parent / 'key.json'} private")
 
     @humaneval_app.command("analyze", epilog=ANALYZE_EXAMPLES)
@@ -70,11 +79,15 @@ def register(app: typer.Typer) -> None:
         answers: List[Path] = typer.Argument(..., help="Answer files: JSON downloaded from the page, or CSV."),
         output: Path = typer.Option(..., "--output", "-o", help="Folder for humaneval.md/.html/.png and results.json."),
         confidence: Optional[float] = typer.Option(None, "--confidence", help="Level of the Wilson intervals (default 0.95)."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", show_default=False,
+            help="Replace an analysis of other answers or settings in --output (only files divtune wrote).",
+        ),
     ) -> None:
         """Win / tie / loss per question and pair with Wilson intervals, sign tests and agreement."""
         from divtune.humaneval.analyze import AnalyzeConfig, run_analyze
 
         cfg = AnalyzeConfig.load(None, [], study=str(study), answers=[str(a) for a in answers],
                                  output=str(output), confidence=confidence)
-        page = run_analyze(cfg)
+        page = run_analyze(cfg, overwrite=overwrite)
         typer.echo(f"wrote {page} and {page.parent / 'humaneval.md'}")

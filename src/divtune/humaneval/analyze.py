@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from divtune.humaneval.stats import OUTCOMES, krippendorff_alpha, outcome_summar
 from divtune.humaneval.study import KEY_FORMAT, STUDY_FORMAT
 from divtune.io import InputError, atomic_write_text, write_json, write_jsonl
 from divtune.report import _CSS, _data_uri, _html_table, _md_table, _plt
+
+log = logging.getLogger(__name__)
 
 PLOT = "humaneval.png"
 WIN_COLOUR, TIE_COLOUR, LOSS_COLOUR = "#1f77b4", "#bbbbbb", "#d62728"
@@ -281,8 +284,21 @@ def render(report: dict[str, Any], output: Path) -> Path:
     return atomic_write_text(output / "humaneval.html", page)
 
 
-def run_analyze(cfg: AnalyzeConfig) -> Path:
-    """Check everything, then write the output folder; returns the HTML path."""
+def run_analyze(cfg: AnalyzeConfig, overwrite: bool = False) -> Path:
+    """Check everything, then write the output folder; returns the HTML path.
+
+    The output folder follows divtune.outputs' rule. "Same settings" means the
+    same study folder, the same answer files in the same order (on equal
+    timestamps the answer read last wins) and the same confidence, and the
+    inputs unchanged: the study's done marker (its build id) and each answer
+    file's size and modification time. That is outputs.py's model, as for
+    ``divtune report``: the analysis is a deterministic function of these, so a
+    finished one is reused rather than recomputed. A new or re-downloaded answer
+    file counts as a changed input: refused unless ``overwrite``, which removes
+    the earlier analysis's files (a ``comments.jsonl`` among them) and nothing else.
+    """
+    from divtune.outputs import claim_output_dir, stamped
+
     if not cfg.answers:
         raise ConfigError("give at least one answer file")
     study, key = load_study(cfg.study)
@@ -290,7 +306,12 @@ def run_analyze(cfg: AnalyzeConfig) -> Path:
     answers = read_answers(cfg.answers, view)
     report = analyze(study, key, answers, cfg.confidence)
     output = Path(cfg.output)
-    output.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in cfg.to_dict().items() if k != "output"}
+    claim = claim_output_dir(output, "humaneval analyze", stamped(settings, [cfg.study, *cfg.answers]), overwrite)
+    if claim.state == "reuse":
+        log.info("%s already holds a finished humaneval analysis of these answers; reusing it", output)
+        return output / "humaneval.html"
+    claim.begin()
     write_json(output / "results.json", report)
     comments = [
         {"annotator": a.annotator, "item_id": a.item_id, "system_on_A": key["items"][a.item_id]["A"],
@@ -299,7 +320,9 @@ def run_analyze(cfg: AnalyzeConfig) -> Path:
     ]
     if comments:
         write_jsonl(output / "comments.jsonl", comments)
-    elif (output / "comments.jsonl").exists():
-        (output / "comments.jsonl").unlink()  # left by an earlier analysis of other answers
+    # No comments: no comments.jsonl. A replaced run's was removed by claim.begin(); a
+    # "new" folder is empty, and an unfinished run with these settings had the same (no) comments.
     cfg.save(output / "config.yaml")
-    return render(report, output)
+    page = render(report, output)
+    claim.finish({"build_id": report["build_id"], "answers_kept": report["counts"]["answers_kept"]})
+    return page

@@ -284,25 +284,17 @@ def items_csv(study: dict[str, Any]) -> str:
     return buffer.getvalue()
 
 
-def _refuse_other_study(output: Path, build_id: str) -> None:
-    """Overwriting a different study would orphan the answers collected with it."""
-    key_path = output / "key.json"
-    if not key_path.is_file():
-        return
-    try:
-        old = json.loads(key_path.read_text(encoding="utf-8")).get("build_id")
-    except (json.JSONDecodeError, AttributeError):
-        old = None
-    if old != build_id:
-        raise ConfigError(
-            f"{output} already holds another study (build {old!r}); answers collected with it would no longer "
-            "match. Choose another --output or remove that folder."
-        )
+def run_build(cfg: BuildConfig, overwrite: bool = False) -> Path:
+    """Write the study folder; returns the page path. Everything is checked before anything is written.
 
-
-def run_build(cfg: BuildConfig) -> Path:
-    """Write the study folder; returns the page path. Everything is checked before anything is written."""
+    The folder follows divtune.outputs' rule: the same settings and generation
+    files reuse a finished study (its build id, and so the answers collected
+    with it, stay valid); a study built with other settings is refused unless
+    ``overwrite``, which replaces it (answers collected with it then no longer
+    match); files divtune did not write are never touched.
+    """
     from divtune.humaneval.page import render_page
+    from divtune.outputs import claim_output_dir, stamped
 
     systems = load_systems(cfg.generations)
     items, summary = build_items(cfg, systems)
@@ -315,10 +307,16 @@ def run_build(cfg: BuildConfig) -> Path:
         # is a word of a prompt or story (e.g. a system called "base").
         log.warning("system name(s) %s occur in the page's prompt or story texts (not as labels)", leaked)
     output = Path(cfg.output)
-    _refuse_other_study(output, study["build_id"])
-    output.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in cfg.to_dict().items() if k != "output"}
+    claim = claim_output_dir(output, "humaneval build", stamped(settings, cfg.generations), overwrite)
+    if claim.state == "reuse":
+        log.info("%s already holds a finished humaneval build with these settings and inputs; reusing it", output)
+        return output / "index.html"
+    claim.begin()
     atomic_write_text(output / "items.csv", items_csv(study))
     write_json(output / "study.json", study)
     write_json(output / "key.json", key)
     cfg.save(output / "config.yaml")
-    return atomic_write_text(output / "index.html", page)
+    path = atomic_write_text(output / "index.html", page)
+    claim.finish({"build_id": study["build_id"]})
+    return path
