@@ -12,6 +12,10 @@ EXAMPLES = """Examples:
   divtune experiment configs/experiments/wp_smollm2.yaml
 
   divtune experiment configs/experiments/wp_smollm2_levers.yaml --set seeds=[0,1,2] --publish docs/results/wp_smollm2_levers
+
+  divtune experiment configs/experiments/typicality.yaml --pack carry/typicality.tar.gz     # on the first machine
+
+  divtune experiment configs/experiments/typicality.yaml --unpack carry/typicality.tar.gz   # resume on another
 """
 
 
@@ -28,6 +32,13 @@ def register(app: typer.Typer) -> None:
             None, "--jobs", "-j", min=1,
             help="Stages run at once, each in its own process with cores/jobs threads (default: the config's, 1).",
         ),
+        pack: Optional[str] = typer.Option(
+            None, "--pack",
+            help="Write the finished stages to this .tar.gz (without the weights no stage still needs) and stop.",
+        ),
+        unpack: Optional[str] = typer.Option(
+            None, "--unpack", help="Restore the finished stages of a --pack archive, then resume the experiment.",
+        ),
         stage: Optional[str] = typer.Option(
             None, "--stage", help="Run only this stage (by name, e.g. 'train dpo-s0'); used by the --jobs workers."
         ),
@@ -39,6 +50,20 @@ def register(app: typer.Typer) -> None:
         from divtune.experiment import ExperimentConfig, publish_results, run_experiment, run_one_stage, summary_table
 
         cfg = ExperimentConfig.load(config, overrides=set_ or [], output=output, device=device, jobs=jobs)
+        if pack is not None or unpack is not None:
+            from pathlib import Path
+
+            from divtune import carry
+            from divtune.experiment import build_stages
+
+            stages, _ = build_stages(cfg)
+            if pack is not None:
+                manifest = carry.pack(stages, Path(cfg.output), Path(pack))
+                finished = sum(1 for s in manifest["stages"].values() if s["packed"])
+                typer.echo(f"packed {finished} of {len(stages)} stages ({manifest['files']} files) into {pack}")
+                return
+            restored = carry.unpack(stages, Path(cfg.output), Path(unpack))
+            typer.echo(f"restored {len(restored)} finished stages from {unpack}")
         if stage is not None:
             seconds = run_one_stage(cfg, stage)
             typer.echo(f"{stage}: {seconds:.0f} s")
