@@ -10,11 +10,15 @@ step, LoRA r 16, fixed seed) is timed with:
 - ``last 8 layers, reference on the fly`` / ``... cached``: ``lora.last_layers=8``,
   so the backward pass stops below the adapted layers;
 - ``last 8 layers, cached, torch.compile``: the same with TrainingArguments'
-  ``torch_compile`` (its compile time is part of the first steps).
+  ``torch_compile`` (its compile time is part of the first steps);
+- ``last 8 layers, cached, prefix cache``: ``prefix_cache`` with its on-disk
+  cache already filled (a hit): the frozen embedding and first 22 layers are not
+  run at all, the cached hidden states entering layer 22 are fed instead
+  (train/prefix_cache.py). Every other row runs with ``prefix_cache=false``.
 
 Printed: seconds per optimizer step (TRL's ``train_runtime`` over the steps,
 so model loading and the one-off reference pass are excluded), steps/s, the
-speed-up against the first row, and the one-off cost of filling the cache.
+speed-up against the first row, and the one-off costs of filling the caches.
 
     python benchmarks/bench_train_speed.py [--steps 12] [--skip-compile]
 """
@@ -48,9 +52,11 @@ def timed_train(data: Path, output: Path, steps: int, cache: Path, **settings) -
     last_layers = settings.pop("last_layers", None)
     precompute = settings.pop("precompute", False)
     compile_ = settings.pop("compile", False)
+    prefix = settings.pop("prefix", False)
     cfg = TrainConfig.from_dict({
         "method": "dpo", "data": str(data), "model": "smollm2", "output": str(output), "device": "cpu", "seed": 0,
         "max_length": 128, "precompute_ref": precompute, "ref_cache_dir": str(cache),
+        "prefix_cache": prefix, "prefix_cache_dir": str(cache.parent / "prefix_cache"),
         "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "last_layers": last_layers},
         "training": {"max_steps": steps, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
                      "learning_rate": 5e-4, "save_strategy": "no", "report_to": [], "disable_tqdm": True,
@@ -61,7 +67,14 @@ def timed_train(data: Path, output: Path, steps: int, cache: Path, **settings) -
     wall = time.perf_counter() - start
     lines = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     runtime = next(line["train_runtime"] for line in lines if "train_runtime" in line)
-    return {"wall": wall, "seconds_per_step": runtime / steps}
+    result = {"wall": wall, "seconds_per_step": runtime / steps}
+    if prefix:  # a silent fallback would time the normal path under the prefix cache's name
+        record = json.loads((output / "prefix_cache.json").read_text())
+        result["note"] = (
+            f"prefix cache hit: {record['datasets']['train']['hit']}, passes {record['forward_passes']}"
+            if record["used"] else f"prefix cache NOT used: {record['reason']}"
+        )
+    return result
 
 
 def main() -> None:
@@ -77,6 +90,7 @@ def main() -> None:
     ]
     if not args.skip_compile:
         rows.append(("last 8 layers, cached, torch.compile", {"last_layers": 8, "precompute": True, "compile": True}))
+    rows.append(("last 8 layers, cached, prefix cache", {"last_layers": 8, "precompute": True, "prefix": True}))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = prepared_data(tmp)
@@ -84,6 +98,10 @@ def main() -> None:
         # Fill the cache once (a miss), timed: the one-off cost every later run on these pairs saves.
         miss = timed_train(data, tmp / "fill", 1, cache, precompute=True)
         fill_seconds = miss["wall"] - timed_train(data, tmp / "fill-hit", 1, cache, precompute=True)["wall"]
+        # The same for the frozen-prefix cache (the reference cache is now a hit in both runs).
+        prefix = dict(last_layers=8, precompute=True, prefix=True)
+        prefix_miss = timed_train(data, tmp / "fill-prefix", 1, cache, **prefix)
+        prefix_fill_seconds = prefix_miss["wall"] - timed_train(data, tmp / "fill-prefix-hit", 1, cache, **prefix)["wall"]
         results = {}
         for i, (label, settings) in enumerate(rows):
             try:
@@ -98,9 +116,11 @@ def main() -> None:
             print(f"{label:<40} failed: {results[label]['error']}")
             continue
         per_step = results[label]["seconds_per_step"]
-        print(f"{label:<40} {per_step:7.2f} {1 / per_step:8.3f} {first / per_step:8.2f}x")
+        note = f"  ({results[label]['note']})" if "note" in results[label] else ""
+        print(f"{label:<40} {per_step:7.2f} {1 / per_step:8.3f} {first / per_step:8.2f}x{note}")
     print(f"one-off cost of filling the reference cache for these pairs: {fill_seconds:.0f} s "
           "(every later DPO/DDPO/DivPO run and seed on the same pairs reads it)")
+    print(f"one-off cost of filling the frozen-prefix cache (last 8 layers) for these pairs: {prefix_fill_seconds:.0f} s")
 
 
 if __name__ == "__main__":

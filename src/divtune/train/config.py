@@ -86,6 +86,13 @@ class TrainConfig(StageConfig):
     ref_cache: bool = True
     #: Where that cache lives (default: the divtune cache's ``ref_logps`` folder).
     ref_cache_dir: str | None = None
+    #: With ``lora.last_layers`` and ``precompute_ref`` (DPO family): the frozen embedding and
+    #: layers below the adapted ones give the same hidden states at every step, so compute
+    #: them once per pair row (with the reference pass), keep them on disk like the reference
+    #: log-probs, and run only the adapted layers at each step (train/prefix_cache.py).
+    prefix_cache: bool = True
+    #: Where that cache lives (default: the divtune cache's ``prefix_hidden`` folder).
+    prefix_cache_dir: str | None = None
     #: Probes (DPO family): implicit-reward accuracy, margin and log-prob change on a
     #: fixed set of this many *train* pairs (the same pairs for every method and seed)...
     probe_pairs: int = Field(0, ge=0)

@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 DATA_REPORT_FILE = "data_report.json"
 #: Whether the reference log-probs came from the on-disk cache, and its key.
 REF_CACHE_FILE = "ref_logps.json"
+#: Whether the frozen-prefix hidden-state cache was used (or why not), its keys and hits.
+PREFIX_CACHE_FILE = "prefix_cache.json"
 REF_ADAPTER = "ref"
 
 
@@ -97,6 +99,8 @@ def run_train(
         write_json(output / DATA_REPORT_FILE, report.to_dict())
         if getattr(trainer, "ref_cache_record", None):
             write_json(output / REF_CACHE_FILE, trainer.ref_cache_record)
+        if getattr(trainer, "prefix_cache_record", None):
+            write_json(output / PREFIX_CACHE_FILE, trainer.prefix_cache_record)
         if resume_from is not None:
             from divtune.train.callbacks import truncate_metrics
 
@@ -104,6 +108,8 @@ def run_train(
 
     trainer.train(resume_from_checkpoint=resume_from)
     save_final(trainer, tokenizer, output, base_spec)
+    if is_main and getattr(trainer, "prefix_cache_record", None):
+        write_json(output / PREFIX_CACHE_FILE, trainer.prefix_cache_record)  # now with the passes it served
     trainer.accelerator.wait_for_everyone()
     if is_main:
         claim.finish({"method": cfg.method, "global_step": trainer.state.global_step})
@@ -299,7 +305,8 @@ def build_trainer(cfg: TrainConfig, device: str, model, tokenizer, dataset, call
 
                 cache_dir = cfg.ref_cache_dir or str(default_cache_dir())
             return WeightedDPOTrainer(
-                args=DPOConfig(**kwargs), use_weights=cfg.method == "ddpo", ref_cache_dir=cache_dir, **common
+                args=DPOConfig(**kwargs), use_weights=cfg.method == "ddpo", ref_cache_dir=cache_dir,
+                prefix_cache=prefix_cache_settings(cfg, model), **common
             )
         if cfg.method in ORPO_FAMILY:
             from divtune.train.config import import_orpo
@@ -318,6 +325,30 @@ def build_trainer(cfg: TrainConfig, device: str, model, tokenizer, dataset, call
     except TypeError as err:
         # A training key that the chosen method's TRL config does not have.
         raise ConfigError(f"training settings do not fit method {cfg.method}: {err}") from None
+
+
+def prefix_cache_settings(cfg: TrainConfig, model):
+    """Whether the config asks for the frozen-prefix cache (train/prefix_cache.py), from which layer, where.
+
+    The model itself is checked when the trainer is built; a refusal is recorded
+    in PREFIX_CACHE_FILE with its reason and the run trains the normal way.
+    """
+    from divtune.train.prefix_cache import PrefixCacheSettings, default_cache_dir
+
+    off = None
+    if not cfg.prefix_cache:
+        off = "prefix_cache=false"
+    elif not cfg.lora.enabled:
+        off = "full fine-tuning (every layer trains)"
+    elif cfg.lora.last_layers is None:
+        off = "lora.last_layers is not set (every layer is adapted)"
+    elif not cfg.precompute_ref:
+        off = "precompute_ref=false (the cache is filled with the reference pass)"
+    if off is not None:
+        logger.info("frozen-prefix cache not used: %s", off)
+        return PrefixCacheSettings(off=off)
+    layer = int(model.config.num_hidden_layers) - cfg.lora.last_layers
+    return PrefixCacheSettings(layer=layer, cache_dir=cfg.prefix_cache_dir or str(default_cache_dir()))
 
 
 def _with_wandb(report_to: Any) -> list[str]:

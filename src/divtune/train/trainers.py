@@ -16,6 +16,7 @@ FSDP average gradients over processes, so the gradient of a step is exactly
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ ORPOTrainer = import_orpo().ORPOTrainer
 from trl.experimental.utils import DPODataCollatorWithPadding  # noqa: E402
 
 WEIGHT = "weight"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -115,12 +117,26 @@ def _min_max_of_period(store: dict[str, list[float]]) -> None:
 class WeightedDPOTrainer(GlobalCountsMixin, DPOTrainer):
     """DPO / DDPO / DivPO: TRL's DPOTrainer with the DDPO loss (weights 1 for dpo, divpo)."""
 
-    def __init__(self, *args, use_weights: bool = True, ref_cache_dir: str | None = None, **kwargs):
+    def __init__(
+        self, *args, use_weights: bool = True, ref_cache_dir: str | None = None, prefix_cache=None, **kwargs
+    ):
         self.use_weights = use_weights
         #: With ``precompute_ref_log_probs``: where reference log-probs are cached on disk (None: not cached).
         self.ref_cache_dir = ref_cache_dir
         #: What the cache did, per dataset name: {"key", "hit", "path"} (written beside the run).
         self.ref_cache_record: dict[str, dict[str, Any]] = {}
+        #: train/prefix_cache.py's PrefixCacheSettings (None: not asked for); filled with the reference pass.
+        self.prefix_cache_settings = prefix_cache
+        #: (backbone, first adapted layer, PrefixStore) while the frozen-prefix cache is in use, else None.
+        self._prefix = None
+        #: Whether the frozen-prefix cache was used, why not, per dataset its key and hit, and how many
+        #: policy forward passes it served (written beside the run).
+        self.prefix_cache_record: dict[str, Any] = {}
+        if prefix_cache is not None:
+            self.prefix_cache_record = {
+                "used": False, "reason": prefix_cache.off, "layer": prefix_cache.layer, "datasets": {},
+                "forward_passes": {"from_cache": 0, "full": 0},
+            }
         trl_args = kwargs.get("args")
         tokenizer = kwargs.get("processing_class")
         if kwargs.get("data_collator") is None and tokenizer is not None and trl_args is not None:
@@ -142,6 +158,12 @@ class WeightedDPOTrainer(GlobalCountsMixin, DPOTrainer):
             self._signature_columns = [*self._signature_columns, WEIGHT]
 
     def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
+        """The reference pass (through the on-disk cache), then the frozen-prefix cache of the same pairs."""
+        dataset = self._cached_ref_logps(dataset, name, batch_size)
+        self._fill_prefix_cache(dataset, name)
+        return dataset
+
+    def _cached_ref_logps(self, dataset, name: str, batch_size: int):
         """TRL's reference pass, read from / written to divtune's on-disk cache (train/ref_cache.py)."""
         if self.ref_cache_dir is None:
             return super()._precompute_ref_logps(dataset, name, batch_size)
@@ -178,6 +200,94 @@ class WeightedDPOTrainer(GlobalCountsMixin, DPOTrainer):
         self.ref_cache_record[name] = {"key": key, "hit": False, "path": str(path)}
         return dataset
 
+    def _prefix_cache_refusal(self) -> str | None:
+        from divtune.train import prefix_cache
+
+        if self.accelerator.num_processes > 1:
+            return "several processes (the cache is filled and checked for one)"
+        if self.args.gradient_checkpointing:
+            return "gradient checkpointing (its re-entrant variant needs inputs that require grad)"
+        if self.args.torch_compile:
+            return "torch_compile (the layer swap is not checked under compilation)"
+        model = self.accelerator.unwrap_model(self.model)
+        return prefix_cache.unsupported_reason(model, self.prefix_cache_settings.layer)
+
+    def _prefix_cache_off(self, reason: str) -> None:
+        logger.warning("frozen-prefix cache not used: %s", reason)
+        self._prefix = None
+        self.prefix_cache_settings.off = reason
+        self.prefix_cache_record.update(used=False, reason=reason)
+
+    def _fill_prefix_cache(self, dataset, name: str) -> None:
+        """Hidden states entering the first adapted layer for every row of ``dataset``: from disk, or computed once."""
+        settings = self.prefix_cache_settings
+        if settings is None or settings.off is not None:
+            return
+        from pathlib import Path
+
+        from divtune.train import prefix_cache, ref_cache
+
+        if self._prefix is None:
+            reason = self._prefix_cache_refusal()
+            if reason is not None:
+                return self._prefix_cache_off(reason)
+            backbone = prefix_cache.backbone_of(self.accelerator.unwrap_model(self.model))
+            self._prefix = (backbone, settings.layer, prefix_cache.PrefixStore())
+            self._prefix_weights = ref_cache.weights_digest(prefix_cache.prefix_tensors(backbone, settings.layer))
+        backbone, layer, store = self._prefix
+        rows = prefix_cache.distinct_rows(dataset, self.data_collator)
+        new_rows = [row for row in rows if row not in store]
+        hidden_size = backbone.embed_tokens.weight.shape[-1]
+        reason = prefix_cache.size_refusal(sum(len(row) for row in new_rows) * hidden_size * 4, store.nbytes)
+        if reason is not None:
+            return self._prefix_cache_off(reason)
+        key = prefix_cache.cache_key(
+            self._prefix_weights,
+            ref_cache.dataset_digest({column: list(dataset[column]) for column in ref_cache.TOKEN_COLUMNS}),
+            self.args.max_length,
+            self.args.truncation_mode,
+            layer,
+            {
+                **ref_cache.library_versions(),
+                "config": prefix_cache.config_digest(backbone.config),
+                "dtype": str(backbone.embed_tokens.weight.dtype),
+                "bf16": self.args.bf16,
+                "fp16": self.args.fp16,
+            },
+        )
+        path = Path(settings.cache_dir) / f"{key}.safetensors"
+        hit = path.is_file()
+        if hit:
+            cached_rows, hidden = prefix_cache.load(path)
+            hit = {prefix_cache.row_key(row) for row in cached_rows} == {prefix_cache.row_key(row) for row in rows}
+            if hit:
+                rows = cached_rows
+        if not hit:
+            with self.accelerator.autocast():  # rows another dataset (the train pairs for a probe) brought are reused
+                pad_id = getattr(self.data_collator, "pad_token_id", 0)
+                computed = prefix_cache.compute_hidden(backbone, layer, new_rows, pad_id, self.accelerator.device)
+            computed = {prefix_cache.row_key(row): h for row, h in zip(new_rows, computed)}
+            hidden = [store.rows.get(k, computed.get(k)) for k in map(prefix_cache.row_key, rows)]
+            if self.accelerator.is_main_process:
+                prefix_cache.save(path, rows, hidden, {"rows": str(len(rows)), "dataset": name, "layer": str(layer)})
+        for row, row_hidden in zip(rows, hidden):
+            store.add(row, row_hidden)
+        self.prefix_cache_record["used"] = True
+        self.prefix_cache_record["datasets"][name] = {
+            "key": key, "hit": hit, "path": str(path), "rows": len(rows),
+            "mib": round(sum(h.numel() for h in hidden) * 4 / 2**20, 3),
+        }
+
+    def _prefix_embeds(self, inputs):
+        """The cached hidden states entering the first adapted layer, padded like the batch (None: not all cached)."""
+        if self._prefix is None:
+            return None
+        backbone, _, store = self._prefix
+        input_ids = inputs["input_ids"]
+        embeds = store.embeds(input_ids, inputs["attention_mask"], backbone.embed_tokens.weight.dtype, input_ids.device)
+        self.prefix_cache_record["forward_passes"]["full" if embeds is None else "from_cache"] += 1
+        return embeds
+
     def _local_counts(self, batch):
         pairs = batch["input_ids"].shape[0] // 2  # rows are [chosen..., rejected...]
         return [pairs, 0.0, float(batch[WEIGHT].sum()) if self.use_weights else pairs]
@@ -186,13 +296,28 @@ class WeightedDPOTrainer(GlobalCountsMixin, DPOTrainer):
         """Summed completion log-probs of every row, through TRL's fused LM head."""
         completion_mask = inputs["completion_mask"]
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
-        outputs = model(
-            input_ids=inputs["input_ids"],
-            attention_mask=inputs["attention_mask"],
-            labels=labels,
-            use_cache=False,
-            fused_lm_head=True,
-        )
+        embeds = self._prefix_embeds(inputs)
+        if embeds is None:
+            outputs = model(
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                labels=labels,
+                use_cache=False,
+                fused_lm_head=True,
+            )
+        else:
+            from divtune.train.prefix_cache import tail_only
+
+            # The frozen layers' output is cached: the backbone runs the adapted layers only (train/prefix_cache.py).
+            backbone, layer, _ = self._prefix
+            with tail_only(backbone, layer):
+                outputs = model(
+                    inputs_embeds=embeds,
+                    attention_mask=inputs["attention_mask"],
+                    labels=labels,
+                    use_cache=False,
+                    fused_lm_head=True,
+                )
         return outputs.log_probs[:, -(completion_mask.shape[1] - 1) :].sum(dim=1)
 
     def _reference_logps(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
