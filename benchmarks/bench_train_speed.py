@@ -20,7 +20,7 @@ Printed: seconds per optimizer step (TRL's ``train_runtime`` over the steps,
 so model loading and the one-off reference pass are excluded), steps/s, the
 speed-up against the first row, and the one-off costs of filling the caches.
 
-    python benchmarks/bench_train_speed.py [--steps 12] [--skip-compile]
+    python benchmarks/bench_train_speed.py [--steps 12] [--skip-compile] [--only TEXT ...]
 """
 
 from __future__ import annotations
@@ -81,6 +81,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
+                        help="time only the settings whose label contains TEXT (repeatable); "
+                             "the speed-up column is then against the first of them")
     args = parser.parse_args()
     rows = [
         ("all layers, reference on the fly", {}),
@@ -91,6 +94,8 @@ def main() -> None:
     if not args.skip_compile:
         rows.append(("last 8 layers, cached, torch.compile", {"last_layers": 8, "precompute": True, "compile": True}))
     rows.append(("last 8 layers, cached, prefix cache", {"last_layers": 8, "precompute": True, "prefix": True}))
+    if args.only:
+        rows = [row for row in rows if any(text in row[0] for text in args.only)]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = prepared_data(tmp)
