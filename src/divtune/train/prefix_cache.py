@@ -169,20 +169,18 @@ def cache_key(
     prefix_weights: str, pairs: str, max_length: int | None, truncation_mode: str, layer: int, extra: dict[str, Any]
 ) -> str:
     """The cache file name: a hash of everything the cached hidden states depend on."""
-    blob = json.dumps(
-        {
-            "prefix_weights": prefix_weights,
-            "pairs": pairs,
-            "max_length": max_length,
-            "truncation_mode": truncation_mode,
-            "layer": layer,
-            "format": FORMAT,
-            "fill_batch_size": FILL_BATCH_SIZE,
-            **extra,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+    from divtune.train.ref_cache import hashed_key
+
+    return hashed_key({
+        "prefix_weights": prefix_weights,
+        "pairs": pairs,
+        "max_length": max_length,
+        "truncation_mode": truncation_mode,
+        "layer": layer,
+        "format": FORMAT,
+        "fill_batch_size": FILL_BATCH_SIZE,
+        **extra,
+    })
 
 
 def row_key(ids) -> bytes:

@@ -79,18 +79,19 @@ def cache_key(
     reference: str, pairs: str, max_length: int | None, truncation_mode: str, batch_size: int, extra: dict[str, Any]
 ) -> str:
     """The cache file name: a hash of everything the reference log-probs depend on."""
-    blob = json.dumps(
-        {
-            "reference": reference,
-            "pairs": pairs,
-            "max_length": max_length,
-            "truncation_mode": truncation_mode,
-            "batch_size": batch_size,
-            **extra,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+    return hashed_key({
+        "reference": reference,
+        "pairs": pairs,
+        "max_length": max_length,
+        "truncation_mode": truncation_mode,
+        "batch_size": batch_size,
+        **extra,
+    })
+
+
+def hashed_key(fields: dict[str, Any]) -> str:
+    """A cache file name: the hash of the fields it depends on (JSON with sorted keys)."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def library_versions() -> dict[str, str]:
