@@ -72,6 +72,23 @@ def test_experiment_config_shipped_in_repo_validates():
     assert not Path("/tmp/never-written").exists()
 
 
+def test_speed_only_train_settings_leave_the_stage_fingerprints_alone():
+    """Switching the frozen-prefix cache (or upgrading to a divtune that has it) reuses finished trainings."""
+    from divtune.experiment import build_stages
+
+    path = Path(__file__).parents[1] / "configs" / "experiments" / "typicality_modes.yaml"
+
+    def train_fingerprints(*overrides):
+        cfg = ExperimentConfig.load(path, overrides=list(overrides), output="/tmp/never-written")
+        return {s.name: s.fingerprint for s in build_stages(cfg)[0] if s.name.startswith("train ")}
+
+    default = train_fingerprints()
+    assert len(default) == 6
+    assert train_fingerprints("train.prefix_cache=false", "train.prefix_cache_dir=/elsewhere") == default
+    changed = train_fingerprints("train.beta=0.2")
+    assert all(changed[name] != default[name] for name in default)
+
+
 def test_summary_table_shows_missing_values():
     table = summary_table({"dpo": {"quality": 0.5, "semantic_diversity": None}})
     assert "dpo" in table and "0.500" in table and "—" in table

@@ -370,7 +370,9 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
                 if system.method in ONLINE_METHODS and reward_dir is not None:
                     train_fields["reward"] = str(reward_dir)
                 tcfg = TrainConfig.from_dict(train_fields)
-                fingerprint = tcfg.to_dict() | {"resume": None}
+                from divtune.train.runner import SPEED_ONLY_SETTINGS
+
+                fingerprint = {k: v for k, v in tcfg.to_dict().items() if k not in SPEED_ONLY_SETTINGS} | {"resume": None}
                 after = [f"prepare {system.data}"]
                 if system.init:
                     after.append(f"train {_system_label(by_name[system.init], seed, n_seeds)}")

@@ -117,7 +117,12 @@ def run_train(
 
 
 #: Settings that do not change what a training run produces (left out of the reuse check).
-UNRECORDED_SETTINGS = ("output", "resume")
+#: Settings that change how fast a run goes, not what it computes (the frozen-prefix cache
+#: gives the same losses to float32 rounding, tests/test_prefix_cache.py): left out of the
+#: settings a finished run is recognised by, so switching them, or upgrading divtune to a
+#: version that has them, neither refuses nor redoes a finished run.
+SPEED_ONLY_SETTINGS = ("prefix_cache", "prefix_cache_dir")
+UNRECORDED_SETTINGS = ("output", "resume", *SPEED_ONLY_SETTINGS)
 
 
 def claim_train_output(cfg: TrainConfig, overwrite: bool):
