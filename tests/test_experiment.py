@@ -89,6 +89,23 @@ def test_speed_only_train_settings_leave_the_stage_fingerprints_alone():
     assert all(changed[name] != default[name] for name in default)
 
 
+def test_prefix_cache_is_turned_on_only_for_pairs_several_runs_share():
+    from divtune.experiment import build_stages
+
+    path = Path(__file__).parents[1] / "configs" / "experiments" / "typicality_modes.yaml"
+
+    def prefix_settings(*overrides):
+        cfg = ExperimentConfig.load(path, overrides=list(overrides), output="/tmp/never-written")
+        return {s.name: s.run.__defaults__[0].prefix_cache for s in build_stages(cfg)[0] if s.name.startswith("train ")}
+
+    # DPO and DDPO-both on the same pairs, 3 seeds: 6 runs share them.
+    assert set(prefix_settings().values()) == {True}
+    # One seed: 2 runs, under the break-even of 3: left to the run's own default (off).
+    assert set(prefix_settings("seeds=[0]").values()) == {None}
+    # An explicit setting is kept either way.
+    assert set(prefix_settings("train.prefix_cache=false").values()) == {False}
+
+
 def test_summary_table_shows_missing_values():
     table = summary_table({"dpo": {"quality": 0.5, "semantic_diversity": None}})
     assert "dpo" in table and "0.500" in table and "—" in table

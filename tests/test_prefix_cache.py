@@ -130,6 +130,9 @@ def test_training_with_the_cache_matches_training_without_and_a_second_run_hits_
     assert len(list((cache / "prefix").glob("*.safetensors"))) == 2
     assert _record(off) == {"used": False, "reason": "prefix_cache=false", "layer": None, "datasets": {},
                             "forward_passes": {"from_cache": 0, "full": 0}}
+    # Not set (a run on its own): off, and the record says why.
+    unset = run_train(_cfg(lm4, pairs_dir, tmp_path / "unset", cache, prefix=None, max_steps=1))
+    assert _record(unset)["used"] is False and _record(unset)["reason"].startswith("prefix_cache not set (auto")
     hit = _record(again)
     assert {name: entry["hit"] for name, entry in hit["datasets"].items()} == {"train": True, "train_probe": True}
     assert hit["datasets"]["train"]["key"] == record["datasets"]["train"]["key"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
@@ -90,7 +90,10 @@ class TrainConfig(StageConfig):
     #: layers below the adapted ones give the same hidden states at every step, so compute
     #: them once per pair row (with the reference pass), keep them on disk like the reference
     #: log-probs, and run only the adapted layers at each step (train/prefix_cache.py).
-    prefix_cache: bool = True
+    #: ``None`` (auto): off for a run on its own, since filling the cache costs more than a
+    #: run shorter than a few epochs saves; ``divtune experiment`` turns it on for pairs that
+    #: several DPO-family runs share (measured break-even: benchmarks/bench_train_speed.py).
+    prefix_cache: Optional[bool] = None
     #: Where that cache lives (default: the divtune cache's ``prefix_hidden`` folder).
     prefix_cache_dir: str | None = None
     #: Probes (DPO family): implicit-reward accuracy, margin and log-prob change on a

@@ -341,7 +341,9 @@ def prefix_cache_settings(cfg: TrainConfig, model):
     from divtune.train.prefix_cache import PrefixCacheSettings, default_cache_dir
 
     off = None
-    if not cfg.prefix_cache:
+    if cfg.prefix_cache is None:
+        off = "prefix_cache not set (auto: off for a run on its own; experiments turn it on for shared pairs)"
+    elif not cfg.prefix_cache:
         off = "prefix_cache=false"
     elif not cfg.lora.enabled:
         off = "full fine-tuning (every layer trains)"
