@@ -288,6 +288,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
     from divtune.report import run_report
     from divtune.reward_model import RewardTrainConfig, train_reward_model
     from divtune.train import TrainConfig, run_train
+    from divtune.train.runner import SPEED_ONLY_SETTINGS
 
     root = Path(cfg.output)
     device = None if cfg.device == "auto" else cfg.device
@@ -370,8 +371,6 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
                 if system.method in ONLINE_METHODS and reward_dir is not None:
                     train_fields["reward"] = str(reward_dir)
                 tcfg = TrainConfig.from_dict(train_fields)
-                from divtune.train.runner import SPEED_ONLY_SETTINGS
-
                 fingerprint = {k: v for k, v in tcfg.to_dict().items() if k not in SPEED_ONLY_SETTINGS} | {"resume": None}
                 after = [f"prepare {system.data}"]
                 if system.init:

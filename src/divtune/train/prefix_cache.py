@@ -36,8 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,23 +260,15 @@ def compute_hidden(backbone, layer: int, rows: list, pad_id: int, device) -> lis
 def save(path: Path, rows: list, hidden: list, meta: dict[str, str]) -> None:
     """One file per dataset: the rows' token ids and hidden states concatenated, with row offsets. Atomic."""
     import torch
-    from safetensors.torch import save_file
+
+    from divtune.train.ref_cache import save_atomic
 
     lengths = torch.tensor([0] + [len(r) for r in rows], dtype=torch.int64)
-    tensors = {
+    save_atomic(path, {
         TOKENS: torch.cat([r.to(torch.int64) for r in rows]),
         HIDDEN: torch.cat(hidden).contiguous(),
         OFFSETS: torch.cumsum(lengths, dim=0),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    }, meta)
 
 
 def load(path: Path) -> tuple[list, list]:

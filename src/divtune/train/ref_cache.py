@@ -110,13 +110,18 @@ def load(path: Path):
 
 def save(path: Path, chosen, rejected, meta: dict[str, str]) -> None:
     """Write atomically: a killed run never leaves a half-written cache file behind."""
+    save_atomic(path, {CHOSEN: chosen.contiguous(), REJECTED: rejected.contiguous()}, meta)
+
+
+def save_atomic(path: Path, tensors: dict, meta: dict[str, str]) -> None:
+    """A safetensors cache file written to a temporary name, then renamed into place."""
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(handle)
     try:
-        save_file({CHOSEN: chosen.contiguous(), REJECTED: rejected.contiguous()}, tmp, metadata=meta)
+        save_file(tensors, tmp, metadata=meta)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
