@@ -106,6 +106,26 @@ def test_prefix_cache_is_turned_on_only_for_pairs_several_runs_share():
     assert set(prefix_settings("train.prefix_cache=false").values()) == {False}
 
 
+def test_shared_probes_reach_only_the_methods_that_have_them():
+    """A train block shared by DPO and SFT systems probes the DPO family and leaves SFT without
+    probes (SFT has none), instead of failing SFT's stage hours into the run."""
+    from divtune.experiment import build_stages
+    from divtune.train import TrainConfig
+
+    path = Path(__file__).parents[1] / "configs" / "experiments" / "wp_record.yaml"
+    cfg = ExperimentConfig.load(path, output="/tmp/never-written")
+    trains = {s.name: s.run.__defaults__[0] for s in build_stages(cfg)[0] if s.name.startswith("train ")}
+    assert len(trains) == 9
+    for name, tcfg in trains.items():
+        probes = (tcfg.probe_pairs, tcfg.probe_heldout_pairs, tcfg.probe_steps)
+        assert probes == ((0, 0, None) if name.startswith("train sft") else (32, 32, 45)), name
+    # Asked of a method without probes directly, it is refused when the settings are read.
+    with pytest.raises(ValueError, match="probe_heldout_pairs: probes are implemented for dpo, ddpo, divpo, not orpo"):
+        TrainConfig(method="orpo", probe_heldout_pairs=4)
+    assert TrainConfig(method="sft", probe_steps=5).probe_steps == 5  # when, without what: nothing to refuse
+    assert TrainConfig(method="divpo", probe_pairs=4).probe_pairs == 4
+
+
 def test_summary_table_shows_missing_values():
     table = summary_table({"dpo": {"quality": 0.5, "semantic_diversity": None}})
     assert "dpo" in table and "0.500" in table and "—" in table

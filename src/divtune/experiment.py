@@ -288,6 +288,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
     from divtune.report import run_report
     from divtune.reward_model import RewardTrainConfig, train_reward_model
     from divtune.train import TrainConfig, run_train
+    from divtune.train.config import DPO_FAMILY, PROBE_SETTINGS
     from divtune.train.runner import SPEED_ONLY_SETTINGS
 
     root = Path(cfg.output)
@@ -350,7 +351,13 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
                 if system.data not in cfg.data:
                     raise ValueError(f"system {system.name!r} names unknown data variant {system.data!r}")
                 out = root / "models" / label
-                train_fields: dict[str, Any] = deep_merge(cfg.train, system.train)
+                shared = cfg.train
+                if system.method not in DPO_FAMILY:
+                    # The shared block's probes are for the preference runs; SFT, ORPO and the
+                    # online methods have none and train without them (set on such a system's own
+                    # train block, a probe is refused when its settings are read).
+                    shared = {k: v for k, v in shared.items() if k not in PROBE_SETTINGS}
+                train_fields: dict[str, Any] = deep_merge(shared, system.train)
                 train_fields = deep_merge(
                     train_fields,
                     {
@@ -375,13 +382,13 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
                 after = [f"prepare {system.data}"]
                 if system.init:
                     after.append(f"train {_system_label(by_name[system.init], seed, n_seeds)}")
-                if tcfg.precompute_ref and tcfg.ref_cache and system.method in ("dpo", "ddpo", "divpo"):
+                if tcfg.precompute_ref and tcfg.ref_cache and system.method in DPO_FAMILY:
                     key = (pair_keys[system.data], tcfg.model, system.init, tcfg.max_length)
                     leader = reference_leaders.setdefault(key, f"train {label}")
                     if leader != f"train {label}":
                         after.append(leader)
                     sharing = sum(
-                        1 for other in cfg.systems if other.method in ("dpo", "ddpo", "divpo")
+                        1 for other in cfg.systems if other.method in DPO_FAMILY
                         and pair_keys.get(other.data) == pair_keys[system.data] and other.init == system.init
                     ) * n_seeds
                     if tcfg.prefix_cache is None and sharing >= PREFIX_CACHE_MIN_RUNS:

@@ -30,6 +30,8 @@ METHODS = OFFLINE_METHODS + ONLINE_METHODS
 #: Methods whose loss reads the per-pair ``weight`` column.
 WEIGHTED_METHODS = ("ddpo", "dorpo")
 DPO_FAMILY = ("dpo", "ddpo", "divpo")
+#: The probe settings (``probe_pairs``, ``probe_heldout_pairs`` count pairs; ``probe_steps`` sets when).
+PROBE_SETTINGS = ("probe_pairs", "probe_heldout_pairs", "probe_steps")
 ORPO_FAMILY = ("orpo", "dorpo")
 
 #: The paper's settings (Chung et al. 2025, appendix) per method.
@@ -145,6 +147,16 @@ class TrainConfig(StageConfig):
             # Types of pass-through values are checked now, not when TRL's config is built after the model loaded.
             data = {**data, "training": checked_training_values(data["training"])}
         return data
+
+    @model_validator(mode="after")
+    def _probes_only_where_implemented(self) -> "TrainConfig":
+        # Refused when the settings are read, not after the model has loaded.
+        probes = [name for name in PROBE_SETTINGS[:2] if getattr(self, name)]
+        if probes and self.method not in DPO_FAMILY:
+            raise ValueError(
+                f"{', '.join(probes)}: probes are implemented for {', '.join(DPO_FAMILY)}, not {self.method}"
+            )
+        return self
 
     @field_validator("training")
     @classmethod
