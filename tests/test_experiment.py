@@ -106,9 +106,9 @@ def test_prefix_cache_is_turned_on_only_for_pairs_several_runs_share():
     assert set(prefix_settings("train.prefix_cache=false").values()) == {False}
 
 
-def test_shared_probes_reach_only_the_methods_that_have_them():
+def test_shared_train_settings_reach_only_the_methods_that_have_them():
     """A train block shared by DPO and SFT systems probes the DPO family and leaves SFT without
-    probes (SFT has none), instead of failing SFT's stage hours into the run."""
+    probes and without DPO-only training keys, instead of failing SFT's stage hours into the run."""
     from divtune.experiment import build_stages
     from divtune.train import TrainConfig
 
@@ -119,10 +119,15 @@ def test_shared_probes_reach_only_the_methods_that_have_them():
     for name, tcfg in trains.items():
         probes = (tcfg.probe_pairs, tcfg.probe_heldout_pairs, tcfg.probe_steps)
         assert probes == ((0, 0, None) if name.startswith("train sft") else (32, 32, 45)), name
+        assert ("precompute_ref_batch_size" in tcfg.training) == (not name.startswith("train sft")), name
+        assert tcfg.training["num_train_epochs"] == 2 and tcfg.training["learning_rate"] == 2e-4, name
     # Asked of a method without probes directly, it is refused when the settings are read.
     with pytest.raises(ValueError, match="probe_heldout_pairs: probes are implemented for dpo, ddpo, divpo, not orpo"):
         TrainConfig(method="orpo", probe_heldout_pairs=4)
     assert TrainConfig(method="sft", probe_steps=5).probe_steps == 5  # when, without what: nothing to refuse
+    with pytest.raises(ValueError, match="training.precompute_ref_batch_size: not a field of SFTConfig, which trains method sft"):
+        TrainConfig(method="sft", training={"precompute_ref_batch_size": 16})
+    assert TrainConfig(method="dpo", training={"precompute_ref_batch_size": 16}).training["precompute_ref_batch_size"] == 16
     assert TrainConfig(method="divpo", probe_pairs=4).probe_pairs == 4
 
 

@@ -288,7 +288,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
     from divtune.report import run_report
     from divtune.reward_model import RewardTrainConfig, train_reward_model
     from divtune.train import TrainConfig, run_train
-    from divtune.train.config import DPO_FAMILY, PROBE_SETTINGS
+    from divtune.train.config import DPO_FAMILY
     from divtune.train.runner import SPEED_ONLY_SETTINGS
 
     root = Path(cfg.output)
@@ -351,13 +351,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
                 if system.data not in cfg.data:
                     raise ValueError(f"system {system.name!r} names unknown data variant {system.data!r}")
                 out = root / "models" / label
-                shared = cfg.train
-                if system.method not in DPO_FAMILY:
-                    # The shared block's probes are for the preference runs; SFT, ORPO and the
-                    # online methods have none and train without them (set on such a system's own
-                    # train block, a probe is refused when its settings are read).
-                    shared = {k: v for k, v in shared.items() if k not in PROBE_SETTINGS}
-                train_fields: dict[str, Any] = deep_merge(shared, system.train)
+                train_fields: dict[str, Any] = deep_merge(shared_train_for(system.method, cfg.train), system.train)
                 train_fields = deep_merge(
                     train_fields,
                     {
@@ -548,6 +542,23 @@ EXPERIMENT_ENTRIES = (
     "config.yaml", "run.json", "logs", "typicality", "data", "reward", "models", "generations", "eval", "report",
     "diagnostics",
 )
+
+
+def shared_train_for(method: str, shared: dict[str, Any]) -> dict[str, Any]:
+    """The experiment's shared ``train:`` block as it applies to a system of ``method``.
+
+    A shared block serves systems of several methods: its probes and the ``training`` keys
+    of one method's TRL config (e.g. DPO's ``precompute_ref_batch_size``) are left out for the
+    methods that have no such setting, instead of failing their stage after the model loads.
+    Set on a system's own ``train:`` block, a setting its method lacks is refused up front.
+    """
+    from divtune.train.config import DPO_FAMILY, PROBE_SETTINGS, method_field_names
+
+    fitted = {k: v for k, v in shared.items() if method in DPO_FAMILY or k not in PROBE_SETTINGS}
+    if isinstance(shared.get("training"), dict):
+        accepted = method_field_names(method)
+        fitted["training"] = {k: v for k, v in shared["training"].items() if k in accepted}
+    return fitted
 
 
 def claim_experiment_dir(root: Path) -> None:

@@ -149,12 +149,18 @@ class TrainConfig(StageConfig):
         return data
 
     @model_validator(mode="after")
-    def _probes_only_where_implemented(self) -> "TrainConfig":
+    def _settings_fit_the_method(self) -> "TrainConfig":
         # Refused when the settings are read, not after the model has loaded.
         probes = [name for name in PROBE_SETTINGS[:2] if getattr(self, name)]
         if probes and self.method not in DPO_FAMILY:
             raise ValueError(
                 f"{', '.join(probes)}: probes are implemented for {', '.join(DPO_FAMILY)}, not {self.method}"
+            )
+        misfits = sorted(set(self.training) - method_field_names(self.method))
+        if misfits:
+            raise ValueError(
+                f"training.{', training.'.join(misfits)}: not a field of {method_config_class(self.method).__name__}, "
+                f"which trains method {self.method}"
             )
         return self
 
@@ -195,6 +201,23 @@ def passthrough_field_names() -> frozenset[str]:
     for config_class in (TrainingArguments, DPOConfig, ORPOConfig, SFTConfig, GRPOConfig):
         names.update(f.name for f in dataclasses.fields(config_class) if f.init)
     return frozenset(names)
+
+
+def method_config_class(method: str):
+    """The TRL config class that trains ``method`` (the online methods train through GRPO)."""
+    from trl import DPOConfig, GRPOConfig, SFTConfig
+
+    if method in DPO_FAMILY:
+        return DPOConfig
+    if method in ORPO_FAMILY:
+        return import_orpo().ORPOConfig
+    return GRPOConfig if method in ONLINE_METHODS else SFTConfig
+
+
+@functools.lru_cache(maxsize=None)
+def method_field_names(method: str) -> frozenset[str]:
+    """The ``training`` keys ``method`` accepts: its TRL config's fields (TrainingArguments' included)."""
+    return frozenset(f.name for f in dataclasses.fields(method_config_class(method)) if f.init)
 
 
 def import_orpo():
