@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from _cli_support import run_cli
 from divtune import carry
 from divtune.config import ConfigError
 from divtune.experiment import Stage, run_stages
@@ -129,19 +130,6 @@ def test_bad_archives_are_refused_before_anything_is_written(tmp_path, archive_o
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
         carry.unpack(_stages(root, []), root, archive)
     assert not root.exists() and not (tmp_path / "escape.txt").exists()
-
-
-def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str]:
-    """`divtune ARGS` through the console entry point: (exit code, stdout + stderr)."""
-    import sys
-
-    from divtune.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["divtune", *map(str, args)])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    captured = capsys.readouterr()
-    return exited.value.code, captured.out + captured.err
 
 
 def test_pack_on_the_command_line(tmp_path, monkeypatch, capsys):

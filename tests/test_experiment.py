@@ -131,6 +131,68 @@ def test_shared_train_settings_reach_only_the_methods_that_have_them():
     assert TrainConfig(method="divpo", probe_pairs=4).probe_pairs == 4
 
 
+def test_check_config_shrinks_every_stage_and_leaves_the_experiment_alone():
+    from divtune.experiment import build_stages, check_config
+
+    path = Path(__file__).parents[1] / "configs" / "experiments" / "wp_smollm2.yaml"
+    full = ExperimentConfig.load(path, overrides=["seeds=[3,4]"], output="/tmp/never-written")
+    before = full.to_dict()
+    check = check_config(full)
+    assert full.to_dict() == before  # a copy: the full run's settings and fingerprints are untouched
+    assert check.output == "/tmp/never-written-check" and check.seeds == [3]
+    assert check_config(full, output="/tmp/elsewhere").output == "/tmp/elsewhere"
+    stages = build_stages(check)[0]
+    trains = {s.name: s.run.__defaults__[0] for s in stages if s.name.startswith("train ")}
+    # Every training, including dqo and darling whose own block sets max_steps 6, makes 2 steps.
+    assert len(trains) == 10 and "train dqo" in trains and "train darling" in trains
+    for name, tcfg in trains.items():
+        assert (tcfg.training["max_steps"], tcfg.training["save_steps"], tcfg.prefix_cache) == (2, 1, False), name
+        assert tcfg.training["learning_rate"] == (1e-4 if name == "train sft" else 5e-5), name  # the rest is kept
+    generate = [s.config for s in stages if s.name.startswith("generate ")]
+    assert {(g["num_samples"], g["max_new_tokens"], g["max_prompts"]) for g in generate} == {(2, 8, 2)}
+    assert {g["strategy"] for g in generate} == {"independent", "iterative", "verbalized"}
+    assert next(s.config for s in stages if s.name == "evaluate")["bootstrap"] == 20
+    assert next(s.config for s in stages if s.name == "reward model")["max_epochs"] == 1
+    record = check_config(ExperimentConfig.load(path.with_name("wp_record.yaml"), output="/tmp/never-written"))
+    probes = {(t.probe_pairs, t.probe_heldout_pairs, t.probe_steps)
+              for s in build_stages(record)[0] if s.name.startswith("train ") and (t := s.run.__defaults__[0]).method != "sft"}
+    assert probes == {(4, 4, 1)}
+    assert check_config(ExperimentConfig.load(path.with_name("typicality.yaml"))).reward is None
+    assert not Path("/tmp/never-written-check").exists()
+
+
+@pytest.mark.slow
+def test_check_runs_every_stage_small_in_its_own_folder(tmp_path, tiny_lm_dir, monkeypatch, capsys):
+    from _cli_support import run_cli
+
+    config = tmp_path / "exp.yaml"
+    config.write_text(json.dumps({
+        "output": str(tmp_path / "run"), "model": str(tiny_lm_dir), "device": "cpu", "seeds": [0, 1],
+        "prepare": {"inputs": ["shipped:wp_scored"], "max_prompts": 10, "test_fraction": 0.3, "min_words": 100},
+        "data": {"both": {}}, "gold_data": "both", "reward": None,
+        "train": {"max_length": 400, "precompute_ref": True, "probe_pairs": 8,
+                  "training": {"num_train_epochs": 3, "per_device_train_batch_size": 2, "precompute_ref_batch_size": 8}},
+        "systems": [{"name": "base", "method": "base"}, {"name": "dpo", "method": "dpo"}, {"name": "sft", "method": "sft"}],
+        "generate": {"num_samples": 6, "max_new_tokens": 32}, "baseline": "dpo",
+    }))
+    code, output = run_cli(["experiment", str(config), "--check"], monkeypatch, capsys)
+    assert code == 0, output
+    assert "check passed: every stage ran at check size in" in output and f"(folder {tmp_path / 'run'}-check;" in output
+    assert not (tmp_path / "run").exists()
+    root = tmp_path / "run-check"
+    for system in ("dpo", "sft"):
+        state = json.loads((root / "models" / system / "checkpoint-2" / "trainer_state.json").read_text())
+        assert state["global_step"] == 2 and not (root / "models" / system / "checkpoint-3").exists(), system
+    probe_rows = [json.loads(line) for line in (root / "models" / "dpo" / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval_train_probe_rewards/accuracies" in row for row in probe_rows)
+    for system in ("base", "dpo", "sft"):
+        rows = [json.loads(line) for line in (root / "generations" / system / "generations.jsonl").read_text().splitlines()]
+        assert len(rows) == 4 and len({r["prompt_id"] for r in rows}) == 2, system
+    assert (root / "report" / "report.md").is_file()
+    code, output = run_cli(["experiment", str(config), "--check", "--pack", str(tmp_path / "c.tar.gz")], monkeypatch, capsys)
+    assert code == 2 and "it does not go with --pack" in output
+
+
 def test_summary_table_shows_missing_values():
     table = summary_table({"dpo": {"quality": 0.5, "semantic_diversity": None}})
     assert "dpo" in table and "0.500" in table and "—" in table

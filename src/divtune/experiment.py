@@ -585,6 +585,49 @@ def claim_experiment_dir(root: Path) -> None:
         )
 
 
+#: ``--check`` sizes: enough for every stage to run its real code path on the real data
+#: (model and data loading, tokenisation, the trainer with its probes, steps and a
+#: checkpoint, sampling, evaluation and the report), in minutes instead of hours.
+CHECK_TRAINING = {"max_steps": 2, "save_steps": 1}
+CHECK_GENERATE = {"num_samples": 2, "max_new_tokens": 8, "max_prompts": 2}
+CHECK_EVALUATE = {"bootstrap": 20}
+CHECK_REWARD = {"max_epochs": 1}
+CHECK_PROBE_PAIRS = 4
+
+
+def check_config(cfg: ExperimentConfig, output: str | None = None) -> ExperimentConfig:
+    """``cfg`` shrunk for a check run: the first seed, 2 steps per training, 2 short samples for
+    2 prompts, one reward epoch, into its own folder (``<output>-check`` unless given).
+
+    Data preparation is not shrunk (its embeddings, like the reference log-probs, are cached on
+    disk and reused by the full run). The frozen-prefix cache is off: its fill pays off over
+    hundreds of steps, not two. Nothing in a check folder is a result.
+    """
+    def small_train(block: dict[str, Any], shared: bool) -> dict[str, Any]:
+        if not shared and "training" not in block:
+            return block
+        fitted = deep_merge(block, {"training": CHECK_TRAINING})
+        if shared:
+            fitted["prefix_cache"] = False
+        if shared or "probe_steps" in block:
+            fitted["probe_steps"] = 1
+        for name in ("probe_pairs", "probe_heldout_pairs"):
+            if block.get(name):
+                fitted[name] = min(int(block[name]), CHECK_PROBE_PAIRS)
+        return fitted
+
+    systems = [s.model_copy(update={"train": small_train(s.train, shared=False)}) for s in cfg.systems]
+    return cfg.model_copy(update={
+        "output": output or f"{cfg.output.rstrip('/')}-check",
+        "seeds": cfg.seeds[:1],
+        "train": small_train(cfg.train, shared=True),
+        "systems": systems,
+        "generate": deep_merge(cfg.generate, CHECK_GENERATE),
+        "evaluate": deep_merge(cfg.evaluate, CHECK_EVALUATE),
+        "reward": None if cfg.reward is None else deep_merge(cfg.reward, CHECK_REWARD),
+    })
+
+
 def run_experiment(cfg: ExperimentConfig, fresh: bool = False) -> dict[str, Any]:
     """Run (or resume) an experiment; returns paths, metrics and timings."""
     root = Path(cfg.output)

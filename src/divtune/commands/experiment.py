@@ -13,6 +13,8 @@ EXAMPLES = """Examples:
 
   divtune experiment configs/experiments/wp_smollm2_levers.yaml --set seeds=[0,1,2] --publish docs/results/wp_smollm2_levers
 
+  divtune experiment configs/experiments/typicality.yaml --check    # every stage at a tiny size, minutes: settings that fail show now
+
   divtune experiment configs/experiments/typicality.yaml --pack carry/typicality.tar.gz     # on the first machine
 
   divtune experiment configs/experiments/typicality.yaml --unpack carry/typicality.tar.gz   # resume on another
@@ -39,6 +41,11 @@ def register(app: typer.Typer) -> None:
         unpack: Optional[str] = typer.Option(
             None, "--unpack", help="Restore the finished stages of a --pack archive, then resume the experiment.",
         ),
+        check: bool = typer.Option(
+            False, "--check", show_default=False,
+            help="Run every stage at a tiny size (first seed, 2 steps, 2 short samples) into OUTPUT-check, "
+            "to find a setting that fails before the full run; nothing there is a result.",
+        ),
         stage: Optional[str] = typer.Option(
             None, "--stage", help="Run only this stage (by name, e.g. 'train dpo-s0'); used by the --jobs workers."
         ),
@@ -50,6 +57,14 @@ def register(app: typer.Typer) -> None:
         from divtune.experiment import ExperimentConfig, publish_results, run_experiment, run_one_stage, summary_table
 
         cfg = ExperimentConfig.load(config, overrides=set_ or [], output=output, device=device, jobs=jobs)
+        if check:
+            from divtune.config import ConfigError
+            from divtune.experiment import check_config
+
+            clashing = [flag for flag, value in (("--publish", publish), ("--pack", pack), ("--unpack", unpack)) if value]
+            if clashing:
+                raise ConfigError(f"--check runs a throwaway copy of the experiment; it does not go with {clashing[0]}")
+            cfg = check_config(cfg, output=output)
         if pack is not None or unpack is not None:
             from pathlib import Path
 
@@ -69,6 +84,12 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{stage}: {seconds:.0f} s")
             return
         result = run_experiment(cfg, fresh=fresh)
+        if check:
+            typer.echo(
+                f"check passed: every stage ran at check size in {result['wall_seconds']:.0f} s "
+                f"(folder {cfg.output}; its numbers are not results)"
+            )
+            return
         typer.echo(summary_table(result["metrics"]))
         typer.echo(f"wall time: {result['wall_seconds']:.0f} s; report: {result['paths']['report']}/report.html")
         if publish:
