@@ -132,7 +132,7 @@ def test_shared_train_settings_reach_only_the_methods_that_have_them():
 
 
 def test_check_config_shrinks_every_stage_and_leaves_the_experiment_alone():
-    from divtune.experiment import build_stages, check_config
+    from divtune.experiment import SystemSpec, build_stages, check_config
 
     path = Path(__file__).parents[1] / "configs" / "experiments" / "wp_smollm2.yaml"
     full = ExperimentConfig.load(path, overrides=["seeds=[3,4]"], output="/tmp/never-written")
@@ -158,6 +158,11 @@ def test_check_config_shrinks_every_stage_and_leaves_the_experiment_alone():
               for s in build_stages(record)[0] if s.name.startswith("train ") and (t := s.run.__defaults__[0]).method != "sft"}
     assert probes == {(4, 4, 1)}
     assert check_config(ExperimentConfig.load(path.with_name("typicality.yaml"))).reward is None
+    # What a system's own train block sets is shrunk too.
+    own = record.model_copy(update={"systems": [
+        SystemSpec(name="dpo", method="dpo", data="both", train={"probe_pairs": 64, "prefix_cache": True})]})
+    tcfg = next(s for s in build_stages(check_config(own))[0] if s.name == "train dpo").run.__defaults__[0]
+    assert (tcfg.probe_pairs, tcfg.prefix_cache, tcfg.training["max_steps"]) == (4, False, 2)
     assert not Path("/tmp/never-written-check").exists()
 
 

@@ -604,10 +604,9 @@ def check_config(cfg: ExperimentConfig, output: str | None = None) -> Experiment
     hundreds of steps, not two. Nothing in a check folder is a result.
     """
     def small_train(block: dict[str, Any], shared: bool) -> dict[str, Any]:
-        if not shared and "training" not in block:
-            return block
-        fitted = deep_merge(block, {"training": CHECK_TRAINING})
-        if shared:
+        # The shared block, then what a system's own block sets again over it.
+        fitted = deep_merge(block, {"training": CHECK_TRAINING}) if shared or "training" in block else dict(block)
+        if shared or "prefix_cache" in block:
             fitted["prefix_cache"] = False
         if shared or "probe_steps" in block:
             fitted["probe_steps"] = 1
