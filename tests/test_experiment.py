@@ -198,6 +198,65 @@ def test_check_runs_every_stage_small_in_its_own_folder(tmp_path, tiny_lm_dir, m
     assert code == 2 and "it does not go with --pack" in output
 
 
+def test_sigterm_stops_the_run_and_still_records_the_invocation(tmp_path, monkeypatch):
+    """`kill PID` (a machine shutting down, a CI timeout, a background run) ends the run with exit
+    code 143, and run.json still counts that invocation's wall time, like Ctrl-C does."""
+    import os
+    import signal
+    import time
+
+    import divtune.experiment
+    from divtune.experiment import run_experiment
+
+    def killed(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the signal arrives first; without the handler pytest itself would be killed
+        raise AssertionError("SIGTERM did not stop the stages")
+
+    monkeypatch.setattr(divtune.experiment, "run_stages", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    cfg = ExperimentConfig(output=str(tmp_path / "exp"), prepare={"inputs": ["shipped:wp_scored"]},
+                           systems=[{"name": "base", "method": "base"}], baseline=None, reward=None)
+    with pytest.raises(SystemExit) as stopped:
+        run_experiment(cfg)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    record = json.loads((tmp_path / "exp" / "run.json").read_text())
+    assert [i["finished"] for i in record["invocations"]] == [False]
+    assert 0 <= record["invocations"][0]["wall_seconds"] < 30
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler lives only while stages run
+
+
+def test_stopped_parallel_run_stops_its_workers(tmp_path, monkeypatch):
+    import subprocess
+    import time
+
+    import divtune.experiment
+    from divtune.experiment import run_stages_parallel
+
+    workers: list = []
+    real_popen = subprocess.Popen
+
+    def sleeper(command, **kwargs):
+        workers.append(real_popen(["sleep", "60"]))
+        return workers[-1]
+
+    real_sleep, interrupts = time.sleep, []
+
+    def interrupted(seconds):  # Ctrl-C once both workers run; later sleeps (waiting for them) are real
+        if len(workers) == 2 and not interrupts:
+            interrupts.append(1)
+            raise KeyboardInterrupt
+        real_sleep(min(seconds, 0.05))
+
+    monkeypatch.setattr(divtune.experiment.subprocess, "Popen", sleeper)
+    monkeypatch.setattr(divtune.experiment.time, "sleep", interrupted)
+    stages = [Stage(name, tmp_path / name, {}, lambda: None) for name in ("a", "b")]
+    (tmp_path / "config.yaml").write_text("{}")
+    with pytest.raises(KeyboardInterrupt):
+        run_stages_parallel(stages, tmp_path / "config.yaml", 2)
+    assert len(workers) == 2 and all(w.poll() is not None for w in workers)
+
+
 def test_summary_table_shows_missing_values():
     table = summary_table({"dpo": {"quality": 0.5, "semantic_diversity": None}})
     assert "dpo" in table and "0.500" in table and "—" in table

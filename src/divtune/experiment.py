@@ -12,13 +12,16 @@ generation from its last written sample, by those stages' own resume logic).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
@@ -199,6 +202,22 @@ def run_stages_parallel(
     running: dict[str, tuple[Any, float, Path]] = {}
     failed: list[str] = []
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), DIVTUNE_TORCH_THREADS=str(threads))
+    try:
+        _run_workers(stages, jobs, config_path, log_dir, env, done, started, running, failed, timings)
+    except BaseException:
+        # Stopped (SIGTERM, Ctrl-C): the workers stop too instead of running on unwatched.
+        for process, _, _ in running.values():
+            process.terminate()
+        for process, _, _ in running.values():
+            process.wait(timeout=30)
+        raise
+    if failed:
+        raise RuntimeError(f"stages failed: {', '.join(failed)}; see their logs in {log_dir}")
+    return timings
+
+
+def _run_workers(stages, jobs, config_path, log_dir, env, done, started, running, failed, timings) -> None:
+    """Start each ready stage in a worker process, up to ``jobs`` at once, until all are done or one fails."""
     while len(done) + len(failed) < len(stages):
         if not failed:
             for stage in ready_stages(stages, done, started)[: jobs - len(running)]:
@@ -227,9 +246,6 @@ def run_stages_parallel(
             else:
                 failed.append(name)
                 _log(f"{name}: FAILED (exit {process.returncode}); see {log_path}")
-    if failed:
-        raise RuntimeError(f"stages failed: {', '.join(failed)}; see their logs in {log_dir}")
-    return timings
 
 
 def _system_label(system: SystemSpec, seed: int, n_seeds: int) -> str:
@@ -627,6 +643,28 @@ def check_config(cfg: ExperimentConfig, output: str | None = None) -> Experiment
     })
 
 
+@contextlib.contextmanager
+def stop_on_sigterm():
+    """Turn SIGTERM into ``SystemExit(143)`` while stages run, so a run stopped by ``kill``, a
+    machine shutting down or a CI timeout still records its invocation in ``run.json``.
+
+    (A run started in the background by a non-interactive shell ignores SIGINT, so SIGTERM is
+    how it is stopped.) Outside the main thread nothing is installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_experiment(cfg: ExperimentConfig, fresh: bool = False) -> dict[str, Any]:
     """Run (or resume) an experiment; returns paths, metrics and timings."""
     root = Path(cfg.output)
@@ -639,10 +677,11 @@ def run_experiment(cfg: ExperimentConfig, fresh: bool = False) -> dict[str, Any]
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     error: BaseException | None = None
     try:
-        if cfg.jobs > 1:
-            timings = run_stages_parallel(stages, config_path, cfg.jobs, fresh=fresh)
-        else:
-            timings = run_stages(stages, fresh=fresh)
+        with stop_on_sigterm():
+            if cfg.jobs > 1:
+                timings = run_stages_parallel(stages, config_path, cfg.jobs, fresh=fresh)
+            else:
+                timings = run_stages(stages, fresh=fresh)
     except BaseException as err:  # the invocation is recorded even when it stops early
         error, timings = err, {}
     wall = time.perf_counter() - start
