@@ -228,7 +228,8 @@ def plot_weight_histograms(weights: dict[str, np.ndarray], path: Path) -> None:
         ax.set_xlabel("pair weight w")
         ax.grid(alpha=0.3)
     axes.flat[0].set_ylabel("pairs")
-    axes.flat[0].legend(fontsize=8)
+    if weights:  # with no weighted data the panel is empty: no legend to draw
+        axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
