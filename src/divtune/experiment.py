@@ -203,7 +203,34 @@ def run_stages_parallel(
     failed: list[str] = []
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), DIVTUNE_TORCH_THREADS=str(threads))
     try:
-        _run_workers(stages, jobs, config_path, log_dir, env, done, started, running, failed, timings)
+        while len(done) + len(failed) < len(stages):
+            if not failed:
+                for stage in ready_stages(stages, done, started)[: jobs - len(running)]:
+                    log_path = log_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", stage.name) + ".log")
+                    command = [sys.executable, "-m", "divtune", "experiment", str(config_path), "--stage", stage.name]
+                    with open(log_path, "w") as log_file:
+                        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+                    running[stage.name] = (process, time.perf_counter(), log_path)
+                    started.add(stage.name)
+                    _log(f"{stage.name} → {stage.directory} (worker {process.pid}, log {log_path})")
+            if not running:
+                if failed:
+                    break
+                blocked = [s.name for s in stages if s.name not in started]
+                raise RuntimeError(f"stages {blocked} wait for stages that never finish; check their `after`")
+            time.sleep(0.5)
+            for name, (process, start, log_path) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[name]
+                stage = next(s for s in stages if s.name == name)
+                if process.returncode == 0 and stage.is_done():
+                    done.add(name)
+                    timings[name] = time.perf_counter() - start
+                    _log(f"{name}: finished in {timings[name]:.0f} s")
+                else:
+                    failed.append(name)
+                    _log(f"{name}: FAILED (exit {process.returncode}); see {log_path}")
     except BaseException:
         # Stopped (SIGTERM, Ctrl-C): the workers stop too instead of running on unwatched.
         for process, _, _ in running.values():
@@ -214,38 +241,6 @@ def run_stages_parallel(
     if failed:
         raise RuntimeError(f"stages failed: {', '.join(failed)}; see their logs in {log_dir}")
     return timings
-
-
-def _run_workers(stages, jobs, config_path, log_dir, env, done, started, running, failed, timings) -> None:
-    """Start each ready stage in a worker process, up to ``jobs`` at once, until all are done or one fails."""
-    while len(done) + len(failed) < len(stages):
-        if not failed:
-            for stage in ready_stages(stages, done, started)[: jobs - len(running)]:
-                log_path = log_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", stage.name) + ".log")
-                command = [sys.executable, "-m", "divtune", "experiment", str(config_path), "--stage", stage.name]
-                with open(log_path, "w") as log_file:
-                    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-                running[stage.name] = (process, time.perf_counter(), log_path)
-                started.add(stage.name)
-                _log(f"{stage.name} → {stage.directory} (worker {process.pid}, log {log_path})")
-        if not running:
-            if failed:
-                break
-            blocked = [s.name for s in stages if s.name not in started]
-            raise RuntimeError(f"stages {blocked} wait for stages that never finish; check their `after`")
-        time.sleep(0.5)
-        for name, (process, start, log_path) in list(running.items()):
-            if process.poll() is None:
-                continue
-            del running[name]
-            stage = next(s for s in stages if s.name == name)
-            if process.returncode == 0 and stage.is_done():
-                done.add(name)
-                timings[name] = time.perf_counter() - start
-                _log(f"{name}: finished in {timings[name]:.0f} s")
-            else:
-                failed.append(name)
-                _log(f"{name}: FAILED (exit {process.returncode}); see {log_path}")
 
 
 def _system_label(system: SystemSpec, seed: int, n_seeds: int) -> str:
@@ -619,6 +614,8 @@ def check_config(cfg: ExperimentConfig, output: str | None = None) -> Experiment
     disk and reused by the full run). The frozen-prefix cache is off: its fill pays off over
     hundreds of steps, not two. Nothing in a check folder is a result.
     """
+    from divtune.train.config import PROBE_PAIR_SETTINGS
+
     def small_train(block: dict[str, Any], shared: bool) -> dict[str, Any]:
         # The shared block, then what a system's own block sets again over it.
         fitted = deep_merge(block, {"training": CHECK_TRAINING}) if shared or "training" in block else dict(block)
@@ -626,7 +623,7 @@ def check_config(cfg: ExperimentConfig, output: str | None = None) -> Experiment
             fitted["prefix_cache"] = False
         if shared or "probe_steps" in block:
             fitted["probe_steps"] = 1
-        for name in ("probe_pairs", "probe_heldout_pairs"):
+        for name in PROBE_PAIR_SETTINGS:
             if block.get(name):
                 fitted[name] = min(int(block[name]), CHECK_PROBE_PAIRS)
         return fitted

@@ -30,8 +30,9 @@ METHODS = OFFLINE_METHODS + ONLINE_METHODS
 #: Methods whose loss reads the per-pair ``weight`` column.
 WEIGHTED_METHODS = ("ddpo", "dorpo")
 DPO_FAMILY = ("dpo", "ddpo", "divpo")
-#: The probe settings (``probe_pairs``, ``probe_heldout_pairs`` count pairs; ``probe_steps`` sets when).
-PROBE_SETTINGS = ("probe_pairs", "probe_heldout_pairs", "probe_steps")
+#: The probe settings: how many train and held-out pairs, and every how many steps.
+PROBE_PAIR_SETTINGS = ("probe_pairs", "probe_heldout_pairs")
+PROBE_SETTINGS = (*PROBE_PAIR_SETTINGS, "probe_steps")
 ORPO_FAMILY = ("orpo", "dorpo")
 
 #: The paper's settings (Chung et al. 2025, appendix) per method.
@@ -151,7 +152,7 @@ class TrainConfig(StageConfig):
     @model_validator(mode="after")
     def _settings_fit_the_method(self) -> "TrainConfig":
         # Refused when the settings are read, not after the model has loaded.
-        probes = [name for name in PROBE_SETTINGS[:2] if getattr(self, name)]
+        probes = [name for name in PROBE_PAIR_SETTINGS if getattr(self, name)]
         if probes and self.method not in DPO_FAMILY:
             raise ValueError(
                 f"{', '.join(probes)}: probes are implemented for {', '.join(DPO_FAMILY)}, not {self.method}"
@@ -190,17 +191,9 @@ def passthrough_field_names() -> frozenset[str]:
     """Field names of TrainingArguments and TRL's DPO/ORPO/SFT/GRPO configs.
 
     A key that fits none of the chosen method's config is reported when the
-    trainer is built (e.g. ``temperature`` is a GRPO field, not a DPO one).
+    settings are read (e.g. ``temperature`` is a GRPO field, not a DPO one).
     """
-    from transformers import TrainingArguments
-    from trl import DPOConfig, GRPOConfig, SFTConfig
-
-    ORPOConfig = import_orpo().ORPOConfig
-
-    names: set[str] = set()
-    for config_class in (TrainingArguments, DPOConfig, ORPOConfig, SFTConfig, GRPOConfig):
-        names.update(f.name for f in dataclasses.fields(config_class) if f.init)
-    return frozenset(names)
+    return frozenset().union(*(method_field_names(method) for method in METHODS))
 
 
 def method_config_class(method: str):
