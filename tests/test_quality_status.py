@@ -115,3 +115,50 @@ def test_footnote_names_the_openings_figure_that_failed(tmp_path):
     assert status.greyed
     assert ("reward model held-out pairwise accuracy 0.620 [0.550, 0.680], on first 100 words 0.540 [0.470, 0.600]"
             in status.footnote)
+
+
+def _kept_figure(monkeypatch):
+    """pyplot with ``close`` turned off, so a plot function's figure can be inspected after it returns."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    monkeypatch.setattr(plt, "close", lambda *args, **kwargs: None)
+    return plt
+
+
+def test_plots_grey_out_quality_that_is_not_measurable(tmp_path, monkeypatch):
+    from matplotlib.colors import to_hex
+
+    from divtune.quality_status import QUALITY_KEYS
+    from divtune.report import GREYED_COLOUR, load_systems, plot_metric_bars, plot_quality_vs_diversity
+
+    systems = load_systems([_with_reward(tmp_path, AT_CHANCE)])
+    plt = _kept_figure(monkeypatch)
+
+    caption = plot_metric_bars(systems, tmp_path / "bars.png", greyed_keys=QUALITY_KEYS)
+    panels = {ax.get_title().split(" ")[0]: ax for ax in plt.gcf().axes if ax.get_title()}
+    assert {to_hex(bar.get_facecolor()) for bar in panels["quality"].patches} == {GREYED_COLOUR}
+    assert "not measurable" in panels["quality"].get_title()
+    assert GREYED_COLOUR not in {to_hex(bar.get_facecolor()) for bar in panels["semantic_diversity"].patches}
+    assert "greyed out" in caption
+
+    # Quality at chance: no quality axis, diversity alone; measurable: the quality scatter.
+    plt.close("all")
+    caption = plot_quality_vs_diversity(systems, "semantic_diversity", "semantic diversity", tmp_path / "s.png",
+                                        quality_greyed=True)
+    (ax,) = plt.gcf().axes
+    assert "quality" not in ax.get_xlabel() and "not measurable" in ax.get_title()
+    assert "quality is left off this plot" in caption
+    plt.figure()
+    plot_quality_vs_diversity(systems, "semantic_diversity", "semantic diversity", tmp_path / "q.png")
+    assert plt.gcf().axes[0].get_xlabel().startswith("quality")
+
+
+def test_report_titles_and_captions_say_quality_is_not_plotted(tmp_path):
+    run_report([_with_reward(tmp_path, AT_CHANCE)], tmp_path / "report", n_boot=100)
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Quality vs semantic diversity" not in md and "Semantic diversity (quality not measurable here)" in md
+    assert "Panels marked † are greyed out" in md

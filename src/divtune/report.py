@@ -34,7 +34,7 @@ from divtune import metrics as metric_fns
 from divtune.config import ConfigError
 from divtune.evaluate import GOLD, GOLD_MATCHED, METRIC_KEYS, MODES_FILE, OPTIONAL_METRIC_KEYS, aggregate
 from divtune.io import InputError, atomic_write_text, iter_jsonl, write_json
-from divtune.quality_status import quality_status
+from divtune.quality_status import MARK, QUALITY_KEYS, quality_status
 
 #: Direction per metric, shown in the tables so readers need not remember it.
 HIGHER_IS_MORE_DIVERSE = {
@@ -54,6 +54,8 @@ HIGHER_IS_MORE_DIVERSE = {
     "modes_seen": True,
 }
 GOLD_COLOUR = "#d4a017"
+#: Bars of a metric that is not measurable here (quality from a reward model at chance).
+GREYED_COLOUR = "#dddddd"
 PLOTS = ("quality_vs_semantic.png", "quality_vs_style.png", "metrics_bars.png")
 MODES_PLOT = "modes.png"
 
@@ -292,11 +294,16 @@ def _err(value: float | None, ci: list | None) -> tuple[float, float]:
     return max(value - ci[0], 0.0), max(ci[1] - value, 0.0)
 
 
-def plot_quality_vs_diversity(systems: list[SystemResult], metric: str, label: str, path: Path) -> str:
-    """Scatter of quality vs diversity (or a strip chart when no quality); returns the caption."""
+def plot_quality_vs_diversity(
+    systems: list[SystemResult], metric: str, label: str, path: Path, quality_greyed: bool = False
+) -> str:
+    """Scatter of quality vs diversity; returns the caption. A strip chart of diversity alone
+    when no system has a quality score, or when ``quality_greyed`` (a reward model at chance:
+    an axis of its scores would only look meaningful)."""
     plt = _plt()
     colours = _colours(systems)
-    with_quality = [s for s in systems if s.metrics.get("quality") is not None and s.metrics.get(metric) is not None]
+    with_quality = [] if quality_greyed else [
+        s for s in systems if s.metrics.get("quality") is not None and s.metrics.get(metric) is not None]
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
     if with_quality:
         for i, s in enumerate(with_quality):
@@ -340,11 +347,18 @@ def plot_quality_vs_diversity(systems: list[SystemResult], metric: str, label: s
             )
         ax.set_xticks(range(len(shown)), [s.name for s in shown], rotation=20, ha="right")
         ax.set_xlim(-0.7, len(shown) - 0.3)
-        ax.set_title(f"{label} (no quality scores: run evaluate with --reward)")
-        caption = (
-            f"{label.capitalize()} per system with 95% bootstrap intervals. No system has a quality score "
-            "(evaluate ran without --reward), so this is a diversity-only strip chart instead of quality vs diversity."
-        )
+        if quality_greyed:
+            ax.set_title(f"{label} (quality not measurable here {MARK}: not plotted)")
+            caption = (
+                f"{label.capitalize()} per system with 95% bootstrap intervals. The reward model does not beat "
+                "chance, so quality is left off this plot: a diversity-only strip chart instead of quality vs diversity."
+            )
+        else:
+            ax.set_title(f"{label} (no quality scores: run evaluate with --reward)")
+            caption = (
+                f"{label.capitalize()} per system with 95% bootstrap intervals. No system has a quality score "
+                "(evaluate ran without --reward), so this is a diversity-only strip chart instead of quality vs diversity."
+            )
     ax.set_ylabel(f"{label} (mean pairwise cosine distance)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -353,8 +367,9 @@ def plot_quality_vs_diversity(systems: list[SystemResult], metric: str, label: s
     return caption
 
 
-def plot_metric_bars(systems: list[SystemResult], path: Path) -> str:
-    """One panel per metric, one bar per system with its 95% interval."""
+def plot_metric_bars(systems: list[SystemResult], path: Path, greyed_keys: tuple[str, ...] = ()) -> str:
+    """One panel per metric, one bar per system with its 95% interval; the panels of
+    ``greyed_keys`` (quality from a reward model at chance) drawn in grey and marked."""
     plt = _plt()
     colours = _colours(systems)
     keys = [k for k in metric_keys(systems) if any(s.metrics.get(k) is not None for s in systems)]
@@ -366,14 +381,21 @@ def plot_metric_bars(systems: list[SystemResult], path: Path) -> str:
         values = [s.metrics.get(key) for s in systems]
         heights = [v if v is not None else 0.0 for v in values]
         errs = np.array([_err(v, s.metrics.get(f"{key}_ci")) for v, s in zip(values, systems)]).T
-        bars = ax.bar(x, heights, yerr=errs, capsize=3, color=[colours[s.name] for s in systems], edgecolor="black", linewidth=0.5)
+        greyed = key in greyed_keys
+        bar_colours = [GREYED_COLOUR if greyed else colours[s.name] for s in systems]
+        bars = ax.bar(x, heights, yerr=errs, capsize=3, color=bar_colours, edgecolor="#999" if greyed else "black",
+                      linewidth=0.5, ecolor="#999" if greyed else "black")
         for xi, bar, s, v in zip(x, bars, systems, values):
             if s.is_gold:
                 bar.set_hatch("//")
             if v is None:
                 ax.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=7, color="#666")
         arrow = {True: " (higher = more diverse)", False: " (lower = more diverse)"}.get(HIGHER_IS_MORE_DIVERSE.get(key), "")
-        ax.set_title(key + arrow, fontsize=8.5)
+        if greyed:
+            ax.set_title(f"{key} {MARK} not measurable here", fontsize=8.5, color="#888")
+            ax.tick_params(colors="#888")
+        else:
+            ax.set_title(key + arrow, fontsize=8.5)
         ax.set_xticks(x, [s.name for s in systems], rotation=30, ha="right", fontsize=8)
         ax.tick_params(axis="y", labelsize=8)
         finite = [h for h, v in zip(heights, values) if v is not None]
@@ -387,7 +409,10 @@ def plot_metric_bars(systems: list[SystemResult], path: Path) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return "Every metric per system with 95% bootstrap intervals over prompts; the gold (human) bar is hatched."
+    caption = "Every metric per system with 95% bootstrap intervals over prompts; the gold (human) bar is hatched."
+    if any(k in greyed_keys for k in keys):
+        caption += f" Panels marked {MARK} are greyed out: quality is not measurable here."
+    return caption
 
 
 def read_mode_counts(eval_dirs: list[str | Path], seed_groups: dict[str, list[str]] | None) -> tuple[str, dict[str, dict[str, int]]] | None:
@@ -585,11 +610,22 @@ def run_report(
     plotted = [s for s in systems if s.name not in grouped]
     mixed_baselines = any(b != base.name for b in comparisons.values())
 
+    # A reward model at chance: grey out the quality rows and panels, claim no difference of quality.
+    quality = quality_status(list(eval_dirs))
     has_quality = any(s.metrics.get("quality") is not None for s in systems)
+
+    def scatter_title(label: str) -> str:
+        if quality.greyed:
+            return f"{label.capitalize()} (quality not measurable here)"
+        return f"Quality vs {label}" if has_quality else f"{label.capitalize()} (no quality scores)"
+
     figures = [
-        (PLOTS[0], "Quality vs semantic diversity" if has_quality else "Semantic diversity (no quality scores)", plot_quality_vs_diversity(plotted, "semantic_diversity", "semantic diversity", output / PLOTS[0])),
-        (PLOTS[1], "Quality vs style diversity" if has_quality else "Style diversity (no quality scores)", plot_quality_vs_diversity(plotted, "style_diversity", "style diversity", output / PLOTS[1])),
-        (PLOTS[2], "All metrics", plot_metric_bars(plotted, output / PLOTS[2])),
+        (PLOTS[0], scatter_title("semantic diversity"), plot_quality_vs_diversity(
+            plotted, "semantic_diversity", "semantic diversity", output / PLOTS[0], quality_greyed=quality.greyed)),
+        (PLOTS[1], scatter_title("style diversity"), plot_quality_vs_diversity(
+            plotted, "style_diversity", "style diversity", output / PLOTS[1], quality_greyed=quality.greyed)),
+        (PLOTS[2], "All metrics", plot_metric_bars(
+            plotted, output / PLOTS[2], greyed_keys=QUALITY_KEYS if quality.greyed else ())),
     ]
     modes = read_mode_counts(eval_dirs, seed_groups)
     mode_tables = []
@@ -600,13 +636,11 @@ def run_report(
         mode_tables.append(modes_table(counts))
     m_header, m_rows = metrics_table(systems)
     d_header, d_rows = diff_table(diffs, comparisons if mixed_baselines else None)
-    # A reward model at chance: grey out the quality rows, claim no difference of quality.
-    quality = quality_status(list(eval_dirs))
     m_rows, m_greyed = quality.mark_rows(m_rows)
     d_rows, d_greyed = quality.mark_rows(d_rows, replace_cells_with="not claimed")
     footnote = [quality.footnote] if quality.footnote else []
     if footnote:
-        figures = [(f, t, f"{c} {quality.footnote}" if f in PLOTS[:2] else c) for f, t, c in figures]
+        figures = [(f, t, f"{c} {quality.footnote}" if f in PLOTS else c) for f, t, c in figures]
     diff_title = "Paired differences" if mixed_baselines else f"Paired difference against {base.name}"
     pooling_note = (
         " Seeds pooled: " + "; ".join(f"{n} = mean of {' + '.join(m)}" for n, m in seed_groups.items()) + ";"
