@@ -328,8 +328,12 @@ def test_card_caveats_quote_the_recorded_results_exactly():
         row = json.loads((results / folder / "paired_differences.json").read_text())[system]["metrics"][metric]
         return tuple(round(row[key], 3) for key in ("diff", "low", "high"))
 
-    assert REAL_VOTES == {"ddpo_both_semantic": pooled("wp_smollm2_levers", "ddpo-both", "semantic_diversity"),
-                          "ddpo_both_style": pooled("wp_smollm2_levers", "ddpo-both", "style_diversity")}
+    record = json.loads((results / "wp_record" / "paired_differences.json").read_text())
+    assert (record["ddpo-both"]["baseline"], record["dpo"]["baseline"]) == ("dpo", "base")
+    assert REAL_VOTES == {"ddpo_both_semantic": pooled("wp_record", "ddpo-both", "semantic_diversity"),
+                          "ddpo_both_style": pooled("wp_record", "ddpo-both", "style_diversity"),
+                          "dpo_vs_base_semantic": pooled("wp_record", "dpo", "semantic_diversity"),
+                          "dpo_vs_base_style": pooled("wp_record", "dpo", "style_diversity")}
     assert KNOWN_ANSWER_INTERIM == {
         "ddpo_sem_semantic": pooled("typicality_interim", "ddpo-sem-bX", "semantic_diversity"),
         "ddpo_both_semantic": pooled("typicality_interim", "ddpo-both-bX", "semantic_diversity")}
@@ -343,7 +347,7 @@ def test_card_caveats_quote_the_recorded_results_exactly():
         "evaluation": None,
     }
     card = render_card(facts)
-    assert "DDPO-both − DPO was −0.018 [−0.038, +0.002] in semantic and −0.032 [−0.052, −0.011]" in card
-    assert "under-trained" in card
+    assert "DDPO-both − DPO was +0.006 [−0.020, +0.028] in semantic and +0.025 [−0.019, +0.066]" in card
+    assert "(−0.036 [−0.064, −0.006] semantic, −0.107 [−0.142, −0.071] style)" in card
     assert "docs/results/typicality_interim" in card and "semantic diversity than DPO: +0.043 [+0.016, +0.073]" in card
     assert "did not differ from DPO: +0.003 [−0.020, +0.024]" in card
