@@ -347,18 +347,16 @@ def plot_quality_vs_diversity(
             )
         ax.set_xticks(range(len(shown)), [s.name for s in shown], rotation=20, ha="right")
         ax.set_xlim(-0.7, len(shown) - 0.3)
-        if quality_greyed:
-            ax.set_title(f"{label} (quality not measurable here {MARK}: not plotted)")
-            caption = (
-                f"{label.capitalize()} per system with 95% bootstrap intervals. The reward model does not beat "
-                "chance, so quality is left off this plot: a diversity-only strip chart instead of quality vs diversity."
-            )
-        else:
-            ax.set_title(f"{label} (no quality scores: run evaluate with --reward)")
-            caption = (
-                f"{label.capitalize()} per system with 95% bootstrap intervals. No system has a quality score "
-                "(evaluate ran without --reward), so this is a diversity-only strip chart instead of quality vs diversity."
-            )
+        why_title, why = (
+            (f"quality not measurable here {MARK}: not plotted",
+             "The reward model does not beat chance, so quality is left off this plot:")
+            if quality_greyed else
+            ("no quality scores: run evaluate with --reward",
+             "No system has a quality score (evaluate ran without --reward), so this is")
+        )
+        ax.set_title(f"{label} ({why_title})")
+        caption = (f"{label.capitalize()} per system with 95% bootstrap intervals. {why} "
+                   "a diversity-only strip chart instead of quality vs diversity.")
     ax.set_ylabel(f"{label} (mean pairwise cosine distance)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -411,7 +409,7 @@ def plot_metric_bars(systems: list[SystemResult], path: Path, greyed_keys: tuple
     plt.close(fig)
     caption = "Every metric per system with 95% bootstrap intervals over prompts; the gold (human) bar is hatched."
     if any(k in greyed_keys for k in keys):
-        caption += f" Panels marked {MARK} are greyed out: quality is not measurable here."
+        caption += f" Panels marked {MARK} are greyed out (see the note on {MARK})."
     return caption
 
 
