@@ -319,6 +319,19 @@ def test_adapter_base_falls_back_to_the_public_id_with_a_warning(smollm2_adapter
         models.adapter_base_source(smollm2_adapter)
 
 
+def _hub_adapter_facts(method: str) -> dict:
+    """The facts export gathers for a LoRA adapter of a Hub base, with no evaluation: enough to render a card."""
+    return {
+        "name": "m", "run_dir": "r", "method": method, "format": "adapter", "lora": True, "divtune_version": "0",
+        "train_config": {"method": method, "beta": 0.1},
+        "base": {"spec": "org/base", "id": "org/base", "is_hub_id": True, "shipped_gguf": False},
+        "data": {"found": False, "path": "p"}, "run": {"global_step": 4, "edge_steps": 2},
+        "generation": {"temperature": 1.0, "top_p": 0.95, "top_k": 50, "repetition_penalty": 1.1,
+                       "max_new_tokens": 256},
+        "evaluation": None,
+    }
+
+
 def test_card_caveats_quote_the_recorded_results_exactly():
     from divtune.model_card import KNOWN_ANSWER_INTERIM, REAL_VOTES, render_card
 
@@ -337,17 +350,34 @@ def test_card_caveats_quote_the_recorded_results_exactly():
     assert KNOWN_ANSWER_INTERIM == {
         "ddpo_sem_semantic": pooled("typicality_interim", "ddpo-sem-bX", "semantic_diversity"),
         "ddpo_both_semantic": pooled("typicality_interim", "ddpo-both-bX", "semantic_diversity")}
-    facts = {
-        "name": "m", "run_dir": "r", "method": "ddpo", "format": "adapter", "lora": True, "divtune_version": "0",
-        "train_config": {"method": "ddpo", "beta": 0.1},
-        "base": {"spec": "org/base", "id": "org/base", "is_hub_id": True, "shipped_gguf": False},
-        "data": {"found": False, "path": "p"}, "run": {"global_step": 4, "edge_steps": 2},
-        "generation": {"temperature": 1.0, "top_p": 0.95, "top_k": 50, "repetition_penalty": 1.1,
-                       "max_new_tokens": 256},
-        "evaluation": None,
-    }
-    card = render_card(facts)
+    card = render_card(_hub_adapter_facts("ddpo"))
     assert "DDPO-both − DPO was +0.006 [−0.020, +0.028] in semantic and +0.025 [−0.019, +0.066]" in card
     assert "(−0.036 [−0.064, −0.006] semantic, −0.107 [−0.142, −0.071] style)" in card
     assert "docs/results/typicality_interim" in card and "semantic diversity than DPO: +0.043 [+0.016, +0.073]" in card
     assert "did not differ from DPO: +0.003 [−0.020, +0.024]" in card
+
+
+def test_card_ranges_are_the_recorded_runs_lowest_and_highest():
+    from divtune.model_card import REAL_VOTES_GOLD_SEMANTIC, REAL_VOTES_RANGES, render_card
+
+    record = Path(__file__).parents[1] / "docs" / "results" / "wp_record"
+    paired = json.loads((record / "paired_differences.json").read_text())
+    metrics = json.loads((record / "metrics.json").read_text())
+    runs = json.loads((record / "diagnostics" / "diagnostics.json").read_text())["runs"]
+
+    def span(values, digits):
+        return (round(min(values), digits), round(max(values), digits))
+
+    heldout = [run["probes"]["heldout"]["accuracy"]["end"] for run in runs.values() if "heldout" in run.get("probes", {})]
+    per_seed = [row["metrics"]["semantic_diversity"]["diff"] for name, row in paired.items()
+                if name.startswith("ddpo-both-s") and row["baseline"].startswith("dpo-s")]
+    samples = [row["semantic_diversity"] for name, row in metrics.items() if not name.startswith("gold")]
+    assert len(heldout) == 6 and len(per_seed) == 3 and len(samples) == 12
+    assert REAL_VOTES_RANGES == {"heldout_probe_accuracy": span(heldout, 2),
+                                 "ddpo_both_semantic_per_seed": span(per_seed, 3),
+                                 "sample_semantic": span(samples, 2)}
+    assert REAL_VOTES_GOLD_SEMANTIC == round(metrics["gold"]["semantic_diversity"], 3)
+    card = render_card(_hub_adapter_facts("dpo"))
+    assert "held-out probe accuracy 0.50 to 0.59" in card
+    assert "ranged from −0.010 to +0.014" in card
+    assert "(0.605 against 0.64 to 0.71)" in card

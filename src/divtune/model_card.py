@@ -33,6 +33,14 @@ PAPER = "Chung et al., *Modifying Large Language Model Post-Training for Diverse
 #: Real votes, the experiment of record (2 epochs, 3 seeds): docs/results/wp_record/paired_differences.json.
 REAL_VOTES = {"ddpo_both_semantic": (0.006, -0.020, 0.028), "ddpo_both_style": (0.025, -0.019, 0.066),
               "dpo_vs_base_semantic": (-0.036, -0.064, -0.006), "dpo_vs_base_style": (-0.107, -0.142, -0.071)}
+#: Ranges (lowest, highest) over the record's runs, from the same folder: held-out probe accuracy at the
+#: end of the preference runs (diagnostics/diagnostics.json), DDPO-both - DPO semantic diversity per
+#: seed (paired_differences.json), semantic diversity of every trained or base system's samples and of
+#: the model samples (metrics.json).
+REAL_VOTES_RANGES = {"heldout_probe_accuracy": (0.50, 0.59), "ddpo_both_semantic_per_seed": (-0.010, 0.014),
+                     "sample_semantic": (0.64, 0.71)}
+#: Semantic diversity of the whole human stories (the "gold" row of metrics.json).
+REAL_VOTES_GOLD_SEMANTIC = 0.605
 #: Known-answer benchmark at b = 0.5, 3 seeds (interim: endpoint systems only):
 #: docs/results/typicality_interim/paired_differences.json.
 KNOWN_ANSWER_INTERIM = {"ddpo_sem_semantic": (0.043, 0.016, 0.073), "ddpo_both_semantic": (0.003, -0.020, 0.024)}
@@ -41,6 +49,11 @@ KNOWN_ANSWER_INTERIM = {"ddpo_sem_semantic": (0.043, 0.016, 0.073), "ddpo_both_s
 def _ci(value: tuple[float, float, float]) -> str:
     diff, low, high = (f"{x:+.3f}".replace("-", "−") for x in value)
     return f"{diff} [{low}, {high}]"
+
+
+def _span(key: str, fmt: str) -> str:
+    low, high = (format(x, fmt).replace("-", "−") for x in REAL_VOTES_RANGES[key])
+    return f"{low} to {high}"
 
 
 #: What divtune's own recorded runs measured (README "Results", docs/results); cited on every
@@ -53,7 +66,8 @@ RECORDED_CAVEATS = [
     "and DDPO-both did not measurably undo it: pooled over 3 seeds, DDPO-both − DPO was "
     f"{_ci(REAL_VOTES['ddpo_both_semantic'])} in semantic and {_ci(REAL_VOTES['ddpo_both_style'])} in style "
     "diversity (pre-registered primary endpoints). No run generalised its vote preference to held-out "
-    "prompts (held-out probe accuracy 0.50 to 0.59). The paper's gains were on 8B models trained for 3 epochs.",
+    f"prompts (held-out probe accuracy {_span('heldout_probe_accuracy', '.2f')}). "
+    "The paper's gains were on 8B models trained for 3 epochs.",
     "On divtune's known-answer benchmark (docs/results/typicality_interim: a bias towards typical "
     "story openings injected into the preferences, b = 0.5, 3 seeds, every run past the \"moved\" "
     "threshold; interim, the b = 0 control still running), DDPO-sem (pairs weighted by semantic deviation) kept "
@@ -62,12 +76,13 @@ RECORDED_CAVEATS = [
     "part of that. DDPO-both (semantic and stylometric weights) did not differ from DPO: "
     f"{_ci(KNOWN_ANSWER_INTERIM['ddpo_both_semantic'])}.",
     "Between the seeds of the experiment of record, DDPO-both − DPO in semantic diversity ranged from "
-    "−0.010 to +0.014: one seed cannot show a method effect at this scale.",
+    f"{_span('ddpo_both_semantic_per_seed', '+.3f')}: one seed cannot show a method effect at this scale.",
     "No reward model tried on the shipped votes beats chance on held-out pairs (docs/reward.md; the one "
     "used: pairwise accuracy 0.521 [0.448, 0.596]), so divtune's reports grey quality out there and no "
     "claim about quality rests on them.",
     "Compare samples with human text cut to the samples' length: whole stories look less semantically "
-    "diverse than 128-token samples (0.605 against 0.65 to 0.71) only because they are longer.",
+    f"diverse than 128-token samples ({REAL_VOTES_GOLD_SEMANTIC:.3f} against {_span('sample_semantic', '.2f')}) "
+    "only because they are longer.",
 ]
 
 SHIPPED_SMOLLM2_NOTE = (
