@@ -446,9 +446,10 @@ def plot_modes(counts: dict[str, dict[str, int]], typical: str, path: Path) -> s
     ax.set_xlim(0, 1)
     ax.invert_yaxis()
     ax.set_xlabel("share of samples")
-    ax.legend(fontsize=8, ncol=len(modes), loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(names) < 6 else -0.1))
+    # Above the bars, whatever the number of rows: below them it collided with the axis label.
+    ax.legend(fontsize=8, ncol=len(modes), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return f"Share of each surface mode (divtune.modes) among each system's samples; the typical mode is {typical}."
 
