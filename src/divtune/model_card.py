@@ -35,8 +35,8 @@ REAL_VOTES = {"ddpo_both_semantic": (0.006, -0.020, 0.028), "ddpo_both_style": (
               "dpo_vs_base_semantic": (-0.036, -0.064, -0.006), "dpo_vs_base_style": (-0.107, -0.142, -0.071)}
 #: Ranges (lowest, highest) over the record's runs, from the same folder: held-out probe accuracy at the
 #: end of the preference runs (diagnostics/diagnostics.json), DDPO-both - DPO semantic diversity per
-#: seed (paired_differences.json), semantic diversity of every trained or base system's samples and of
-#: the model samples (metrics.json).
+#: seed (paired_differences.json), and semantic diversity of every system's samples, base model
+#: included (metrics.json).
 REAL_VOTES_RANGES = {"heldout_probe_accuracy": (0.50, 0.59), "ddpo_both_semantic_per_seed": (-0.010, 0.014),
                      "sample_semantic": (0.64, 0.71)}
 #: Semantic diversity of the whole human stories (the "gold" row of metrics.json).
@@ -46,13 +46,17 @@ REAL_VOTES_GOLD_SEMANTIC = 0.605
 KNOWN_ANSWER_INTERIM = {"ddpo_sem_semantic": (0.043, 0.016, 0.073), "ddpo_both_semantic": (0.003, -0.020, 0.024)}
 
 
+def _number(x: float, fmt: str) -> str:
+    return format(x, fmt).replace("-", "−")
+
+
 def _ci(value: tuple[float, float, float]) -> str:
-    diff, low, high = (f"{x:+.3f}".replace("-", "−") for x in value)
+    diff, low, high = (_number(x, "+.3f") for x in value)
     return f"{diff} [{low}, {high}]"
 
 
 def _span(key: str, fmt: str) -> str:
-    low, high = (format(x, fmt).replace("-", "−") for x in REAL_VOTES_RANGES[key])
+    low, high = (_number(x, fmt) for x in REAL_VOTES_RANGES[key])
     return f"{low} to {high}"
 
 
