@@ -333,7 +333,7 @@ def _hub_adapter_facts(method: str) -> dict:
 
 
 def test_card_caveats_quote_the_recorded_results_exactly():
-    from divtune.model_card import KNOWN_ANSWER_INTERIM, REAL_VOTES, render_card
+    from divtune.model_card import KNOWN_ANSWER, REAL_VOTES, render_card
 
     results = Path(__file__).parents[1] / "docs" / "results"
 
@@ -347,13 +347,17 @@ def test_card_caveats_quote_the_recorded_results_exactly():
                           "ddpo_both_style": pooled("wp_record", "ddpo-both", "style_diversity"),
                           "dpo_vs_base_semantic": pooled("wp_record", "dpo", "semantic_diversity"),
                           "dpo_vs_base_style": pooled("wp_record", "dpo", "style_diversity")}
-    assert KNOWN_ANSWER_INTERIM == {
-        "ddpo_sem_semantic": pooled("typicality_interim", "ddpo-sem-bX", "semantic_diversity"),
-        "ddpo_both_semantic": pooled("typicality_interim", "ddpo-both-bX", "semantic_diversity")}
+    known = json.loads((results / "typicality" / "paired_differences.json").read_text())
+    assert [known[name]["baseline"] for name in ("ddpo-sem-bX", "ddpo-both-bX", "ddpo-sem-b0")] == ["dpo-bX", "dpo-bX", "dpo-b0"]
+    assert KNOWN_ANSWER == {
+        "ddpo_sem_semantic": pooled("typicality", "ddpo-sem-bX", "semantic_diversity"),
+        "ddpo_both_semantic": pooled("typicality", "ddpo-both-bX", "semantic_diversity"),
+        "ddpo_sem_semantic_b0": pooled("typicality", "ddpo-sem-b0", "semantic_diversity")}
     card = render_card(_hub_adapter_facts("ddpo"))
     assert "DDPO-both − DPO was +0.006 [−0.020, +0.028] in semantic and +0.025 [−0.019, +0.066]" in card
     assert "(−0.036 [−0.064, −0.006] semantic, −0.107 [−0.142, −0.071] style)" in card
-    assert "docs/results/typicality_interim" in card and "semantic diversity than DPO: +0.043 [+0.016, +0.073]" in card
+    assert "docs/results/typicality:" in card and "semantic diversity than DPO: +0.043 [+0.016, +0.073]" in card
+    assert "(b = 0) it did not differ from DPO: +0.009 [−0.010, +0.030]" in card
     assert "did not differ from DPO: +0.003 [−0.020, +0.024]" in card
 
 

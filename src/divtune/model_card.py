@@ -41,9 +41,10 @@ REAL_VOTES_RANGES = {"heldout_probe_accuracy": (0.50, 0.59), "ddpo_both_semantic
                      "sample_semantic": (0.64, 0.71)}
 #: Semantic diversity of the whole human stories (the "gold" row of metrics.json).
 REAL_VOTES_GOLD_SEMANTIC = 0.605
-#: Known-answer benchmark at b = 0.5, 3 seeds (interim: endpoint systems only):
-#: docs/results/typicality_interim/paired_differences.json.
-KNOWN_ANSWER_INTERIM = {"ddpo_sem_semantic": (0.043, 0.016, 0.073), "ddpo_both_semantic": (0.003, -0.020, 0.024)}
+#: Known-answer benchmark, primary arm, 3 seeds: docs/results/typicality/paired_differences.json
+#: (``*_b0``: the control without the injected bias, against DPO at b = 0).
+KNOWN_ANSWER = {"ddpo_sem_semantic": (0.043, 0.016, 0.073), "ddpo_both_semantic": (0.003, -0.020, 0.024),
+                "ddpo_sem_semantic_b0": (0.009, -0.010, 0.030)}
 
 
 def _number(x: float, fmt: str) -> str:
@@ -72,13 +73,14 @@ RECORDED_CAVEATS = [
     "diversity (pre-registered primary endpoints). No run generalised its vote preference to held-out "
     f"prompts (held-out probe accuracy {_span('heldout_probe_accuracy', '.2f')}). "
     "The paper's gains were on 8B models trained for 3 epochs.",
-    "On divtune's known-answer benchmark (docs/results/typicality_interim: a bias towards typical "
+    "On divtune's known-answer benchmark (docs/results/typicality: a bias towards typical "
     "story openings injected into the preferences, b = 0.5, 3 seeds, every run past the \"moved\" "
-    "threshold; interim, the b = 0 control still running), DDPO-sem (pairs weighted by semantic deviation) kept "
-    f"more semantic diversity than DPO: {_ci(KNOWN_ANSWER_INTERIM['ddpo_sem_semantic'])} (pre-registered "
-    "primary endpoint). Its weights average 0.56, so it also took smaller steps than DPO, which may explain "
-    "part of that. DDPO-both (semantic and stylometric weights) did not differ from DPO: "
-    f"{_ci(KNOWN_ANSWER_INTERIM['ddpo_both_semantic'])}.",
+    "threshold), DDPO-sem (pairs weighted by semantic deviation) kept "
+    f"more semantic diversity than DPO: {_ci(KNOWN_ANSWER['ddpo_sem_semantic'])} (pre-registered "
+    "primary endpoint); without the injected bias (b = 0) it did not differ from DPO: "
+    f"{_ci(KNOWN_ANSWER['ddpo_sem_semantic_b0'])}. Its weights average 0.56 at b = 0.5, so it also took "
+    "smaller steps than DPO, which may explain part of that. DDPO-both (semantic and stylometric weights) did "
+    f"not differ from DPO: {_ci(KNOWN_ANSWER['ddpo_both_semantic'])}.",
     "Between the seeds of the experiment of record, DDPO-both − DPO in semantic diversity ranged from "
     f"{_span('ddpo_both_semantic_per_seed', '+.3f')}: one seed cannot show a method effect at this scale.",
     "No reward model tried on the shipped votes beats chance on held-out pairs (docs/reward.md; the one "
