@@ -333,7 +333,7 @@ def _hub_adapter_facts(method: str) -> dict:
 
 
 def test_card_caveats_quote_the_recorded_results_exactly():
-    from divtune.model_card import KNOWN_ANSWER, REAL_VOTES, render_card
+    from divtune.model_card import KNOWN_ANSWER, KNOWN_ANSWER_STEP_CONTROL, REAL_VOTES, render_card
 
     results = Path(__file__).parents[1] / "docs" / "results"
 
@@ -353,11 +353,15 @@ def test_card_caveats_quote_the_recorded_results_exactly():
         "ddpo_sem_semantic": pooled("typicality", "ddpo-sem-bX", "semantic_diversity"),
         "ddpo_both_semantic": pooled("typicality", "ddpo-both-bX", "semantic_diversity"),
         "ddpo_sem_semantic_b0": pooled("typicality", "ddpo-sem-b0", "semantic_diversity")}
+    control = json.loads((results / "typicality_stepsize" / "paired_differences.json").read_text())
+    assert control["dpo-lr56-bX"]["baseline"] == "ddpo-sem-bX"
+    assert KNOWN_ANSWER_STEP_CONTROL == pooled("typicality_stepsize", "dpo-lr56-bX", "semantic_diversity")
     card = render_card(_hub_adapter_facts("ddpo"))
     assert "DDPO-both − DPO was +0.006 [−0.020, +0.028] in semantic and +0.025 [−0.019, +0.066]" in card
     assert "(−0.036 [−0.064, −0.006] semantic, −0.107 [−0.142, −0.071] style)" in card
     assert "docs/results/typicality:" in card and "semantic diversity than DPO: +0.043 [+0.016, +0.073]" in card
     assert "(b = 0) it did not differ from DPO: +0.009 [−0.010, +0.030]" in card
+    assert "less diverse than DDPO-sem (−0.026 [−0.049, −0.003])" in card
     assert "did not differ from DPO: +0.003 [−0.020, +0.024]" in card
 
 

@@ -45,6 +45,9 @@ REAL_VOTES_GOLD_SEMANTIC = 0.605
 #: (``*_b0``: the control without the injected bias, against DPO at b = 0).
 KNOWN_ANSWER = {"ddpo_sem_semantic": (0.043, 0.016, 0.073), "ddpo_both_semantic": (0.003, -0.020, 0.024),
                 "ddpo_sem_semantic_b0": (0.009, -0.010, 0.030)}
+#: The post-hoc step-size control: DPO at lr 1e-3 x 0.557 minus DDPO-sem, semantic diversity at b = 0.5
+#: (docs/results/typicality_stepsize/paired_differences.json).
+KNOWN_ANSWER_STEP_CONTROL = (-0.026, -0.049, -0.003)
 
 
 def _number(x: float, fmt: str) -> str:
@@ -78,8 +81,10 @@ RECORDED_CAVEATS = [
     "threshold), DDPO-sem (pairs weighted by semantic deviation) kept "
     f"more semantic diversity than DPO: {_ci(KNOWN_ANSWER['ddpo_sem_semantic'])} (pre-registered "
     "primary endpoint); without the injected bias (b = 0) it did not differ from DPO: "
-    f"{_ci(KNOWN_ANSWER['ddpo_sem_semantic_b0'])}. Its weights average 0.56 at b = 0.5, so it also took "
-    "smaller steps than DPO, which may explain part of that. DDPO-both (semantic and stylometric weights) did "
+    f"{_ci(KNOWN_ANSWER['ddpo_sem_semantic_b0'])}. Its weights average 0.56 at b = 0.5, so it also moved less than "
+    "DPO; in a post-hoc control (docs/results/typicality_stepsize), DPO at 0.56 times the learning rate moved less "
+    f"still and was less diverse than DDPO-sem ({_ci(KNOWN_ANSWER_STEP_CONTROL)}), so moving less explains at most "
+    "part of the difference. DDPO-both (semantic and stylometric weights) did "
     f"not differ from DPO: {_ci(KNOWN_ANSWER['ddpo_both_semantic'])}.",
     "Between the seeds of the experiment of record, DDPO-both − DPO in semantic diversity ranged from "
     f"{_span('ddpo_both_semantic_per_seed', '+.3f')}: one seed cannot show a method effect at this scale.",
