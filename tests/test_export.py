@@ -4,6 +4,7 @@ a model card that states the method, base, data, weights and metrics."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -337,23 +338,27 @@ def test_card_caveats_quote_the_recorded_results_exactly():
 
     results = Path(__file__).parents[1] / "docs" / "results"
 
+    @functools.cache
+    def paired(folder):
+        return json.loads((results / folder / "paired_differences.json").read_text())
+
     def pooled(folder, system, metric):
-        row = json.loads((results / folder / "paired_differences.json").read_text())[system]["metrics"][metric]
+        row = paired(folder)[system]["metrics"][metric]
         return tuple(round(row[key], 3) for key in ("diff", "low", "high"))
 
-    record = json.loads((results / "wp_record" / "paired_differences.json").read_text())
+    record = paired("wp_record")
     assert (record["ddpo-both"]["baseline"], record["dpo"]["baseline"]) == ("dpo", "base")
     assert REAL_VOTES == {"ddpo_both_semantic": pooled("wp_record", "ddpo-both", "semantic_diversity"),
                           "ddpo_both_style": pooled("wp_record", "ddpo-both", "style_diversity"),
                           "dpo_vs_base_semantic": pooled("wp_record", "dpo", "semantic_diversity"),
                           "dpo_vs_base_style": pooled("wp_record", "dpo", "style_diversity")}
-    known = json.loads((results / "typicality" / "paired_differences.json").read_text())
+    known = paired("typicality")
     assert [known[name]["baseline"] for name in ("ddpo-sem-bX", "ddpo-both-bX", "ddpo-sem-b0")] == ["dpo-bX", "dpo-bX", "dpo-b0"]
     assert KNOWN_ANSWER == {
         "ddpo_sem_semantic": pooled("typicality", "ddpo-sem-bX", "semantic_diversity"),
         "ddpo_both_semantic": pooled("typicality", "ddpo-both-bX", "semantic_diversity"),
         "ddpo_sem_semantic_b0": pooled("typicality", "ddpo-sem-b0", "semantic_diversity")}
-    control = json.loads((results / "typicality_stepsize" / "paired_differences.json").read_text())
+    control = paired("typicality_stepsize")
     assert control["dpo-lr56-bX"]["baseline"] == "ddpo-sem-bX"
     assert KNOWN_ANSWER_STEP_CONTROL == pooled("typicality_stepsize", "dpo-lr56-bX", "semantic_diversity")
     card = render_card(_hub_adapter_facts("ddpo"))
