@@ -72,8 +72,8 @@ def build_trainer(kind: str, ours: bool, model, tokenizer, batch: int, workdir: 
     """TRL's trainer or divtune's, for kind 'dpo' or 'orpo', on ``model`` itself."""
     from datasets import Dataset
 
-    from divtune.train.config import import_orpo
-    from divtune.train.trainers import WeightedDPOTrainer, WeightedORPOTrainer
+    from divtune import DeviationDPOConfig, DeviationDPOTrainer, DeviationORPOConfig, DeviationORPOTrainer
+    from divtune.train.trl_orpo import import_orpo
 
     common = dict(
         model=model, processing_class=tokenizer, peft_config=lora() if use_lora else None,
@@ -82,11 +82,11 @@ def build_trainer(kind: str, ours: bool, model, tokenizer, batch: int, workdir: 
     if kind == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        args = trl_args(DPOConfig, workdir, batch, beta=0.1, precompute_ref_log_probs=precompute)
-        return WeightedDPOTrainer(args=args, use_weights=True, **common) if ours else DPOTrainer(args=args, **common)
+        args = trl_args(DeviationDPOConfig if ours else DPOConfig, workdir, batch, beta=0.1, precompute_ref_log_probs=precompute)
+        return DeviationDPOTrainer(args=args, **common) if ours else DPOTrainer(args=args, **common)
     orpo = import_orpo()
-    args = trl_args(orpo.ORPOConfig, workdir, batch, beta=0.25)
-    return WeightedORPOTrainer(args=args, use_weights=True, **common) if ours else orpo.ORPOTrainer(args=args, **common)
+    args = trl_args(DeviationORPOConfig if ours else orpo.ORPOConfig, workdir, batch, beta=0.25)
+    return DeviationORPOTrainer(args=args, **common) if ours else orpo.ORPOTrainer(args=args, **common)
 
 
 def build_pair(kind: str, model, tokenizer, batch: int, workdir: str):

@@ -79,7 +79,7 @@ def dpo_pair(tokenizer, tmp_path_factory):
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from divtune.train.trainers import WeightedDPOTrainer
+    from divtune import DeviationDPOConfig, DeviationDPOTrainer
 
     rows = make_pairs(BATCH, seed=3)
     policy, reference = build_tiny_llama(tokenizer, seed=1), build_tiny_llama(tokenizer, seed=2)
@@ -90,13 +90,12 @@ def dpo_pair(tokenizer, tmp_path_factory):
         train_dataset=Dataset.from_list(conversational(rows, with_weight=False)),
         processing_class=tokenizer,
     )
-    ours = WeightedDPOTrainer(
+    ours = DeviationDPOTrainer(
         model=copy.deepcopy(policy),
         ref_model=copy.deepcopy(reference),
-        args=trainer_args(DPOConfig, tmp_path_factory.mktemp("our_dpo"), beta=0.1),
+        args=trainer_args(DeviationDPOConfig, tmp_path_factory.mktemp("our_dpo"), beta=0.1),
         train_dataset=Dataset.from_list(conversational(rows, with_weight=True, weight_value=1.0)),
         processing_class=tokenizer,
-        use_weights=True,
     )
     return trl_trainer, ours
 
@@ -152,7 +151,7 @@ def orpo_pair(tokenizer, tmp_path_factory):
     from datasets import Dataset
     from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-    from divtune.train.trainers import WeightedORPOTrainer
+    from divtune import DeviationORPOConfig, DeviationORPOTrainer
 
     rows = make_pairs(BATCH, seed=5)
     policy = build_tiny_llama(tokenizer, seed=4)
@@ -162,20 +161,18 @@ def orpo_pair(tokenizer, tmp_path_factory):
         train_dataset=Dataset.from_list(conversational(rows, with_weight=False)),
         processing_class=tokenizer,
     )
-    ours = WeightedORPOTrainer(
+    ours = DeviationORPOTrainer(
         model=copy.deepcopy(policy),
-        args=trainer_args(ORPOConfig, tmp_path_factory.mktemp("our_orpo"), beta=0.25),
+        args=trainer_args(DeviationORPOConfig, tmp_path_factory.mktemp("our_orpo"), beta=0.25, dorpo_mode="outside"),
         train_dataset=Dataset.from_list(conversational(rows, with_weight=True, weight_value=1.0)),
         processing_class=tokenizer,
-        use_weights=True,
-        dorpo_mode="outside",
     )
     return trl_trainer, ours
 
 
 def our_orpo_batch(trainer, weights, mode=None):
     if mode:
-        trainer.dorpo_mode = mode
+        trainer.args.dorpo_mode = mode
     return trainer.data_collator([dict(trainer.train_dataset[i], weight=w) for i, w in enumerate(weights)])
 
 

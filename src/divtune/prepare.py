@@ -22,9 +22,10 @@ from pydantic import Field, field_validator
 from divtune.config import StageConfig
 from divtune.data import Pool, clean_responses, load_pools, seeded_subset, split_by_prompt
 from divtune.deviation import deviation_weights, mean_cosine_distance
-from divtune.embedders import DEFAULT_EMBEDDERS, check_embedder_spec, load_embedder
+from divtune.embedders import DEFAULT_EMBEDDERS, check_embedder_spec
 from divtune.io import write_json, write_jsonl
 from divtune.outputs import claim_output_dir, stamped
+from divtune.weighting import default_embed_cache_dir, embed_texts
 from divtune.pairs import (
     all_pairs,
     compress_votes,
@@ -79,11 +80,7 @@ class PrepareConfig(StageConfig):
         return self.max_pairs_per_prompt if self.max_pairs_per_prompt is not None else DEFAULT_MAX_PAIRS[self.pairs]
 
     def resolved_cache_dir(self) -> Path:
-        if self.cache_dir:
-            return Path(self.cache_dir).expanduser()
-        from divtune.resources import cache_root
-
-        return cache_root() / "embeddings"
+        return Path(self.cache_dir).expanduser() if self.cache_dir else default_embed_cache_dir()
 
 
 def resolve_input(spec: str) -> Path:
@@ -146,14 +143,8 @@ def _embed_members(works: list[PoolWork], cfg: PrepareConfig) -> tuple[dict[str,
     """One embed call per embedder over the member texts of every pool."""
     texts = sorted({w.pool.texts[i] for w in works for i in w.members})
     index = {t: n for n, t in enumerate(texts)}
-    matrices: dict[str, np.ndarray] = {}
-    info = {}
-    cache_dir = cfg.resolved_cache_dir()
-    for name, spec in cfg.embedders.items():
-        embedder = load_embedder(spec, cache_dir=cache_dir)
-        log.info("embedding %d texts with %s (%s)", len(texts), name, embedder.name)
-        matrices[name] = embedder.embed(texts, batch_size=cfg.embed_batch_size, show_progress=cfg.show_progress)
-        info[name] = {"spec": spec, "id": embedder.name, "texts": len(texts), "computed": embedder.last_computed}
+    log.info("embedding %d texts with %s", len(texts), ", ".join(f"{k}={v}" for k, v in cfg.embedders.items()))
+    matrices, info = embed_texts(texts, cfg.embedders, cfg.resolved_cache_dir(), cfg.embed_batch_size, cfg.show_progress)
     per_pool = {}
     for w in works:
         rows = [index[w.pool.texts[i]] for i in w.members]

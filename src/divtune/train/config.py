@@ -23,6 +23,7 @@ from pydantic import Field, field_validator, model_validator
 from divtune.config import ConfigError, StageConfig
 from divtune.train.online_config import OnlineConfig
 from divtune.train.training_args import checked_training_values
+from divtune.train.trl_orpo import import_orpo
 
 OFFLINE_METHODS = ("sft", "dpo", "ddpo", "orpo", "dorpo", "divpo")
 ONLINE_METHODS = ("grpo", "dqo", "darling")
@@ -213,16 +214,6 @@ def method_field_names(method: str) -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(method_config_class(method)) if f.init)
 
 
-def import_orpo():
-    """``trl.experimental.orpo``, without its "experimental API" warning: divtune pins TRL 1.16."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*trl.experimental.*")
-        import trl.experimental.orpo as orpo
-    return orpo
-
-
 #: ``max_length`` when none is set. On CPU it is the quickstart's size, so the
 #: defaults fit a 16 GB machine (measured peak in docs/train.md); 1024 with a
 #: batch of 4 needed over 24 GB there.
@@ -279,6 +270,9 @@ def resolved_training(cfg: TrainConfig, device: str) -> dict[str, Any]:
 def trl_config_kwargs(cfg: TrainConfig, device: str) -> dict[str, Any]:
     """Everything the TRL config of ``cfg.method`` is built from."""
     kwargs = resolved_training(cfg, device)
+    if "activation_checkpointing" not in kwargs:
+        # transformers 5 renamed gradient_checkpointing; the new name avoids its FutureWarning on every run.
+        kwargs["activation_checkpointing"] = bool(kwargs.pop("gradient_checkpointing", False))
     kwargs["output_dir"] = cfg.output
     kwargs["seed"] = cfg.seed
     kwargs["max_length"] = cfg.max_length

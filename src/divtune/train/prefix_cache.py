@@ -68,6 +68,11 @@ class PrefixCacheSettings:
     off: str | None = None
 
 
+def new_record(layer: int | None, reason: str | None = None) -> dict:
+    """The record written beside a run (PREFIX_CACHE_FILE) before the cache did anything."""
+    return {"used": False, "reason": reason, "layer": layer, "datasets": {}, "forward_passes": {"from_cache": 0, "full": 0}}
+
+
 def default_cache_dir() -> Path:
     from divtune.resources import cache_root
 

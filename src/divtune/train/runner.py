@@ -18,6 +18,7 @@ from divtune.train.config import (
     DPO_FAMILY,
     ONLINE_METHODS,
     ORPO_FAMILY,
+    WEIGHTED_METHODS,
     TrainConfig,
     resolve_device,
     resolved_training,
@@ -298,28 +299,31 @@ def build_trainer(cfg: TrainConfig, device: str, model, tokenizer, dataset, call
         common["eval_dataset"] = probes
     try:
         if cfg.method in DPO_FAMILY:
-            from trl import DPOConfig
+            from divtune.train.trainer_configs import DeviationDPOConfig
+            from divtune.train.trainers import DeviationDPOTrainer
 
-            from divtune.train.trainers import WeightedDPOTrainer
-
-            cache_dir = None
-            if cfg.precompute_ref and cfg.ref_cache:
-                from divtune.train.ref_cache import default_cache_dir
-
-                cache_dir = cfg.ref_cache_dir or str(default_cache_dir())
-            return WeightedDPOTrainer(
-                args=DPOConfig(**kwargs), use_weights=cfg.method == "ddpo", ref_cache_dir=cache_dir,
-                prefix_cache=prefix_cache_settings(cfg, model), **common
+            prefix = prefix_cache_settings(cfg, model)
+            trainer = DeviationDPOTrainer(
+                args=DeviationDPOConfig(
+                    **kwargs, **dpo_weight_settings(cfg), prefix_cache_layer=prefix.layer,
+                    prefix_cache_dir=prefix.cache_dir,
+                ),
+                **common,
             )
-        if cfg.method in ORPO_FAMILY:
-            from divtune.train.config import import_orpo
-            from divtune.train.trainers import WeightedORPOTrainer
+            if prefix.off is not None:
+                from divtune.train.prefix_cache import new_record
 
-            return WeightedORPOTrainer(
-                args=import_orpo().ORPOConfig(**kwargs),
-                use_weights=cfg.method == "dorpo",
-                dorpo_mode=cfg.dorpo_mode,
-                nll_tokens=cfg.orpo_nll_tokens,
+                trainer.prefix_cache_record = new_record(None, prefix.off)
+            return trainer
+        if cfg.method in ORPO_FAMILY:
+            from divtune.train.trainer_configs import DeviationORPOConfig
+            from divtune.train.trainers import DeviationORPOTrainer
+
+            return DeviationORPOTrainer(
+                args=DeviationORPOConfig(
+                    **kwargs, weight_column=WEIGHT_COLUMN if cfg.method in WEIGHTED_METHODS else None,
+                    dorpo_mode=cfg.dorpo_mode, nll_tokens=cfg.orpo_nll_tokens,
+                ),
                 **common,
             )
         from trl import SFTConfig, SFTTrainer
@@ -328,6 +332,20 @@ def build_trainer(cfg: TrainConfig, device: str, model, tokenizer, dataset, call
     except TypeError as err:
         # A training key that the chosen method's TRL config does not have.
         raise ConfigError(f"training settings do not fit method {cfg.method}: {err}") from None
+
+
+#: The column of the prepared pairs that holds each pair's weight (train/data.py writes it).
+WEIGHT_COLUMN = "weight"
+
+
+def dpo_weight_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The weight column (DDPO only) and the reference-log-prob cache folder of a DPO-family run."""
+    cache_dir = None
+    if cfg.precompute_ref and cfg.ref_cache:
+        from divtune.train.ref_cache import default_cache_dir
+
+        cache_dir = cfg.ref_cache_dir or str(default_cache_dir())
+    return {"weight_column": WEIGHT_COLUMN if cfg.method in WEIGHTED_METHODS else None, "ref_cache_dir": cache_dir}
 
 
 def prefix_cache_settings(cfg: TrainConfig, model):

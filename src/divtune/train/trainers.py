@@ -1,7 +1,8 @@
-"""Thin subclasses of TRL's trainers that own two things only: the per-pair
-``weight`` column and the loss (from :mod:`divtune.losses`). Tokenisation,
-collation, the reference model (adapter disabled, or precomputed log-probs),
-PEFT handling and the training loop are TRL's and transformers'.
+"""The public trainers: thin subclasses of TRL's that own two things only: the
+per-pair weight column and the loss (from :mod:`divtune.losses`, docs/method.md §4).
+Tokenisation, collation, the reference model (adapter disabled, or precomputed
+log-probs), PEFT handling and the training loop are TRL's and transformers'.
+Every setting is a field of their configs (:mod:`divtune.train.trainer_configs`).
 
 Pinned against TRL 1.16 (``DPOTrainer``; ``trl.experimental.orpo.ORPOTrainer``).
 
@@ -26,38 +27,80 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import selective_log_softmax
 
 from divtune import losses
-from divtune.train.config import import_orpo
+from divtune.train.trainer_configs import DeviationDPOConfig, DeviationORPOConfig, checked_weight
+from divtune.train.trl_orpo import import_orpo
 
 ORPOTrainer = import_orpo().ORPOTrainer
 # trl.experimental is already imported (above, with its warning silenced).
 from trl.experimental.utils import DPODataCollatorWithPadding  # noqa: E402
 
+#: The batch key the collators put the weights under, whatever the dataset column is called.
 WEIGHT = "weight"
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class WeightedPreferenceCollator(DataCollatorForPreference):
-    """TRL's DPO collator plus a float ``weight`` tensor (1 when a row has none)."""
+    """TRL's DPO collator plus a float ``weight`` tensor (all 1 when ``weight_column`` is None)."""
+
+    weight_column: str | None = WEIGHT
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = super().torch_call(examples)
-        batch[WEIGHT] = _weights_of(examples)
+        batch[WEIGHT] = weights_of(examples, self.weight_column)
         return batch
 
 
 @dataclass
 class WeightedORPOCollator(DPODataCollatorWithPadding):
-    """TRL's ORPO collator with ``weight`` as a float tensor instead of a list."""
+    """TRL's ORPO collator with the weights as a float tensor under ``weight`` instead of a list."""
+
+    weight_column: str | None = WEIGHT
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         batch = super().__call__(features)
-        batch[WEIGHT] = _weights_of(features)
+        if self.weight_column is not None:
+            batch.pop(self.weight_column, None)
+        batch[WEIGHT] = weights_of(features, self.weight_column)
         return batch
 
 
-def _weights_of(examples: list[dict[str, Any]]) -> torch.Tensor:
-    return torch.tensor([float(example.get(WEIGHT, 1.0)) for example in examples], dtype=torch.float32)
+def weights_of(examples: list[dict[str, Any]], column: str | None) -> torch.Tensor:
+    """The weights of one batch; a missing, non-finite or negative weight is a one-line error."""
+    if column is None:
+        return torch.ones(len(examples), dtype=torch.float32)
+    values = []
+    for index, example in enumerate(examples):
+        if column not in example:
+            raise ValueError(f"batch example {index} has no column {column!r} (weight_column); it has {', '.join(example)}")
+        values.append(checked_weight(example[column], column, index, "batch example"))
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def check_weight_column(column: str | None, train_dataset, eval_dataset) -> None:
+    """Every dataset the trainer was given has ``column`` with finite weights >= 0 (one-line error otherwise).
+
+    Streaming datasets, whose rows cannot be read ahead, are checked batch by batch in the collator.
+    """
+    if column is None:
+        return
+    named = [("train_dataset", train_dataset)]
+    if isinstance(eval_dataset, dict):
+        named += [(f"eval_dataset[{name!r}]", dataset) for name, dataset in eval_dataset.items()]
+    else:
+        named.append(("eval_dataset", eval_dataset))
+    for where, dataset in named:
+        names = getattr(dataset, "column_names", None)
+        if dataset is None or names is None:
+            continue
+        if column not in names:
+            raise ValueError(
+                f"{where} has no column {column!r} (weight_column); its columns are {', '.join(names)}. "
+                "Add one with divtune.add_deviation_weights, or set weight_column=None to train unweighted"
+            )
+        if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
+            for row, value in enumerate(dataset[column]):
+                checked_weight(value, column, row, where)
 
 
 class GlobalCountsMixin:
@@ -114,48 +157,72 @@ def _min_max_of_period(store: dict[str, list[float]]) -> None:
             store[key] = [reduce(store[key])]
 
 
-class WeightedDPOTrainer(GlobalCountsMixin, DPOTrainer):
-    """DPO / DDPO / DivPO: TRL's DPOTrainer with the DDPO loss (weights 1 for dpo, divpo)."""
+def _config_of(args, config_class, model, suffix: str):
+    """``args`` when it is a ``config_class``; TRL's default output folder when None; else a one-line error."""
+    if args is None:
+        name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "") or "model"
+        return config_class(f"{str(name).rstrip('/').split('/')[-1]}-{suffix}")
+    if not isinstance(args, config_class):
+        raise TypeError(
+            f"args: expected a divtune.{config_class.__name__} (a {config_class.__mro__[1].__name__} with the weight "
+            f"settings), got {type(args).__name__}"
+        )
+    return args
 
-    def __init__(
-        self, *args, use_weights: bool = True, ref_cache_dir: str | None = None, prefix_cache=None, **kwargs
-    ):
-        self.use_weights = use_weights
-        #: With ``precompute_ref_log_probs``: where reference log-probs are cached on disk (None: not cached).
-        self.ref_cache_dir = ref_cache_dir
-        #: What the cache did, per dataset name: {"key", "hit", "path"} (written beside the run).
+
+def _with_weight_column(collator, collator_class, column: str | None):
+    """TRL's collator as ``collator_class`` (same settings) with the weight column."""
+    import dataclasses
+
+    settings = {f.name: getattr(collator, f.name) for f in dataclasses.fields(collator) if f.init}
+    return collator_class(**settings, weight_column=column)
+
+
+class DeviationDPOTrainer(GlobalCountsMixin, DPOTrainer):
+    """TRL's ``DPOTrainer`` with each pair's loss multiplied by its weight (DDPO, docs/method.md §4).
+
+    The weights come from the dataset column ``args.weight_column`` (see
+    :func:`divtune.add_deviation_weights`). With every weight 1, or
+    ``weight_column=None``, this is TRL's DPO loss with the same gradients. The
+    batch is reduced by global counts, so the result does not depend on how a
+    batch is split over processes and accumulation steps. Only TRL's default
+    loss (sigmoid, reverse KL) is implemented.
+    """
+
+    def __init__(self, model, ref_model=None, args: DeviationDPOConfig | None = None, data_collator=None,
+                 train_dataset=None, eval_dataset=None, processing_class=None, **kwargs):
+        args = _config_of(args, DeviationDPOConfig, model, "DDPO")
+        check_weight_column(args.weight_column, train_dataset, eval_dataset)
+        #: What the reference cache did, per dataset name: {"key", "hit", "path"} (written beside the run).
         self.ref_cache_record: dict[str, dict[str, Any]] = {}
         #: train/prefix_cache.py's PrefixCacheSettings (None: not asked for); filled with the reference pass.
-        self.prefix_cache_settings = prefix_cache
+        self.prefix_cache_settings = None
         #: (backbone, first adapted layer, PrefixStore) while the frozen-prefix cache is in use, else None.
         self._prefix = None
         #: Whether the frozen-prefix cache was used, why not, per dataset its key and hit, and how many
         #: policy forward passes it served (written beside the run).
         self.prefix_cache_record: dict[str, Any] = {}
-        if prefix_cache is not None:
-            self.prefix_cache_record = {
-                "used": False, "reason": prefix_cache.off, "layer": prefix_cache.layer, "datasets": {},
-                "forward_passes": {"from_cache": 0, "full": 0},
-            }
-        trl_args = kwargs.get("args")
-        tokenizer = kwargs.get("processing_class")
-        if kwargs.get("data_collator") is None and tokenizer is not None and trl_args is not None:
-            # The same pad-token choice TRL makes for its own collator.
-            pad_token = trl_args.pad_token or tokenizer.pad_token or tokenizer.eos_token
-            kwargs["data_collator"] = WeightedPreferenceCollator(
-                pad_token_id=tokenizer.convert_tokens_to_ids(pad_token),
-                max_length=trl_args.max_length,
-                truncation_mode=trl_args.truncation_mode,
-                pad_to_multiple_of=trl_args.pad_to_multiple_of,
+        if args.prefix_cache_layer is not None:
+            from divtune.train import prefix_cache
+
+            self.prefix_cache_settings = prefix_cache.PrefixCacheSettings(
+                layer=args.prefix_cache_layer, cache_dir=args.prefix_cache_dir or str(prefix_cache.default_cache_dir())
             )
-        super().__init__(*args, **kwargs)
+            self.prefix_cache_record = prefix_cache.new_record(args.prefix_cache_layer)
+        super().__init__(
+            model, ref_model=ref_model, args=args, data_collator=data_collator, train_dataset=train_dataset,
+            eval_dataset=eval_dataset, processing_class=processing_class, **kwargs,
+        )
+        if data_collator is None and not isinstance(self.data_collator, WeightedPreferenceCollator):
+            self.data_collator = _with_weight_column(self.data_collator, WeightedPreferenceCollator, args.weight_column)
         if self.loss_types != ["sigmoid"] or self.f_divergence_type != "reverse_kl" or self.ld_alpha is not None:
-            raise ValueError("divtune's DPO trainers implement the sigmoid loss with reverse KL only")
+            raise ValueError("DeviationDPOTrainer implements the sigmoid loss with reverse KL only (TRL's default loss_type)")
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        if WEIGHT not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, WEIGHT]
+        column = self.args.weight_column
+        if column is not None and column not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, column]
 
     def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
         """The reference pass (through the on-disk cache), then the frozen-prefix cache of the same pairs."""
@@ -165,7 +232,7 @@ class WeightedDPOTrainer(GlobalCountsMixin, DPOTrainer):
 
     def _cached_ref_logps(self, dataset, name: str, batch_size: int):
         """TRL's reference pass, read from / written to divtune's on-disk cache (train/ref_cache.py)."""
-        if self.ref_cache_dir is None:
+        if self.args.ref_cache_dir is None:
             return super()._precompute_ref_logps(dataset, name, batch_size)
         from pathlib import Path
 
@@ -180,7 +247,7 @@ class WeightedDPOTrainer(GlobalCountsMixin, DPOTrainer):
             batch_size,
             {**ref_cache.library_versions(), "bf16": self.args.bf16, "fp16": self.args.fp16, "dtype": model_dtype},
         )
-        path = Path(self.ref_cache_dir) / f"{key}.safetensors"
+        path = Path(self.args.ref_cache_dir) / f"{key}.safetensors"
         if path.is_file():
             chosen, rejected = ref_cache.load(path)
             if len(chosen) == len(dataset):
@@ -290,7 +357,7 @@ class WeightedDPOTrainer(GlobalCountsMixin, DPOTrainer):
 
     def _local_counts(self, batch):
         pairs = batch["input_ids"].shape[0] // 2  # rows are [chosen..., rejected...]
-        return [pairs, 0.0, float(batch[WEIGHT].sum()) if self.use_weights else pairs]
+        return [pairs, 0.0, float(batch[WEIGHT].sum())]
 
     def _sequence_logps(self, model, inputs) -> torch.Tensor:
         """Summed completion log-probs of every row, through TRL's fused LM head."""
@@ -328,8 +395,6 @@ class WeightedDPOTrainer(GlobalCountsMixin, DPOTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         weights = inputs.pop(WEIGHT)
-        if not self.use_weights:
-            weights = torch.ones_like(weights)
         mode = "train" if self.model.training else "eval"
         chosen_logps, rejected_logps = self._sequence_logps(model, inputs).chunk(2, dim=0)
         ref_chosen_logps, ref_rejected_logps = self._reference_logps(inputs)
@@ -373,32 +438,36 @@ class WeightedDPOTrainer(GlobalCountsMixin, DPOTrainer):
         super().log(logs, start_time)
 
 
-class WeightedORPOTrainer(GlobalCountsMixin, ORPOTrainer):
-    """ORPO / DORPO: TRL's experimental ORPOTrainer with the DORPO loss."""
+class DeviationORPOTrainer(GlobalCountsMixin, ORPOTrainer):
+    """TRL's experimental ``ORPOTrainer`` with each pair weighted (DORPO, docs/method.md §4).
 
-    def __init__(self, *args, use_weights: bool = True, dorpo_mode: str = "outside", nll_tokens: str = "full", **kwargs):
-        self.use_weights = use_weights
-        self.dorpo_mode = dorpo_mode
-        self.nll_tokens = nll_tokens
-        tokenizer = kwargs.get("processing_class")
-        if kwargs.get("data_collator") is None and tokenizer is not None:
-            kwargs["data_collator"] = WeightedORPOCollator(pad_token_id=tokenizer.pad_token_id, is_encoder_decoder=False)
-            trl_args = kwargs.get("args")
-            if trl_args is not None:
-                trl_args.remove_unused_columns = False  # keep the weight column
-        super().__init__(*args, **kwargs)
+    ``args.dorpo_mode`` picks how the weight enters the loss (``outside``: w x the
+    pair's ORPO loss; ``released``: the paper's released code). With every weight
+    1, or ``weight_column=None``, both modes are TRL's ORPO loss with the same
+    gradients.
+    """
+
+    def __init__(self, model=None, args: DeviationORPOConfig | None = None, data_collator=None, train_dataset=None,
+                 eval_dataset=None, processing_class=None, **kwargs):
+        args = _config_of(args, DeviationORPOConfig, model, "DORPO")
+        check_weight_column(args.weight_column, train_dataset, eval_dataset)
+        super().__init__(
+            model, args=args, data_collator=data_collator, train_dataset=train_dataset, eval_dataset=eval_dataset,
+            processing_class=processing_class, **kwargs,
+        )
+        if data_collator is None and not isinstance(self.data_collator, WeightedORPOCollator):
+            self.data_collator = _with_weight_column(self.data_collator, WeightedORPOCollator, args.weight_column)
         # Our collator is a DPODataCollatorWithPadding, so TRL's eval path applies.
         self.use_dpo_data_collator = True
 
     def _nll_mask(self, attention_mask: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
-        return attention_mask if self.nll_tokens == "full" else completion_mask
+        return attention_mask if self.args.nll_tokens == "full" else completion_mask
 
     def _local_counts(self, batch):
         pairs = batch["chosen_input_ids"].shape[0]
         completion = batch["chosen_labels"][:, 1:] != -100
         nll = self._nll_mask(batch["chosen_attention_mask"][:, 1:].bool(), completion)
-        weight_sum = float(batch[WEIGHT].sum()) if self.use_weights else pairs
-        return [pairs, float(nll.sum()), weight_sum]
+        return [pairs, float(nll.sum()), float(batch[WEIGHT].sum())]
 
     def _forward_logps(self, model, batch):
         """One forward over [chosen; rejected]: mean completion log-probs and chosen NLL sums/counts."""
@@ -419,14 +488,12 @@ class WeightedORPOTrainer(GlobalCountsMixin, ORPOTrainer):
     def _weighted_loss(self, model, batch, num_items_in_batch, train_eval):
         batch = dict(batch)
         weights = batch.pop(WEIGHT)
-        if not self.use_weights:
-            weights = torch.ones_like(weights)
         chosen_logps, rejected_logps, nll_sums, nll_counts = self._forward_logps(model, batch)
         local = [weights.numel(), nll_counts.sum(), weights.sum()]
         pairs, tokens, mean_weight, scale = self._normalisers(num_items_in_batch, local)
         loss = scale * losses.dorpo_loss(
             chosen_logps, rejected_logps, nll_sums, nll_counts, weights,
-            orpo_lambda=self.beta, mode=self.dorpo_mode,
+            orpo_lambda=self.beta, mode=self.args.dorpo_mode,
             num_pairs=pairs, num_nll_tokens=tokens, mean_weight=mean_weight,
         )
         metrics = self._orpo_metrics(chosen_logps, rejected_logps, nll_sums, nll_counts, weights, train_eval)

@@ -34,7 +34,7 @@ def passthrough_field_types() -> dict[str, tuple[Any, ...]]:
     from transformers import TrainingArguments
     from trl import DPOConfig, GRPOConfig, SFTConfig
 
-    from divtune.train.config import import_orpo
+    from divtune.train.trl_orpo import import_orpo
 
     annotations: dict[str, list[Any]] = {}
     for config_class in (TrainingArguments, DPOConfig, import_orpo().ORPOConfig, SFTConfig, GRPOConfig):
