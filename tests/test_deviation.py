@@ -1,4 +1,4 @@
-"""SPEC §3 formulas against hand-computed values, plus property tests."""
+"""docs/method.md §3 formulas against hand-computed values, plus property tests."""
 
 from __future__ import annotations
 

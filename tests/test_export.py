@@ -189,6 +189,8 @@ def test_card_renders_every_method(method):
     assert "Started from `runs/sft`" in card and "gone/prepared" in card
     assert ("deviation weight" in card) == (method == "dorpo")
     assert ("log σ(w × log-odds)" in card) == (method == "dorpo")
+    # The card travels without the repository: it names the method reference page and its sections.
+    assert "formulas are in its method reference, docs/method.md (§3 deviation, §4 losses)." in card
 
 
 def test_training_writes_portable_adapter_configs(tmp_path, tiny_lm_dir):

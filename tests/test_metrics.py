@@ -1,4 +1,4 @@
-"""Hand-computed checks of the pure metric functions (SPEC §7)."""
+"""Hand-computed checks of the pure metric functions (docs/method.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Vote compression (both options), gap pairs, all pairs and DivPO selection."""
+"""Vote compression (both options), gap pairs, all pairs and DivPO selection (docs/method.md §1, §2, §5)."""
 
 from __future__ import annotations
 

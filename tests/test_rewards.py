@@ -1,4 +1,4 @@
-"""Pure DQO (DPP) and DARLING (partition) diversity terms, SPEC §6."""
+"""Pure DQO (DPP) and DARLING (partition) diversity terms, docs/method.md §6."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Deviation and pair weights (SPEC §3), pure numpy.
+"""Deviation and pair weights (docs/method.md §3), pure numpy.
 
 For one pool's responses R that take part in pairs (n = |R|):
     d_i  = 1/(n-1) * sum_{j != i} (1 - cos(e_i, e_j))        mean_cosine_distance

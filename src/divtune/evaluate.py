@@ -1,4 +1,4 @@
-"""``divtune evaluate``: diversity and quality metrics of generation files (SPEC §7).
+"""``divtune evaluate``: diversity and quality metrics of generation files (docs/method.md §7).
 
 Reads one or more generations JSONL files (and optionally the human test
 responses of a prepared folder, the ``gold`` row), embeds every distinct text

@@ -59,7 +59,7 @@ STRATEGY_FIELDS = {"iterative": "iterative", "verbalized": "verbalized"}
 
 
 class GenerateConfig(StageConfig):
-    """Settings of ``divtune generate``; decoding defaults are the paper's (SPEC §7)."""
+    """Settings of ``divtune generate``; decoding defaults are the paper's (docs/method.md §7)."""
 
     model: str
     prompts: str

@@ -1,4 +1,4 @@
-"""Per-pair preference losses with per-pair weights (SPEC §4), pure torch.
+"""Per-pair preference losses with per-pair weights (docs/method.md §4), pure torch.
 
 Every function takes per-pair tensors (shape ``(B,)``) and returns the loss of
 the batch as a *sum of per-pair contributions divided by a normaliser*. The

@@ -1,4 +1,4 @@
-"""Diversity, lexical and bootstrap metrics (SPEC §7), pure functions on arrays and strings.
+"""Diversity, lexical and bootstrap metrics (docs/method.md §7), pure functions on arrays and strings.
 
 Embedding metrics work on a whole stack of prompts at once: ``emb`` has shape
 ``(P, N, d)`` (P prompts, N samples each) and every pairwise similarity is one

@@ -183,7 +183,8 @@ def _method(facts: dict[str, Any]) -> str:
         lines += ["", *_weighting(facts)]
     if method in ("grpo", "dqo", "darling"):
         lines.append(_online(facts))
-    lines += ["", f"Method: {PAPER}. divtune's formulas are in its SPEC (§3 deviation, §4 losses)."]
+    lines += ["", f"Method: {PAPER}. divtune's formulas are in its method reference, "
+              "docs/method.md (§3 deviation, §4 losses)."]
     return "\n".join(lines)
 
 

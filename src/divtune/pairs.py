@@ -1,4 +1,4 @@
-"""Vote compression (SPEC §1), gap pairs and all-pairs (SPEC §2), DivPO selection (SPEC §5).
+"""Vote compression, gap pairs and all-pairs, DivPO selection (docs/method.md §1, §2, §5).
 
 All samplers are seeded through a ``numpy.random.Generator`` the caller makes
 (``pool_rng(seed, pool_id)`` gives each pool its own stream, so a pool's pairs do
@@ -127,7 +127,7 @@ def _exact_pick(
 
 
 def gap_pairs(scores: Sequence[float] | np.ndarray, gap: float, rng: np.random.Generator) -> list[tuple[int, int]]:
-    """Disjoint (chosen, rejected) index pairs, SPEC §2.
+    """Disjoint (chosen, rejected) index pairs, docs/method.md §2.
 
     Each step draws uniformly among all pairs of unused responses with
     |s_a - s_b| >= gap (else among all pairs with different scores; else stop).
@@ -279,7 +279,7 @@ def divpo_pairs(
 
 
 def set_deviation(embeddings: dict[str, np.ndarray]) -> np.ndarray:
-    """Deviation within one set for DivPO ranking: the §3 combination of min-max
+    """Deviation within one set for DivPO ranking: the docs/method.md §3 combination of min-max
     normalised mean cosine distances over all embedders (with one embedder this
     ranks exactly like the raw mean cosine distance)."""
     from divtune.deviation import combine_geometric, mean_cosine_distance, minmax_to_unit

@@ -1,6 +1,6 @@
 """``divtune prepare``: raw prompt/response/score data -> weighted preference pairs.
 
-Steps (SPEC §1-3, §5): read and validate inputs, drop non-stories and duplicates
+Steps (docs/method.md §1-3, §5): read and validate inputs, drop non-stories and duplicates
 (counted), split by prompt, compress votes to quality, build pairs per pool
 (gap matching, all pairs, or DivPO), embed the responses that take part in
 pairs (one batched, cached call per embedder across all pools), and weight each

@@ -1,5 +1,5 @@
 """The quality reward model: a score of (prompt, response) trained either as
-the paper's regression of the compressed vote ``quality`` (SPEC §1, L1 loss,
+the paper's regression of the compressed vote ``quality`` (docs/method.md §1, L1 loss,
 ``objective: l1``) or as a Bradley-Terry ranker on within-prompt pairs
 (``objective: pairwise``, see :mod:`divtune.reward_pairs`), with early stopping
 on a validation split carved from train by prompt.

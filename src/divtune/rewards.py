@@ -1,4 +1,4 @@
-"""Online diversity reward terms for the GRPO family (SPEC §6), pure numpy.
+"""Online diversity reward terms for the GRPO family (docs/method.md §6), pure numpy.
 
 Everything here works on the G samples of ONE prompt (a *group*), or on a
 batch of groups laid out as ``(num_groups, G, ...)``. Nothing here knows
@@ -43,7 +43,7 @@ def unit_rows(emb: np.ndarray) -> np.ndarray:
 
 
 def dpp_loo_gain(emb: np.ndarray) -> np.ndarray:
-    """DPP leave-one-out log-det gain of each sample (SPEC §6, DQO).
+    """DPP leave-one-out log-det gain of each sample (docs/method.md §6, DQO).
 
     ``emb``: (G, d) or (num_groups, G, d); rows are normalised here, so any
     scale is accepted. Returns (G,) or (num_groups, G) float64.

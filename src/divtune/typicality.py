@@ -7,11 +7,11 @@ the dominant mode. Here the bias is put in on purpose, with a known strength
 
     score_i = q_i + b * t_i
 
-- ``q_i``: the story's compressed vote (SPEC §1, the same transform and
+- ``q_i``: the story's compressed vote (docs/method.md §1, the same transform and
   global range ``prepare`` uses);
 - ``t_i``: its typicality term, either
   - ``semantic``: its centrality in its prompt's pool, minus its semantic
-    deviation (SPEC §3, MiniLM by default) standardised per pool (mean 0,
+    deviation (docs/method.md §3, MiniLM by default) standardised per pool (mean 0,
     std 1; 0 for a pool whose deviations are all equal), or
   - ``mode``: 1 when its opening is in the data's most common surface mode
     (:mod:`divtune.modes`), else 0.
@@ -104,7 +104,7 @@ def standardise(values: np.ndarray) -> np.ndarray:
 
 
 def semantic_typicality(embeddings: np.ndarray) -> np.ndarray:
-    """Centrality of each response in its pool: minus its deviation (SPEC §3), standardised."""
+    """Centrality of each response in its pool: minus its deviation (docs/method.md §3), standardised."""
     from divtune.deviation import mean_cosine_distance
 
     return standardise(-mean_cosine_distance(embeddings))

@@ -1,4 +1,4 @@
-"""Online diversity training (SPEC §6): GRPO, DQO and DARLING on TRL's GRPOTrainer.
+"""Online diversity training (docs/method.md §6): GRPO, DQO and DARLING on TRL's GRPOTrainer.
 
 ``run_online_train(cfg)`` is what ``divtune train --method {grpo,dqo,darling}``
 calls (through ``divtune.train.run_train``). ``cfg`` is the ``TrainConfig``;

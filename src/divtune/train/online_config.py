@@ -12,11 +12,11 @@ from divtune.config import StageConfig
 class OnlineConfig(StageConfig):
     #: Samples per prompt (TRL ``num_generations``); a group is always scored whole.
     num_generations: int = 4
-    #: DQO: weight of the DPP log-det gain added to the quality reward (SPEC §6).
+    #: DQO: weight of the DPP log-det gain added to the quality reward (docs/method.md §6).
     alpha: float = 1.0
     #: DARLING: cosine similarity at or above which two samples are "the same".
     darling_threshold: float = 0.9
-    #: DARLING: floor of the novelty multiplier (SPEC §6).
+    #: DARLING: floor of the novelty multiplier (docs/method.md §6).
     darling_floor: float = 0.1
     #: Embedder spec for the diversity terms (see divtune.embedders).
     embedder: str = "minilm"
