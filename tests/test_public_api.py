@@ -318,3 +318,19 @@ def test_diversity_report_ranks_systems_and_cuts_human_text(tmp_path):
     # Matched human text is cut to the samples' median length (16 words), so its distinct-1 rises above the
     # whole stories' (whose 60 repeated words pull it down).
     assert report["human-matched"]["distinct_1"] > report["human"]["distinct_1"]
+
+
+def test_a_model_given_by_path_gets_its_tokenizer_and_the_weighted_collator(tmp_path, tiny_lm_dir):
+    """The README's form: no processing_class; TRL loads the tokenizer and divtune's collator still carries weights."""
+    from divtune import DeviationDPOConfig, DeviationDPOTrainer
+    from divtune.train.trainers import WeightedPreferenceCollator
+
+    args = DeviationDPOConfig(str(tmp_path), max_steps=1, per_device_train_batch_size=2, report_to=[],
+                              save_strategy="no", disable_tqdm=True, max_length=64)
+    rows = make_pairs(2, seed=4)
+    trainer = DeviationDPOTrainer(model=str(tiny_lm_dir), args=args, train_dataset=_dataset(rows, [0.0, 2.0]))
+    assert isinstance(trainer.data_collator, WeightedPreferenceCollator)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    assert batch["weight"].tolist() == [0.0, 2.0]
+    trainer.train()
+    assert trainer.state.global_step == 1

@@ -64,7 +64,7 @@ def _span(key: str, fmt: str) -> str:
     return f"{low} to {high}"
 
 
-#: What divtune's own recorded runs measured (README "Results", docs/results); cited on every
+#: What divtune's own recorded runs measured (docs/results/README.md); cited on every
 #: card of a preference-tuned model, with where the numbers come from.
 RECORDED_CAVEATS = [
     "In divtune's experiment of record on the real r/WritingPrompts votes (docs/results/wp_record: "

@@ -1,5 +1,5 @@
 """``divtune quickstart``: the main job on the embedded default, end to end and
-offline, sized for a 2-core laptop CPU (see README "Quickstart sizes").
+offline, sized for a 2-core laptop CPU (see docs/experiment.md, "What the quickstart runs").
 
 It is an experiment (divtune.experiment) with a built-in preset:
 shipped r/WritingPrompts sample → prepare → small reward model → LoRA DPO and
