@@ -31,6 +31,7 @@ from pydantic import Field
 from divtune.config import ConfigError, StageConfig
 from divtune.io import InputError, iter_jsonl, open_text, write_json
 from divtune.strategies.prompts import IterativeSettings, VerbalizedSettings
+from divtune.vllm_requests import VLLMSettings
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ class GenerateConfig(StageConfig):
     strategy: Literal["independent", "iterative", "verbalized"] = "independent"
     iterative: IterativeSettings = Field(default_factory=IterativeSettings)
     verbalized: VerbalizedSettings = Field(default_factory=VerbalizedSettings)
+    #: ``--backend vllm`` engine settings (context length, GPUs, memory; docs/generate.md).
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
     device: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     trust_remote_code: bool = False
@@ -437,6 +440,38 @@ def format_prompts(tokenizer, prompts, cfg) -> list[str]:
     return formatted
 
 
+def encode_prompts(tokenizer, formatted: list[str], use_chat_template: bool = True) -> list[list[int]]:
+    """Token ids of formatted prompts, exactly as both backends feed them to the model.
+
+    A chat template writes its own special tokens (Llama-3's starts with
+    ``{{ bos_token }}``), so none are added again; a plain prompt gets the
+    tokenizer's own (its BOS, if it adds one).
+    """
+    add_special = not (use_chat_template and getattr(tokenizer, "chat_template", None))
+    return [list(ids) for ids in tokenizer(formatted, add_special_tokens=add_special)["input_ids"]]
+
+
+def prompt_token_ids(tokenizer, prompts, cfg) -> list[list[int]]:
+    """Every prompt truncated, formatted and tokenised: the ids the model is fed (HF and vllm backends)."""
+    return encode_prompts(tokenizer, format_prompts(tokenizer, prompts, cfg), cfg.use_chat_template)
+
+
+def pad_left(ids: list[list[int]], pad_token_id: int, device=None) -> dict:
+    """A left-padded batch (``input_ids``, ``attention_mask``), as the tokenizer pads with ``padding_side="left"``."""
+    import torch
+
+    width = max(len(row) for row in ids)
+    input_ids = torch.full((len(ids), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, row in enumerate(ids):
+        if row:
+            input_ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+            attention_mask[i, width - len(row):] = 1
+    if device is not None:
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
 def format_prompt(tokenizer, prompt: str, use_chat_template: bool = True) -> str:
     """The prompt as the model sees it: a user turn of the chat template when there is one."""
     if use_chat_template and getattr(tokenizer, "chat_template", None):
@@ -499,10 +534,9 @@ class HFSampler:
         import torch
 
         cfg, tokenizer = self.cfg, self.tokenizer
-        # Chat templates already insert their special tokens; plain prompts get the tokenizer's own.
-        add_special = not (cfg.use_chat_template and getattr(tokenizer, "chat_template", None))
         sampling = cfg.temperature > 0
-        encoded = tokenizer(formatted, return_tensors="pt", padding=True, add_special_tokens=add_special).to(self.device)
+        encoded = pad_left(encode_prompts(tokenizer, formatted, cfg.use_chat_template), tokenizer.pad_token_id,
+                           self.device)
         cache = None
         if cfg.share_prompt_cache and prompt_of_row is not None:
             cache = shared_prompt_cache(self.model, encoded, prompt_of_row)
@@ -588,60 +622,46 @@ def _count_generated(tokens, tokenizer) -> int:
     return len(ids)
 
 
-def _vllm_model_dir(cfg: GenerateConfig) -> str:
-    """vllm wants a plain model folder: adapters are merged into a cached folder first."""
-    from divtune import resources
-    from divtune.models import is_adapter_dir, load_causal_lm, load_tokenizer, resolve_model_source
-
-    source = resolve_model_source(cfg.model)
-    if not is_adapter_dir(source):
-        return source
-    key = _derive_seed("merged", str(Path(source).resolve()), os.path.getmtime(Path(source) / "adapter_config.json"))
-    target = resources.cache_root() / "merged" / f"{Path(source).name}-{key}"
-    if not (target / "config.json").is_file():
-        model = load_causal_lm(source, device="cpu", merge_adapter=True, trust_remote_code=cfg.trust_remote_code)
-        model.save_pretrained(target, safe_serialization=True)
-        load_tokenizer(source).save_pretrained(target)
-    return str(target)
-
-
 def _run_vllm(cfg: GenerateConfig, prompts: list[Prompt], done: set, output: Path) -> None:
+    """Thin caller of divtune.vllm_requests: vLLM objects made from the builder's plain dicts."""
     try:
         from vllm import LLM, SamplingParams
+        from vllm.lora.request import LoRARequest
     except ImportError:
         raise ConfigError(
-            "--backend vllm needs vllm (GPU): install it with `pip install 'divtune[vllm]'`, "
+            "--backend vllm needs vLLM (GPU), which is not installed here; vLLM pins a transformers other than "
+            "divtune's, so it gets its own environment: see 'vLLM environment' in docs/generate.md, "
             "or use --backend hf"
         ) from None
     from tqdm.auto import tqdm
 
     from divtune.models import load_tokenizer
+    from divtune.vllm_requests import build_vllm_request, plan_model
 
-    model_dir = _vllm_model_dir(cfg)
-    tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code)
-    llm = LLM(model=model_dir, seed=cfg.seed, trust_remote_code=cfg.trust_remote_code,
-              dtype="auto" if cfg.dtype == "auto" else cfg.dtype)
-    formatted = format_prompts(tokenizer, prompts, cfg)
-    todo = [(p, s) for p in range(len(prompts)) for s in range(cfg.num_samples)
-            if sample_key(prompts[p].prompt_id, s) not in done]
+    plan = plan_model(cfg.model)
+    # The tokenizer and prompt ids of the HF path, so both backends see the same tokens.
+    tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code, padding_side="left")
+    prompt_ids = prompt_token_ids(tokenizer, prompts, cfg)
+    items = [(p, s, sample_seed(cfg.seed, prompts[p].prompt_id, s))
+             for p in range(len(prompts)) for s in range(cfg.num_samples)
+             if sample_key(prompts[p].prompt_id, s) not in done]
+    request = build_vllm_request(cfg, plan, prompt_ids, items)
+    logger.info("vllm engine: %s", {k: v for k, v in request.engine.items() if k != "trust_remote_code"})
+    llm = LLM(**request.engine)
+    lora = LoRARequest(**request.lora) if request.lora else None
     # vllm schedules its own batches; chunks only bound how much is lost on interruption.
-    chunk = max(cfg.batch_size, 256)
-    progress = tqdm(total=len(todo), desc="generate (vllm)", unit="sample", disable=not cfg.show_progress)
-    for start in range(0, len(todo), chunk):
-        part = todo[start : start + chunk]
-        seeds = [sample_seed(cfg.seed, prompts[p].prompt_id, s) for p, s in part]
-        params = [
-            SamplingParams(
-                n=1, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-                repetition_penalty=cfg.repetition_penalty, max_tokens=cfg.max_new_tokens, seed=seed,
-            )
-            for seed in seeds
-        ]
-        texts = [formatted[p] for p, _ in part]
-        results = llm.generate(texts, params, use_tqdm=False)
+    chunk = cfg.vllm.chunk_size
+    progress = tqdm(total=len(items), desc="generate (vllm)", unit="sample", disable=not cfg.show_progress)
+    for start in range(0, len(request.requests), chunk):
+        part = request.requests[start : start + chunk]
+        results = llm.generate(
+            [r["prompt"] for r in part], [SamplingParams(**r["sampling"]) for r in part],
+            use_tqdm=False, lora_request=lora,
+        )
         rows = [
-            _row(cfg, prompts[p], s, result.outputs[0].text.strip(), seed, len(result.outputs[0].token_ids))
-            for (p, s), seed, result in zip(part, seeds, results)
+            _row(cfg, prompts[r["prompt_index"]], r["sample_index"], result.outputs[0].text.strip(), r["seed"],
+                 len(result.outputs[0].token_ids))
+            for r, result in zip(part, results)
         ]
         append_rows(output, rows)
         progress.update(len(rows))
