@@ -32,7 +32,15 @@ import numpy as np
 
 from divtune import metrics as metric_fns
 from divtune.config import ConfigError
-from divtune.evaluate import GOLD, GOLD_MATCHED, METRIC_KEYS, MODES_FILE, OPTIONAL_METRIC_KEYS, aggregate
+from divtune.evaluate import (
+    GOLD,
+    GOLD_MATCHED,
+    METRIC_KEYS,
+    MODES_FILE,
+    aggregate,
+    extra_metric_base,
+    ordered_metric_keys,
+)
 from divtune.io import InputError, atomic_write_text, iter_jsonl, write_json
 from divtune.quality_status import MARK, QUALITY_KEYS, quality_status
 
@@ -52,6 +60,7 @@ HIGHER_IS_MORE_DIVERSE = {
     "typical_mode_share": False,
     "mode_entropy": True,
     "modes_seen": True,
+    "distinct_k": True,
 }
 GOLD_COLOUR = "#d4a017"
 #: Bars of a metric that is not measurable here (quality from a reward model at chance).
@@ -119,8 +128,7 @@ def load_systems(eval_dirs: list[str | Path]) -> list[SystemResult]:
 
 def metric_keys(systems: list[SystemResult]) -> list[str]:
     """The core metrics, then the optional ones (centrality, modes) that some system has."""
-    extra = [k for k in OPTIONAL_METRIC_KEYS if any(k in s.metrics for s in systems)]
-    return [*METRIC_KEYS, *extra]
+    return ordered_metric_keys({k for s in systems for k in s.metrics})
 
 
 def choose_baseline(systems: list[SystemResult], baseline: str | None) -> SystemResult:
@@ -388,7 +396,8 @@ def plot_metric_bars(systems: list[SystemResult], path: Path, greyed_keys: tuple
                 bar.set_hatch("//")
             if v is None:
                 ax.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=7, color="#666")
-        arrow = {True: " (higher = more diverse)", False: " (lower = more diverse)"}.get(HIGHER_IS_MORE_DIVERSE.get(key), "")
+        arrow = {True: " (higher = more diverse)", False: " (lower = more diverse)"}.get(
+            HIGHER_IS_MORE_DIVERSE.get(extra_metric_base(key) or key), "")
         if greyed:
             ax.set_title(f"{key} {MARK} not measurable here", fontsize=8.5, color="#888")
             ax.tick_params(colors="#888")
@@ -493,7 +502,7 @@ def _fmt_diff(d: dict[str, float]) -> str:
 
 
 def _direction(key: str) -> str:
-    return {True: "↑", False: "↓"}.get(HIGHER_IS_MORE_DIVERSE.get(key), "")
+    return {True: "↑", False: "↓"}.get(HIGHER_IS_MORE_DIVERSE.get(extra_metric_base(key) or key), "")
 
 
 def metrics_table(systems: list[SystemResult]) -> tuple[list[str], list[list[str]]]:
@@ -512,7 +521,7 @@ def diff_table(
     With ``baselines`` (system → baseline) the columns read ``system − baseline``."""
     names = list(diffs)
     header = ["metric", *[f"{n} − {baselines[n]}" if baselines else n for n in names]]
-    keys = [k for k in [*METRIC_KEYS, *OPTIONAL_METRIC_KEYS] if any(k in diffs[n] for n in names)]
+    keys = [k for k in ordered_metric_keys({k for n in names for k in diffs[n]}) if any(k in diffs[n] for n in names)]
     rows = [[f"{key} {_direction(key)}".strip(), *[_fmt_diff(diffs[n].get(key, {})) for n in names]] for key in keys]
     rows.append(["common prompts", *[str(max((d.get("n", 0) for d in diffs[n].values()), default=0)) for n in names]])
     return header, rows
@@ -542,6 +551,9 @@ _NOTES = [
     "Paired differences are system minus baseline over the prompts both share; * marks intervals that exclude 0.",
     "centrality (when shown): each sample's mean cosine similarity (semantic embedder) to its prompt's human responses, standardised by those responses' own centralities (0 = as typical as the average human response; higher = more typical, less diverse).",
     "typical_mode_share, mode_entropy (bits, 0 to 2) and modes_seen (when shown): the surface modes of the openings (dialogue, first person, second person, other), per prompt.",
+    "distinct_k (when shown): per prompt, the number of meaning classes among its k samples (NoveltyBench), by DARLING's partition: two samples are one class when their semantic cosine reaches the threshold (default 0.9), classes are connected components; 1 = all alike, k = all distinct. Compare rows with the same k (the gold rows may have fewer texts).",
+    "chatbot_share (when shown): the share of samples whose opening reads like a chatbot reply rather than a story (divtune.chatbot's rule: acknowledgements, 'Here is a story', 'Let's', titles and headings, talk about 'your text', emoji, other scripts, lists); lower is more story-like.",
+    "KEY_NAME metrics (e.g. semantic_diversity_minilm, when shown): the same metric in a further semantic space (evaluate's extra_semantic).",
 ]
 
 _CSS = """
