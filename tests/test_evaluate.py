@@ -69,7 +69,8 @@ def test_end_to_end_metrics_json_has_every_key_and_interval(tmp_path):
     on_disk = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert on_disk == results
     assert set(results) == {"copies", "varied"}  # model field, else the file stem
-    expected_keys = {*METRIC_KEYS, *(f"{k}_ci" for k in METRIC_KEYS), "n_prompts", "n_samples"}
+    always = [*METRIC_KEYS, *ev.NEWER_METRIC_KEYS]  # the newer keys are always computed, only not required of old folders
+    expected_keys = {*always, *(f"{k}_ci" for k in always), "n_prompts", "n_samples"}
     for name, row in results.items():
         assert set(row) == expected_keys, name
         assert row["quality"] is None and row["quality_ci"] is None  # no reward, no quality field
@@ -81,6 +82,7 @@ def test_end_to_end_metrics_json_has_every_key_and_interval(tmp_path):
             assert low <= row[key] + 1e-12 and row[key] <= high + 1e-12, (name, key)
     assert results["copies"]["semantic_diversity"] == pytest.approx(0.0, abs=1e-6)
     assert results["copies"]["vendi_semantic"] == pytest.approx(1.0, abs=1e-4)
+    assert results["copies"]["distinct_k"] == 1.0  # identical samples: one class
     assert results["varied"]["semantic_diversity"] > 0.01
     assert results["copies"]["self_bleu"] == pytest.approx(1.0)
     assert results["varied"]["distinct_2"] > results["copies"]["distinct_2"]
@@ -355,3 +357,88 @@ def test_length_matched_gold_cuts_human_texts_to_the_samples_token_count(tmp_pat
     with pytest.raises(Exception, match="gold_matched needs"):
         run_evaluate(EvaluateConfig(generations=[str(gens)], output=str(tmp_path / "e"), embedders=CHEAP,
                                     gold_matched="smollm2"))
+
+
+# ---------------------------------------------------------------- distinct-k, chatbot share, extra spaces
+
+
+def _unit(v):
+    v = np.asarray(v, dtype=np.float64)
+    return v / np.linalg.norm(v)
+
+
+def test_distinct_k_counts_the_classes_of_darlings_partition():
+    angle = lambda deg: _unit([np.cos(np.radians(deg)), np.sin(np.radians(deg)), 0.0])  # noqa: E731
+    table = {
+        "a1": angle(0), "a2": angle(5), "a3": angle(10),   # one class: cosines >= 0.98
+        "b1": angle(80), "b2": angle(84),                  # a second class, far from the first
+        "c": _unit([0.0, 0.0, 1.0]),                       # alone
+        # a chain: x~y (20 deg, cos 0.94) and y~z (20 deg), x and z 40 deg apart (cos 0.77): one class
+        "x": angle(180), "y": angle(200), "z": angle(220),
+    }
+    groups = [["a1", "a2", "a3", "b1", "b2", "c"], ["x", "y", "z"], ["x", "z"], ["a1", "a1"], []]
+    values = ev.distinct_k_per_prompt(groups, table, 0.9)
+    assert values[:4].tolist() == [3.0, 1.0, 2.0, 1.0]
+    assert np.isnan(values[4])
+    # The threshold is DARLING's: at 0.999 every distinct vector is its own class; at -1 all are one.
+    assert ev.distinct_k_per_prompt(groups[:1], table, 0.999).tolist() == [6.0]
+    assert ev.distinct_k_per_prompt(groups[:1], table, -1.0).tolist() == [1.0]
+    assert ev.DISTINCT_K_THRESHOLD == 0.9
+
+
+class _ConstantEmbedder:
+    name = "constant"
+
+    def embed(self, texts, batch_size=32, show_progress=True):
+        return np.ones((len(texts), 4), dtype=np.float32)
+
+
+def test_evaluate_reports_distinct_k_chatbot_share_and_extra_spaces(tmp_path, monkeypatch):
+    embedders = {"onehot": OneHotEmbedder(), "flat": _ConstantEmbedder()}
+    monkeypatch.setattr("divtune.embedders.load_embedder", lambda spec, cache_dir=None: embedders[spec])
+    story = ["The sea rose at night.", "A robot sang to the moon.", "The king wept.", "The king wept."]
+    replies = ["Sure! Here's a story about the sea.", "The sea rose at night.", '"Sure," she said.', "As an AI, I can help."]
+    rows = [{"prompt_id": "p0", "text": t, "model": "stories"} for t in story]
+    rows += [{"prompt_id": "p0", "text": t, "model": "chatty"} for t in replies]
+    write_jsonl(tmp_path / "stories.jsonl", rows[:4])
+    write_jsonl(tmp_path / "chatty.jsonl", rows[4:])
+    out = run_evaluate(EvaluateConfig(
+        generations=[str(tmp_path / "stories.jsonl"), str(tmp_path / "chatty.jsonl")], output=str(tmp_path / "e"),
+        embedders={"semantic": "onehot", "style": "onehot"}, extra_semantic={"flat": "flat"}, bootstrap=20,
+    ))
+    assert out["stories"]["distinct_k"] == 3.0 and out["chatty"]["distinct_k"] == 4.0  # one-hot: distinct texts differ
+    assert out["stories"]["chatbot_share"] == 0.0 and out["chatty"]["chatbot_share"] == 0.5
+    assert out["stories"]["semantic_diversity"] > 0.5
+    assert out["stories"]["semantic_diversity_flat"] == pytest.approx(0.0, abs=1e-9)
+    assert out["stories"]["vendi_semantic_flat"] == pytest.approx(1.0, abs=1e-6)
+    assert "centrality_flat" not in out["stories"]  # centrality only when asked for
+    line = json.loads((tmp_path / "e" / "per_prompt.jsonl").read_text().splitlines()[0])
+    assert {"distinct_k", "chatbot_share", "semantic_diversity_flat"} <= set(line)
+
+    from divtune.report import run_report
+
+    run_report([tmp_path / "e"], tmp_path / "r", baseline="stories", n_boot=20)
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "| distinct_k ↑ |" in report and "| chatbot_share |" in report and "| semantic_diversity_flat ↑ |" in report
+    with pytest.raises(ValueError, match="extra_semantic name"):
+        EvaluateConfig(generations=[], output="x", extra_semantic={"Bad Name": "minilm"})
+
+
+def test_a_report_reads_evaluation_folders_older_than_the_newer_metrics(tmp_path, onehot):
+    """A folder written before distinct_k and chatbot_share (its metrics.json and lines lack them) still reports."""
+    gens = _generations(tmp_path / "a.jsonl", "a", 3, diverse=True)
+    gens_b = _generations(tmp_path / "b.jsonl", "b", 3, diverse=False)
+    run_evaluate(EvaluateConfig(generations=[str(gens), str(gens_b)], output=str(tmp_path / "e"), embedders=CHEAP,
+                                bootstrap=20))
+    table = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    old = {name: {k: v for k, v in row.items() if not k.startswith(tuple(ev.NEWER_METRIC_KEYS))}
+           for name, row in table.items()}
+    (tmp_path / "e" / "metrics.json").write_text(json.dumps(old))
+    lines = [json.loads(l) for l in (tmp_path / "e" / "per_prompt.jsonl").read_text().splitlines()]
+    (tmp_path / "e" / "per_prompt.jsonl").write_text("".join(
+        json.dumps({k: v for k, v in l.items() if k not in ev.NEWER_METRIC_KEYS}) + "\n" for l in lines))
+    from divtune.report import run_report
+
+    run_report([tmp_path / "e"], tmp_path / "r", baseline="b", n_boot=20)
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "semantic_diversity ↑" in report and "distinct_k" not in report.split("## Notes")[0]

@@ -364,7 +364,8 @@ def test_ready_stages_wait_for_the_stages_they_read(tmp_path):
     assert [s.name for s in ready_stages(stages, {"prep", "train a"}, {"prep", "train a"})] == ["train b", "gen"]
 
 
-@pytest.mark.parametrize("name", ["typicality.yaml", "typicality_modes.yaml", "typicality_tune.yaml", "wp_smollm2.yaml"])
+@pytest.mark.parametrize("name", ["typicality.yaml", "typicality_modes.yaml", "typicality_tune.yaml", "wp_smollm2.yaml",
+                                  "typicality_mpnet.yaml", "typicality_mpnet_tune.yaml"])
 def test_shipped_experiments_order_stages_after_what_they_read(name):
     from divtune.experiment import build_stages
 
@@ -382,3 +383,42 @@ def test_shipped_experiments_order_stages_after_what_they_read(name):
             if stage.name.startswith("train ddpo"):
                 # every DDPO run reads the reference log-probs its data's first DPO-family run cached
                 assert any(a.startswith("train dpo") for a in stage.after), stage.name
+
+
+def test_second_round_draft_starts_every_run_from_its_seeds_sft_and_measures_in_both_spaces():
+    """typicality_mpnet.yaml: bias in mpnet, weights in MiniLM (+ stylometric), every preference run
+    initialised from (and referenced to) the SFT adapter of its own seed, the interaction in the report."""
+    from divtune.experiment import build_stages, report_interactions
+
+    path = Path(__file__).parents[1] / "configs" / "experiments" / "typicality_mpnet.yaml"
+    cfg = ExperimentConfig.load(path, output="/tmp/never-written")
+    assert len(cfg.seeds) >= 5
+    assert {f["embedder"] for f in cfg.typicality.values()} == {"mpnet"}
+    assert {f["term"] for f in cfg.typicality.values()} == {"semantic"}
+    assert {f["strength"] for f in cfg.typicality.values()} >= {0.0} and max(f["strength"] for f in cfg.typicality.values()) > 0
+    for variant in cfg.data.values():
+        assert variant["embedders"].get("semantic") == "minilm"  # the weights stay in the default space
+    stages, _ = build_stages(cfg)
+    trains = {s.name: s.run.__defaults__[0] for s in stages if s.name.startswith("train ")}
+    for name, tcfg in trains.items():
+        seed = name.rsplit("-s", 1)[1]
+        if tcfg.method == "sft":
+            assert tcfg.init is None
+        else:
+            assert tcfg.init == f"/tmp/never-written/models/sft-s{seed}", name
+            assert f"train sft-s{seed}" in next(s for s in stages if s.name == name).after
+    assert {t.method for t in trains.values()} == {"sft", "dpo", "ddpo"}
+    evaluate = next(s for s in stages if s.name == "evaluate").config
+    assert evaluate["embedders"]["semantic"] == "mpnet" and evaluate["extra_semantic"] == {"minilm": "minilm"}
+    assert evaluate["centrality"] is True
+    report = next(s for s in stages if s.name == "report").config
+    assert report["interactions"] == report_interactions(cfg)
+    assert report["interactions"]["sem-x-b"] == {
+        "system": "ddpo-sem-bX", "baseline": "dpo-bX", "system_control": "ddpo-sem-b0", "baseline_control": "dpo-b0"}
+    with pytest.raises(ValueError, match="not one of the systems"):
+        report_interactions(cfg.model_copy(update={"interactions": {"x": {**cfg.interactions["sem-x-b"], "baseline": "zzz"}}}))
+    with pytest.raises(ValueError, match="give exactly"):
+        report_interactions(cfg.model_copy(update={"interactions": {"x": {"system": "dpo-bX"}}}))
+    # Experiments without interactions keep their report stage's fingerprint.
+    old = ExperimentConfig.load(path.with_name("typicality.yaml"), output="/tmp/never-written")
+    assert "interactions" not in next(s for s in build_stages(old)[0] if s.name == "report").config

@@ -76,7 +76,7 @@ def test_unknown_embedder(tmp_path, monkeypatch, capsys, wp_scored_path):
     )
     assert code == 2
     assert err == (
-        "error: embedder semantic 'nosuchmodel' is neither a shipped alias (minilm, stylometric), a local folder "
+        "error: embedder semantic 'nosuchmodel' is neither a shipped alias (minilm, mpnet, stylometric), a local folder "
         f"nor a reachable hub id {OFFLINE}\n"
     )
     assert not (tmp_path / "out").exists()

@@ -224,3 +224,89 @@ def test_report_cli_compare_and_pool(tmp_path):
     assert list(saved) == ["b"] and saved["b"]["metrics"]["semantic_diversity"]["diff"] == pytest.approx(0.25)
     bad = CliRunner().invoke(app, ["report", str(eval_dir), "--output", str(tmp_path / "r3"), "--compare", "b"])
     assert bad.exit_code != 0 and isinstance(bad.exception, ConfigError) and "NAME=VALUE" in str(bad.exception)
+
+
+def _assert_close(got, want):
+    """Nested dicts and lists equal, numbers to 1e-9."""
+    if isinstance(want, dict):
+        assert set(got) == set(want)
+        for key in want:
+            _assert_close(got[key], want[key])
+    elif isinstance(want, list):
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            _assert_close(g, w)
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, abs=1e-9, nan_ok=True)
+    else:
+        assert got == want
+
+
+def test_pooled_differences_carry_seed_level_intervals_and_interactions_are_reported(tmp_path):
+    """3 seeds x 10 prompts: each pooled difference keeps its crossed bootstrap and adds the t over seed
+    means and the nested bootstrap; an interaction (A − B at b) − (A − B at 0) is computed seed by seed."""
+    from scipy import stats
+
+    from divtune import metrics
+
+    rng = np.random.default_rng(4)
+    prompts = range(10)
+    shift = {"dpo-b": 0.0, "ddpo-b": 0.05, "dpo-0": 0.01, "ddpo-0": 0.02}
+    values = {f"{name}-s{s}": {p: float(0.6 + shift[name] + rng.normal(0, 0.02)) for p in prompts}
+              for name in shift for s in range(3)}
+    eval_dir = _eval_from_values(tmp_path / "eval", values)
+    groups = {name: [f"{name}-s{s}" for s in range(3)] for name in shift}
+    comparisons = {"ddpo-b": "dpo-b", "ddpo-0": "dpo-0"}
+    interactions = {"sem-x-b": {"system": "ddpo-b", "baseline": "dpo-b", "system_control": "ddpo-0",
+                                "baseline_control": "dpo-0"}}
+    run_report([eval_dir], tmp_path / "r", n_boot=300, comparisons=comparisons, seed_groups=groups,
+               interactions=interactions)
+
+    grid = lambda name: np.array([[values[f"{name}-s{s}"][p] for p in prompts] for s in range(3)])  # noqa: E731
+    saved = json.loads((tmp_path / "r" / "paired_differences.json").read_text())
+    sem = saved["ddpo-b"]["metrics"]["semantic_diversity"]
+    diff = grid("ddpo-b") - grid("dpo-b")
+    means = diff.mean(axis=1)
+    assert sem["seed_t"]["seed_means"] == pytest.approx(means.tolist())
+    t_low, t_high = stats.t.interval(0.95, 2, loc=means.mean(), scale=means.std(ddof=1) / np.sqrt(3))
+    assert (sem["seed_t"]["low"], sem["seed_t"]["high"]) == pytest.approx((t_low, t_high))
+    assert sem["interval"].startswith("crossed bootstrap")
+    _assert_close(sem, json.loads(json.dumps(metrics.seed_level_difference(diff, n_boot=300))))
+    assert "seed_nested_bootstrap" in sem
+
+    inter = json.loads((tmp_path / "r" / "interactions.json").read_text())["sem-x-b"]
+    assert inter["terms"]["system_control"] == "ddpo-0" and inter["n_seeds"] == 3
+    expected = metrics.interaction_difference(grid("ddpo-b"), grid("dpo-b"), grid("ddpo-0"), grid("dpo-0"), n_boot=300)
+    _assert_close(inter["metrics"]["semantic_diversity"], json.loads(json.dumps(expected)))
+    assert inter["metrics"]["semantic_diversity"]["diff"] == pytest.approx(
+        ((grid("ddpo-b") - grid("dpo-b")) - (grid("ddpo-0") - grid("dpo-0"))).mean())
+    md = (tmp_path / "r" / "report.md").read_text()
+    for title in ("## Seed-level intervals: Student t over the seed means", "## Seed-level intervals: nested bootstrap",
+                  "## Interactions: crossed bootstrap", "## Interactions: Student t over the seed means"):
+        assert title in md, title
+    assert "sem-x-b: (ddpo-b − dpo-b) − (ddpo-0 − dpo-0)" in md
+    assert f"{sem['seed_t']['diff']:+.3f} [{sem['seed_t']['low']:+.3f}, {sem['seed_t']['high']:+.3f}]" in md
+    with pytest.raises(ConfigError, match="different numbers of seeds"):
+        run_report([eval_dir], tmp_path / "r2", seed_groups={**groups, "dpo-0": ["dpo-0-s0"]}, comparisons=comparisons,
+                   interactions=interactions)
+    with pytest.raises(ConfigError, match="names no system"):
+        run_report([eval_dir], tmp_path / "r3", interactions={"x": {**interactions["sem-x-b"], "baseline": "zzz"}})
+
+
+def test_report_cli_interaction_and_a_report_without_seeds_has_no_seed_tables(tmp_path):
+    from typer.testing import CliRunner
+
+    from divtune.cli import app
+
+    eval_dir = _eval_from_values(tmp_path / "eval", {n: {0: v, 1: v + 0.1} for n, v in
+                                                     {"a1": 0.5, "b1": 0.4, "a0": 0.3, "b0": 0.3}.items()})
+    result = CliRunner().invoke(app, ["report", str(eval_dir), "--output", str(tmp_path / "r"), "--bootstrap", "50",
+                                      "--baseline", "b1", "--interaction", "x=a1,b1,a0,b0"])
+    assert result.exit_code == 0, result.output
+    inter = json.loads((tmp_path / "r" / "interactions.json").read_text())["x"]
+    assert inter["metrics"]["semantic_diversity"]["diff"] == pytest.approx(0.1)  # (0.5 - 0.4) - (0.3 - 0.3)
+    assert inter["metrics"]["semantic_diversity"]["seed_t"]["n_seeds"] == 1  # one run each: no t interval
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "Seed-level intervals" not in md and "## Interactions: crossed bootstrap" in md
+    bad = CliRunner().invoke(app, ["report", str(eval_dir), "--output", str(tmp_path / "r2"), "--interaction", "x=a1,b1"])
+    assert bad.exit_code != 0 and "four systems" in str(bad.exception)

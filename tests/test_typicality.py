@@ -18,6 +18,8 @@ from divtune.typicality import (
     pair_flips,
     run_typicality,
     standardise,
+    tfidf_vectors,
+    word_tokens,
 )
 
 WORDS = "the a dragon ship night sea storm castle girl robot moon star river old ran sang wept laughed forest king".split()
@@ -150,3 +152,100 @@ def test_cli_writes_the_folder_and_reports(pools_file, tmp_path):
     assert summary["term"] == "mode" and summary["strength"] == 0.5
     assert sum(summary["modes"]["counts"].values()) == summary["responses"]
     assert (tmp_path / "out" / "config.yaml").is_file()
+
+
+# ---------------------------------------------------------------- the bias in another space (round 2)
+
+
+def _centrality_by_hand(vectors: np.ndarray) -> np.ndarray:
+    """Each text's mean cosine similarity to the other texts of its pool, standardised (population std)."""
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    n = len(unit)
+    sims = unit @ unit.T
+    centrality = np.array([(sims[i].sum() - sims[i, i]) / (n - 1) for i in range(n)])
+    return (centrality - centrality.mean()) / centrality.std()
+
+
+class _KeyedEmbedder:
+    """A stand-in embedder: a fixed pseudo-random 6-d vector per text (seeded by the text)."""
+
+    name = "keyed"
+    specs: list = []
+
+    def embed(self, texts, batch_size=64, show_progress=True):
+        import hashlib
+
+        rows = [np.random.default_rng(int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little")).normal(size=6)
+                for t in texts]
+        return np.array(rows, dtype=np.float32)
+
+
+def test_semantic_term_is_b_times_the_standardised_centrality_in_the_embedders_space(pools_file, tmp_path, monkeypatch):
+    """Through the builder's own path (load_embedder(cfg.embedder)): t is the standardised centrality of
+    whatever space the embedder defines, per pool, and the score moves by exactly b * t."""
+    def fake(spec, cache_dir=None):
+        _KeyedEmbedder.specs.append(spec)
+        return _KeyedEmbedder()
+
+    monkeypatch.setattr("divtune.embedders.load_embedder", fake)
+    run_typicality(_cfg(pools_file, tmp_path / "b0", embedder="space-b", strength=0.0))
+    run_typicality(_cfg(pools_file, tmp_path / "b", embedder="space-b", strength=0.8))
+    assert set(_KeyedEmbedder.specs) == {"space-b"}
+    embed = _KeyedEmbedder().embed
+    for zero, row in zip(_rows(tmp_path / "b0"), _rows(tmp_path / "b")):
+        expected = _centrality_by_hand(embed(row["responses"]).astype(np.float64))
+        assert np.allclose(row["typicality"], expected, atol=1e-6)
+        t = np.array(row["typicality"])
+        assert t.mean() == pytest.approx(0.0, abs=1e-9) and t.std() == pytest.approx(1.0, abs=1e-9)
+        assert np.allclose(np.array(row["scores"]) - np.array(zero["scores"]), 0.8 * t, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_mpnet_as_the_bias_space(pools_file, tmp_path):
+    """embedder: mpnet, the second round's space B: t equals the standardised centrality of a direct
+    SentenceTransformer load of the assembled folder; same seed, same bytes; and B is not MiniLM's space."""
+    from sentence_transformers import SentenceTransformer
+
+    from divtune.embedders.mpnet import mpnet_dir
+
+    cfg = dict(embedder="mpnet", strength=0.5, seed=3, cache_dir=str(tmp_path / "emb"))
+    run_typicality(_cfg(pools_file, tmp_path / "a", **cfg))
+    run_typicality(_cfg(pools_file, tmp_path / "again", **cfg))
+    assert (tmp_path / "a" / "pools.jsonl").read_bytes() == (tmp_path / "again" / "pools.jsonl").read_bytes()
+    run_typicality(_cfg(pools_file, tmp_path / "minilm", **{**cfg, "embedder": "minilm"}))
+    direct = SentenceTransformer(str(mpnet_dir()), device="cpu")
+    correlations = []
+    for row, row_a in zip(_rows(tmp_path / "a"), _rows(tmp_path / "minilm")):
+        vectors = direct.encode(row["responses"], normalize_embeddings=True).astype(np.float64)
+        assert np.allclose(row["typicality"], _centrality_by_hand(vectors), atol=1e-4)
+        assert np.allclose(row["scores"], np.array(row["quality"]) + 0.5 * np.array(row["typicality"]), atol=1e-12)
+        correlations.append(np.corrcoef(row["typicality"], row_a["typicality"])[0, 1])
+    assert max(correlations) < 0.9999  # another space: the two centralities are not the same numbers
+
+
+def test_tfidf_vectors_by_hand():
+    pools = [["The cat sat.", "the dog sat", "A dog's bone"], ["Cats!", ""]]
+    first, second = tfidf_vectors(pools)
+    # 5 texts; df: the 2, sat 2, dog 1, cat 1, a 1, dog's 1, bone 1, cats 1 ("dog's" is its own word)
+    idf = lambda df: np.log(6 / (1 + df)) + 1  # noqa: E731
+    vocabulary = ["a", "bone", "cat", "dog", "dog's", "sat", "the"]
+    assert first.shape == (3, len(vocabulary))
+    expected = np.zeros((3, 7))
+    for i, words in enumerate([["the", "cat", "sat"], ["the", "dog", "sat"], ["a", "dog's", "bone"]]):
+        for w in words:
+            df = {"the": 2, "sat": 2, "dog": 1, "cat": 1, "a": 1, "dog's": 1, "bone": 1}[w]
+            expected[i, vocabulary.index(w)] += idf(df)
+    assert np.allclose(first, expected)
+    assert second.shape == (2, 1) and second[1, 0] == 0.0  # a text without words is a zero row
+    assert word_tokens("Don’t  STOP—now_ 42") == ["don't", "stop", "now", "42"]
+
+
+def test_lexical_term_is_the_tfidf_centrality_and_moves_scores_by_b(pools_file, tmp_path):
+    run_typicality(_cfg(pools_file, tmp_path / "b0", term="lexical", strength=0.0))
+    summary = run_typicality(_cfg(pools_file, tmp_path / "b", term="lexical", strength=0.6))
+    assert summary["term"] == "lexical"
+    zero_rows, rows = _rows(tmp_path / "b0"), _rows(tmp_path / "b")
+    matrices = tfidf_vectors([row["responses"] for row in rows])
+    for zero, row, matrix in zip(zero_rows, rows, matrices):
+        assert np.allclose(row["typicality"], _centrality_by_hand(matrix))
+        assert np.allclose(np.array(row["scores"]) - np.array(zero["scores"]), 0.6 * np.array(row["typicality"]))

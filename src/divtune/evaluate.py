@@ -49,10 +49,35 @@ METRIC_KEYS = [
 #: Per-prompt metrics computed only when asked for (``centrality``, ``modes``); evaluation
 #: folders without them stay valid.
 OPTIONAL_METRIC_KEYS = ["centrality", "typical_mode_share", "mode_entropy", "modes_seen"]
+#: Per-prompt metrics every evaluation computes since the second known-answer round (distinct-k:
+#: NoveltyBench's number of meaning classes among the samples; chatbot_share: divtune.chatbot).
+#: Evaluation folders written before them lack them and stay readable.
+NEWER_METRIC_KEYS = ["distinct_k", "chatbot_share"]
+#: The metrics an extra semantic space (``extra_semantic: {NAME: SPEC}``) adds, as ``KEY_NAME``
+#: (centrality only with ``centrality``), e.g. ``semantic_diversity_minilm``.
+EXTRA_SEMANTIC_BASES = ("semantic_diversity", "vendi_semantic", "centrality")
+#: DARLING's default judge (docs/online.md): two samples are one class when their cosine is at least this.
+DISTINCT_K_THRESHOLD = 0.9
 REQUIRED_EMBEDDERS = ("semantic", "style")
 MODES_FILE = "modes.json"
 #: A generations line needs ``text`` and ``prompt_id`` or ``prompt``; ``sample_index`` and ``model`` are optional.
 _PROMPT_KEY_FIELDS = ("prompt_id", "prompt")
+
+
+def extra_metric_base(key: str) -> str | None:
+    """``semantic_diversity_minilm`` -> ``semantic_diversity``: the metric an extra-space key measures, else None."""
+    for base in EXTRA_SEMANTIC_BASES:
+        if key.startswith(base + "_") and not key.endswith("_ci"):
+            return base
+    return None
+
+
+def ordered_metric_keys(present) -> list[str]:
+    """The per-prompt metric keys among ``present`` in table order: the core ones (always), then the
+    optional, the newer and the extra-space ones that are there."""
+    present = set(present)
+    extra = sorted(k for k in present if extra_metric_base(k) is not None)
+    return [*METRIC_KEYS, *(k for k in [*OPTIONAL_METRIC_KEYS, *NEWER_METRIC_KEYS] if k in present), *extra]
 
 
 def _default_embedders() -> dict[str, str]:
@@ -92,6 +117,24 @@ class EvaluateConfig(StageConfig):
     gold_split: Literal["test", "train"] = Field(
         "test", description="which split of the gold folder gives the human rows (train: for tuning without the test prompts)"
     )
+    distinct_k_threshold: float = Field(
+        DISTINCT_K_THRESHOLD, ge=-1.0, le=1.0,
+        description="distinct_k: two samples are one class when their semantic cosine is at least this (DARLING's judge)",
+    )
+    extra_semantic: dict[str, str] = Field(
+        default_factory=dict,
+        description="more semantic spaces, NAME: SPEC: adds semantic_diversity_NAME, vendi_semantic_NAME (and centrality_NAME)",
+    )
+
+    @field_validator("extra_semantic")
+    @classmethod
+    def _extra_names(cls, value: dict[str, str]) -> dict[str, str]:
+        import re
+
+        for name in value:
+            if not re.fullmatch(r"[a-z0-9]+(?:_[a-z0-9]+)*", name) or name == "ci" or name.endswith("_ci"):
+                raise ValueError(f"extra_semantic name {name!r}: use lower-case letters, digits and '_' (it ends metric keys)")
+        return value
 
     @field_validator("embedders")
     @classmethod
@@ -394,6 +437,27 @@ def centrality_per_prompt(
     return values
 
 
+def distinct_k_per_prompt(groups: list[list[str]], table: dict[str, np.ndarray], threshold: float) -> np.ndarray:
+    """NoveltyBench's distinct-k per prompt: how many classes its k samples fall into under DARLING's
+    partition (divtune.rewards: cosine >= ``threshold`` is "the same", classes are the connected
+    components). k samples give 1 (all alike) to k (all distinct); identical texts are always one class."""
+    from divtune.rewards import cosine_judge, partition_classes
+
+    judge = cosine_judge(threshold)
+    values = np.full(len(groups), np.nan)
+    for i, group in enumerate(groups):
+        if group:
+            values[i] = float(len(np.unique(partition_classes(judge(np.stack([table[t] for t in group]))))))
+    return values
+
+
+def chatbot_share_per_prompt(groups: list[list[str]]) -> np.ndarray:
+    """Share of each prompt's samples that open like a chatbot reply (divtune.chatbot)."""
+    from divtune.chatbot import chatbot_share
+
+    return np.array([chatbot_share(group) for group in groups], dtype=np.float64)
+
+
 def mode_values_per_prompt(groups: list[list[str]], typical: str) -> dict[str, np.ndarray]:
     """Typical-mode share, mode entropy (bits) and modes seen, per prompt (divtune.modes)."""
     from divtune.modes import MODES, opening_mode
@@ -410,10 +474,13 @@ def system_per_prompt(
     show_progress: bool = True,
     pools: dict[str, list[str]] | None = None,
     typical_mode: str | None = None,
+    extra_semantic: dict[str, dict[str, np.ndarray]] | None = None,
+    distinct_k_threshold: float = DISTINCT_K_THRESHOLD,
 ) -> tuple[list[str], dict[str, np.ndarray]]:
     """Per-prompt values of every metric for one system (prompts in sorted order).
 
-    ``pools`` (prompt → its human responses) adds ``centrality``; ``typical_mode`` adds the mode metrics.
+    ``pools`` (prompt → its human responses) adds ``centrality``; ``typical_mode`` adds the mode metrics;
+    ``extra_semantic`` (name → text → vector) adds the semantic metrics in each further space.
     """
     prompt_keys = sorted(system.texts)
     groups = [system.texts[k] for k in prompt_keys]
@@ -424,6 +491,13 @@ def system_per_prompt(
         values.update(mode_values_per_prompt(groups, typical_mode))
     values["semantic_diversity"], values["vendi_semantic"] = per_prompt_embedding_metrics(groups, semantic, vendi=True)
     values["style_diversity"], _ = per_prompt_embedding_metrics(groups, style)
+    values["distinct_k"] = distinct_k_per_prompt(groups, semantic, distinct_k_threshold)
+    values["chatbot_share"] = chatbot_share_per_prompt(groups)
+    for name, table in (extra_semantic or {}).items():
+        values[f"semantic_diversity_{name}"], values[f"vendi_semantic_{name}"] = per_prompt_embedding_metrics(
+            groups, table, vendi=True)
+        if pools is not None:
+            values[f"centrality_{name}"] = centrality_per_prompt(system, prompt_keys, pools, table)
     # String metrics are per prompt (self-BLEU dominates the evaluation time on long stories).
     lexical = [lexical_metrics(g) for g in tqdm(groups, desc=f"text metrics {system.name}", unit="prompt", disable=not show_progress)]
     for key in LEXICAL_KEYS:
@@ -449,7 +523,7 @@ def _json_number(value: float) -> float | None:
 def aggregate(values: dict[str, np.ndarray], has_quality: bool, n_boot: int, seed: int) -> dict[str, Any]:
     """Mean over prompts (ignoring undefined ones) and a bootstrap interval for every metric."""
     row: dict[str, Any] = {}
-    for key in [*METRIC_KEYS, *(k for k in OPTIONAL_METRIC_KEYS if k in values)]:
+    for key in ordered_metric_keys(values):
         per_prompt = values[key]
         if key in ("quality", "effective_semantic_diversity") and not has_quality:
             row[key], row[f"{key}_ci"] = None, None
@@ -553,13 +627,19 @@ def run_evaluate(cfg: EvaluateConfig, overwrite: bool = False) -> dict[str, Any]
         style = semantic
     else:
         style = embed_unique(all_texts, cfg.embedders["style"], cfg.embed_cache_dir, cfg.embed_batch_size)
+    extra_semantic = {
+        name: semantic if spec == cfg.embedders["semantic"] else embed_unique(
+            all_texts, spec, cfg.embed_cache_dir, cfg.embed_batch_size)
+        for name, spec in cfg.extra_semantic.items()
+    }
 
     results: dict[str, Any] = {}
     per_prompt_rows: list[dict[str, Any]] = []
     for system in systems:
         log.info("metrics for %s (%d prompts)", system.name, len(system.texts))
         prompt_keys, values = system_per_prompt(
-            system, semantic, style, threshold, pools=pools, typical_mode=typical_mode
+            system, semantic, style, threshold, pools=pools, typical_mode=typical_mode,
+            extra_semantic=extra_semantic, distinct_k_threshold=cfg.distinct_k_threshold,
         )
         has_quality = system.has_quality() and threshold is not None
         row = aggregate(values, has_quality, cfg.bootstrap, cfg.seed)
@@ -568,7 +648,7 @@ def run_evaluate(cfg: EvaluateConfig, overwrite: bool = False) -> dict[str, Any]
         results[system.name] = row
         for i, key in enumerate(prompt_keys):
             line = {"system": system.name, "prompt_id": system.original_ids[key], "n_samples": len(system.texts[key])}
-            line.update({m: _json_number(values[m][i]) for m in [*METRIC_KEYS, *OPTIONAL_METRIC_KEYS] if m in values})
+            line.update({m: _json_number(values[m][i]) for m in ordered_metric_keys(values)})
             per_prompt_rows.append(line)
 
     claim.begin()

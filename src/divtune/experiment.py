@@ -85,6 +85,10 @@ class ExperimentConfig(StageConfig):
     evaluate: dict[str, Any] = Field(default_factory=dict)
     #: System the report's paired differences are taken against.
     baseline: Optional[str] = "dpo"
+    #: Difference-of-differences contrasts for the report: name → {system, baseline, system_control,
+    #: baseline_control} (system names; with several seeds their runs are paired by seed), e.g. the
+    #: b × method interaction. Written to the report's interactions.json (divtune.report).
+    interactions: dict[str, dict[str, str]] = Field(default_factory=dict)
     #: Stages run at once, each in its own process with cores/jobs threads (``--jobs``).
     jobs: int = Field(1, ge=1)
 
@@ -290,6 +294,23 @@ def report_comparisons(cfg: ExperimentConfig) -> tuple[dict[str, str] | None, di
     return comparisons, (groups or None)
 
 
+def report_interactions(cfg: ExperimentConfig) -> dict[str, dict[str, str]]:
+    """The experiment's ``interactions`` as the report takes them; refuses unknown systems and incomplete terms."""
+    from divtune.report import INTERACTION_TERMS
+
+    by_name = {s.name: s for s in cfg.systems}
+    out: dict[str, dict[str, str]] = {}
+    for name, terms in cfg.interactions.items():
+        if not isinstance(terms, dict) or sorted(terms) != sorted(INTERACTION_TERMS):
+            raise ValueError(f"interaction {name!r}: give exactly {', '.join(INTERACTION_TERMS)}")
+        unknown = [v for v in terms.values() if v not in by_name]
+        if unknown:
+            raise ValueError(f"interaction {name!r}: {unknown[0]!r} is not one of the systems {sorted(by_name)}")
+        # One seed: the run is called by the system's name; several: the pooled system is.
+        out[name] = {t: terms[t] for t in INTERACTION_TERMS}
+    return out
+
+
 def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
     """The experiment as an ordered list of stages, plus the paths of its key outputs."""
     from divtune.diagnostics import run_diagnostics
@@ -443,20 +464,24 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
     report_dir = root / "report"
     baseline = cfg.baseline
     comparisons, seed_groups = report_comparisons(cfg)
+    interactions = report_interactions(cfg)
+    report_config = {
+        "eval": str(eval_dir),
+        "baseline": baseline,
+        "comparisons": comparisons,
+        "seed_groups": seed_groups,
+        "after": ecfg.to_dict(),
+    }
+    if interactions:  # only when set: the reports of experiments without them keep their fingerprints
+        report_config["interactions"] = interactions
     stages.append(
         Stage(
             "report",
             report_dir,
-            {
-                "eval": str(eval_dir),
-                "baseline": baseline,
-                "comparisons": comparisons,
-                "seed_groups": seed_groups,
-                "after": ecfg.to_dict(),
-            },
+            report_config,
             lambda: run_report(
                 [eval_dir], report_dir, baseline=baseline, comparisons=comparisons, seed_groups=seed_groups,
-                overwrite=True,
+                overwrite=True, interactions=interactions or None,
             ),
             after=("evaluate",),
         )

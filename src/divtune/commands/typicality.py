@@ -25,11 +25,11 @@ def register(app: typer.Typer) -> None:
         ),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (pools.jsonl, summary.json)."),
         term: Optional[str] = typer.Option(
-            None, "--term", help="Typicality term: semantic (pool centrality, default) or mode (typical surface mode)."
+            None, "--term", help="Typicality term: semantic (pool centrality, default), mode (typical surface mode) or lexical (TF-IDF centrality)."
         ),
         strength: Optional[float] = typer.Option(None, "--strength", "-b", help="b in score = quality + b * typicality (default 0)."),
         opening_words: Optional[int] = typer.Option(None, "--opening-words", help="Cut every story to its first N words."),
-        embedder: Optional[str] = typer.Option(None, "--embedder", help="Semantic term's embedder (default minilm)."),
+        embedder: Optional[str] = typer.Option(None, "--embedder", help="Semantic term's embedder: minilm (default), mpnet, a folder or hub id."),
         seed: Optional[int] = typer.Option(None, "--seed", help="The seed prepare will use (for the flip report; default 0)."),
         gap: Optional[float] = typer.Option(None, "--gap", help="The gap prepare will use, in score units (default 0.1)."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file with any of these settings."),

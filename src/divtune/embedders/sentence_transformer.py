@@ -1,4 +1,4 @@
-"""Sentence-transformers models (a local folder, the shipped ``minilm``, or a hub id)."""
+"""Sentence-transformers models (a local folder, the shipped ``minilm``, the installable ``mpnet``, or a hub id)."""
 
 from __future__ import annotations
 
@@ -19,11 +19,21 @@ class SentenceTransformerEmbedder(Embedder):
 
         check_model_spec(spec, "embedder", EMBEDDER_ALIASES)
         self.spec = spec
-        self.source = resolve_model_source(spec)
-        # The shipped alias keeps one cache key wherever the package is installed.
-        self.name = f"st:{spec}" if spec == "minilm" else f"st:{self.source}"
+        # ``mpnet`` is unpacked from its parts on first use, so only when the model is loaded:
+        # an embedder whose texts are all cached never needs the folder.
+        self._source = None if spec == "mpnet" else resolve_model_source(spec)
+        # An alias keeps one cache key wherever its package (or assembled folder) lives.
+        self.name = f"st:{spec}" if spec in ("minilm", "mpnet") else f"st:{self.source}"
         self._device = device
         self._model = None
+
+    @property
+    def source(self) -> str:
+        if self._source is None:
+            from divtune.models import resolve_model_source
+
+            self._source = resolve_model_source(self.spec)
+        return self._source
 
     @property
     def model(self):
