@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -195,6 +196,8 @@ class DeviationDPOTrainer(GlobalCountsMixin, DPOTrainer):
         check_weight_column(args.weight_column, train_dataset, eval_dataset)
         #: What the reference cache did, per dataset name: {"key", "hit", "path"} (written beside the run).
         self.ref_cache_record: dict[str, dict[str, Any]] = {}
+        #: The reference model's part of the cache key, computed once (on the main process).
+        self._ref_identity: str | None = None
         #: train/prefix_cache.py's PrefixCacheSettings (None: not asked for); filled with the reference pass.
         self.prefix_cache_settings = None
         #: (backbone, first adapted layer, PrefixStore) while the frozen-prefix cache is in use, else None.
@@ -231,41 +234,103 @@ class DeviationDPOTrainer(GlobalCountsMixin, DPOTrainer):
         return dataset
 
     def _cached_ref_logps(self, dataset, name: str, batch_size: int):
-        """TRL's reference pass, read from / written to divtune's on-disk cache (train/ref_cache.py)."""
-        if self.args.ref_cache_dir is None:
-            return super()._precompute_ref_logps(dataset, name, batch_size)
-        from pathlib import Path
+        """The reference log-probs as two columns: from divtune's on-disk cache (train/ref_cache.py) or computed.
+
+        Several processes: the main process alone computes the key, reads the cache and decides hit or miss;
+        the decision and, on a hit, the numbers are broadcast, so every rank takes the same path even if the
+        cache folder is not shared between machines. On a miss every rank joins the reference pass and the
+        main process writes the file (atomically).
+        """
+        from accelerate.utils import broadcast_object_list
 
         from divtune.train import ref_cache
 
-        model_dtype = str(next(self.model.parameters()).dtype)
-        key = ref_cache.cache_key(
-            ref_cache.weights_digest(ref_cache.reference_tensors(self.model, self.ref_model)),
+        if self.args.ref_cache_dir is None:
+            return self._with_ref_logps(dataset, *self._reference_pass(dataset, batch_size))
+        found: list[Any] = [None]
+        if self.accelerator.is_main_process:
+            key = self._ref_cache_key(dataset, batch_size)
+            path = Path(self.args.ref_cache_dir) / f"{key}.safetensors"
+            logps = ref_cache.load(path) if path.is_file() else None
+            if logps is not None and len(logps[0]) != len(dataset):
+                logps = None
+            found = [{"key": key, "path": str(path), "logps": logps}]
+        found = broadcast_object_list(found, from_process=0)[0]
+        logps = found.pop("logps")
+        self.ref_cache_record[name] = {**found, "hit": logps is not None}
+        if logps is None:
+            logps = self._reference_pass(dataset, batch_size)
+            if self.accelerator.is_main_process:
+                ref_cache.save(Path(found["path"]), *logps, {"pairs": str(len(dataset)), "dataset": name})
+        return self._with_ref_logps(dataset, *logps)
+
+    def _ref_cache_key(self, dataset, batch_size: int) -> str:
+        """The cache file name of ``dataset``'s reference log-probs (main process only: it may hash weights)."""
+        from divtune.train import prefix_cache, ref_cache
+
+        if self._ref_identity is None:
+            reference = self.ref_model or self.model
+            if self.args.ref_cache_model_id is not None:
+                config = self.accelerator.unwrap_model(reference).config
+                self._ref_identity = ref_cache.hashed_key(
+                    {"model": self.args.ref_cache_model_id, "config": prefix_cache.config_digest(config)}
+                )
+            else:
+                # Fallback for callers that do not name the model: hash the reference parameters. Not ZeRO-3
+                # safe: under ZeRO-3 each rank holds empty shards, so different models could share a key.
+                self._ref_identity = ref_cache.weights_digest(ref_cache.reference_tensors(self.model, self.ref_model))
+        return ref_cache.cache_key(
+            self._ref_identity,
             ref_cache.dataset_digest({column: list(dataset[column]) for column in ref_cache.TOKEN_COLUMNS}),
             self.args.max_length,
             self.args.truncation_mode,
             batch_size,
-            {**ref_cache.library_versions(), "bf16": self.args.bf16, "fp16": self.args.fp16, "dtype": model_dtype},
+            {
+                **ref_cache.library_versions(), "bf16": self.args.bf16, "fp16": self.args.fp16,
+                "dtype": str(next(self.model.parameters()).dtype),
+            },
         )
-        path = Path(self.args.ref_cache_dir) / f"{key}.safetensors"
-        if path.is_file():
-            chosen, rejected = ref_cache.load(path)
-            if len(chosen) == len(dataset):
-                self.ref_cache_record[name] = {"key": key, "hit": True, "path": str(path)}
-                return dataset.add_column(ref_cache.CHOSEN, chosen.tolist()).add_column(
-                    ref_cache.REJECTED, rejected.tolist()
-                )
-        dataset = super()._precompute_ref_logps(dataset, name, batch_size)
-        if self.accelerator.is_main_process:
-            ref_cache.save(
-                path,
-                torch.tensor(list(dataset[ref_cache.CHOSEN]), dtype=torch.float32),
-                torch.tensor(list(dataset[ref_cache.REJECTED]), dtype=torch.float32),
-                {"pairs": str(len(dataset)), "dataset": name},
-            )
-        self.accelerator.wait_for_everyone()
-        self.ref_cache_record[name] = {"key": key, "hit": False, "path": str(path)}
-        return dataset
+
+    def _reference_pass(self, dataset, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reference log-probs (chosen, rejected; float32, CPU) of every row of ``dataset``, on every process.
+
+        TRL's own pass (``DPOTrainer._precompute_ref_logps``) hands its result over through a datasets cache
+        file that the main process writes and every rank opens. An in-memory dataset (the CLI's
+        ``Dataset.from_list``) has no cache folder, so that file lands in a temporary folder of the main
+        process that the other ranks cannot open, and a second process crashes. The result is two floats per
+        pair, so here each process computes its share of the batches, they are gathered in memory (in dataset
+        order, accelerate's padding of the last batch dropped) and added as columns: no file, no shared disk.
+        Across runs divtune's own cache (``ref_cache_dir``) keeps them.
+        """
+        from torch.utils.data import DataLoader
+
+        loader = self.accelerator.prepare(DataLoader(
+            dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False,
+            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory,
+        ))
+        model = self.ref_model or self.model
+        if self.ref_model is None and self.is_deepspeed_enabled:
+            # As TRL: DeepSpeed has not placed (ZeRO-1/2) or gathered (ZeRO-3) the parameters yet; one inference
+            # engine serves every pass.
+            from trl.models import prepare_deepspeed
+
+            if self._precompute_engine is None:
+                self._precompute_engine = prepare_deepspeed(self.model, self.accelerator)
+            model = self._precompute_engine
+        chosen, rejected = [], []
+        for batch in loader:
+            logps = self.accelerator.gather_for_metrics(self.compute_ref_log_probs(model, batch))
+            chosen.append(logps[0].detach().float().cpu())
+            rejected.append(logps[1].detach().float().cpu())
+        return torch.cat(chosen), torch.cat(rejected)
+
+    @staticmethod
+    def _with_ref_logps(dataset, chosen: torch.Tensor, rejected: torch.Tensor):
+        from divtune.train.ref_cache import CHOSEN, REJECTED
+
+        if len(chosen) != len(dataset):
+            raise RuntimeError(f"reference pass gave {len(chosen)} log-probs for {len(dataset)} pairs")
+        return dataset.add_column(CHOSEN, chosen.tolist()).add_column(REJECTED, rejected.tolist())
 
     def _prefix_cache_refusal(self) -> str | None:
         from divtune.train import prefix_cache
@@ -290,8 +355,6 @@ class DeviationDPOTrainer(GlobalCountsMixin, DPOTrainer):
         settings = self.prefix_cache_settings
         if settings is None or settings.off is not None:
             return
-        from pathlib import Path
-
         from divtune.train import prefix_cache, ref_cache
 
         if self._prefix is None:
