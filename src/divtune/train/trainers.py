@@ -13,6 +13,13 @@ contributions) / global count``; the Trainer does not divide by the
 accumulation steps (``loss_is_scaled_for_ga = True``) and DDP / DeepSpeed /
 FSDP average gradients over processes, so the gradient of a step is exactly
 ``sum over the global batch / global count`` however the batch is split.
+
+Uneven last batch: under several processes accelerate (``even_batches``, its
+default) fills the last batch of an epoch on some ranks with pairs from the
+start of the epoch, so every rank gets a batch of the same size. Those repeats
+are marked (:meth:`GlobalCountsMixin._mark_repeats`) and left out of the loss
+and the counts, so the last step equals a one-process step over the pairs
+really left. Logged metrics (rewards, weights) still see the batch as collated.
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ from trl.experimental.utils import DPODataCollatorWithPadding  # noqa: E402
 
 #: The batch key the collators put the weights under, whatever the dataset column is called.
 WEIGHT = "weight"
+#: Batch key of a bool tensor, one per pair, False for a pair accelerate repeated to fill the last batch
+#: (set only on such a batch; see GlobalCountsMixin._mark_repeats).
+REAL = "divtune_real_pairs"
 logger = logging.getLogger(__name__)
 
 
@@ -110,11 +120,53 @@ class GlobalCountsMixin:
     loss_is_scaled_for_ga = True
 
     def _local_counts(self, batch: dict[str, Any]) -> list[float]:
-        """[pairs, NLL tokens, weight sum] of one micro-batch."""
+        """[pairs, NLL tokens, weight sum] of one micro-batch, without the pairs marked as repeats."""
         raise NotImplementedError
+
+    def _batch_pairs(self, batch: dict[str, Any]) -> int:
+        """How many pairs a collated micro-batch holds."""
+        raise NotImplementedError
+
+    def _real_pairs(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """Which pairs of the batch just fetched are not repeats (None: all of them).
+
+        Under several processes with ``even_batches`` (accelerate's default) and no ``drop_last``, the last
+        round of batches (one per rank) holds ``remainder = len(dataset) % (batch size x processes)`` real
+        pairs: the first ``remainder`` in rank order (rank 0's batch, then rank 1's, ...), each rank's real
+        pairs first and the repeats from the start of the epoch after them (accelerate's
+        ``BatchSamplerShard``; ``gather_for_metrics`` keeps the same first ``remainder``). The active loader
+        flags its last batch when it yields it.
+        """
+        accelerator = self.accelerator
+        state = accelerator.gradient_state
+        if accelerator.num_processes == 1 or not accelerator.even_batches or not state.end_of_dataloader:
+            return None
+        if state.remainder <= 0:
+            return None  # every batch was full (or the loader drops the last one)
+        size = self._batch_pairs(batch)
+        real = min(max(state.remainder - accelerator.process_index * size, 0), size)
+        return torch.arange(size) < real if real < size else None
+
+    def _mark_repeats(self, batch: dict[str, Any]) -> None:
+        """Put the mask of real pairs in ``batch[REAL]`` when some pairs of the batch are repeats."""
+        real = self._real_pairs(batch)
+        if real is not None:
+            batch[REAL] = real
+
+    def _batch_real_pairs(self, batch: dict[str, Any], training: bool) -> torch.Tensor | None:
+        """Pop the mask of real pairs: marked by get_batch_samples in training, looked up for an eval batch.
+
+        Evaluation normalises each batch on its own process and the Trainer keeps ``remainder`` copies of
+        the per-rank losses, so a rank's loss over its real pairs only makes the eval loss exact too.
+        """
+        real = batch.pop(REAL, None)
+        return real if training else self._real_pairs(batch)
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if batch_samples:
+            # Only the last micro-batch of a step can be the epoch's last: the loader flags it when it is fetched.
+            self._mark_repeats(batch_samples[-1])
         totals = [0.0, 0.0, 0.0]
         for batch in batch_samples:
             for index, value in enumerate(self._local_counts(batch)):
@@ -128,6 +180,8 @@ class GlobalCountsMixin:
         """(pairs, NLL tokens, mean weight, scale): global counts in training, local ones otherwise."""
         if num_items_in_batch is None or not torch.is_tensor(num_items_in_batch) or num_items_in_batch.numel() != 3:
             pairs, tokens, weight_sum = local
+            # A batch of repeats only (a rank's last eval batch) has no pairs: loss 0, and the Trainer drops it.
+            pairs, tokens = max(pairs, 1), max(tokens, 1)
             return pairs, tokens, weight_sum / pairs, 1.0
         pairs, tokens, weight_sum = (num_items_in_batch[i].float() for i in range(3))
         # DDP averages gradients over processes; multiplying by the world size
@@ -418,9 +472,13 @@ class DeviationDPOTrainer(GlobalCountsMixin, DPOTrainer):
         self.prefix_cache_record["forward_passes"]["full" if embeds is None else "from_cache"] += 1
         return embeds
 
+    def _batch_pairs(self, batch):
+        return batch["input_ids"].shape[0] // 2  # rows are [chosen..., rejected...]
+
     def _local_counts(self, batch):
-        pairs = batch["input_ids"].shape[0] // 2  # rows are [chosen..., rejected...]
-        return [pairs, 0.0, float(batch[WEIGHT].sum())]
+        real = batch.get(REAL)
+        weights = batch[WEIGHT] if real is None else batch[WEIGHT][real.to(batch[WEIGHT].device)]
+        return [weights.numel(), 0.0, float(weights.sum())]
 
     def _sequence_logps(self, model, inputs) -> torch.Tensor:
         """Summed completion log-probs of every row, through TRL's fused LM head."""
@@ -459,13 +517,16 @@ class DeviationDPOTrainer(GlobalCountsMixin, DPOTrainer):
         inputs = dict(inputs)
         weights = inputs.pop(WEIGHT)
         mode = "train" if self.model.training else "eval"
+        real = self._batch_real_pairs(inputs, training=num_items_in_batch is not None)
         chosen_logps, rejected_logps = self._sequence_logps(model, inputs).chunk(2, dim=0)
         ref_chosen_logps, ref_rejected_logps = self._reference_logps(inputs)
-        pairs, _, _, scale = self._normalisers(num_items_in_batch, [weights.numel(), 0.0, weights.sum()])
-        loss = scale * losses.ddpo_loss(
-            chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, weights, self.beta, pairs
-        )
         self._record(mode, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, weights)
+        per_pair = (chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, weights)
+        if real is not None:  # repeats that fill the last batch: forward run (every rank), left out of the loss
+            per_pair = tuple(t[real.to(t.device)] for t in per_pair)
+        weights = per_pair[-1]
+        pairs, _, _, scale = self._normalisers(num_items_in_batch, [weights.numel(), 0.0, weights.sum()])
+        loss = scale * losses.ddpo_loss(*per_pair[:4], weights, self.beta, pairs)
         if return_outputs:
             return loss, {}
         return loss
@@ -526,11 +587,17 @@ class DeviationORPOTrainer(GlobalCountsMixin, ORPOTrainer):
     def _nll_mask(self, attention_mask: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
         return attention_mask if self.args.nll_tokens == "full" else completion_mask
 
+    def _batch_pairs(self, batch):
+        return batch["chosen_input_ids"].shape[0]
+
     def _local_counts(self, batch):
-        pairs = batch["chosen_input_ids"].shape[0]
         completion = batch["chosen_labels"][:, 1:] != -100
         nll = self._nll_mask(batch["chosen_attention_mask"][:, 1:].bool(), completion)
-        return [pairs, float(nll.sum()), float(batch[WEIGHT].sum())]
+        weights = batch[WEIGHT]
+        real = batch.get(REAL)
+        if real is not None:
+            nll, weights = nll[real.to(nll.device)], weights[real.to(weights.device)]
+        return [weights.numel(), float(nll.sum()), float(weights.sum())]
 
     def _forward_logps(self, model, batch):
         """One forward over [chosen; rejected]: mean completion log-probs and chosen NLL sums/counts."""
@@ -551,7 +618,13 @@ class DeviationORPOTrainer(GlobalCountsMixin, ORPOTrainer):
     def _weighted_loss(self, model, batch, num_items_in_batch, train_eval):
         batch = dict(batch)
         weights = batch.pop(WEIGHT)
+        real = self._batch_real_pairs(batch, training=num_items_in_batch is not None)
         chosen_logps, rejected_logps, nll_sums, nll_counts = self._forward_logps(model, batch)
+        metrics = self._orpo_metrics(chosen_logps, rejected_logps, nll_sums, nll_counts, weights, train_eval)
+        per_pair = (chosen_logps, rejected_logps, nll_sums, nll_counts, weights)
+        if real is not None:  # repeats that fill the last batch: forward run (every rank), left out of the loss
+            per_pair = tuple(t[real.to(t.device)] for t in per_pair)
+        chosen_logps, rejected_logps, nll_sums, nll_counts, weights = per_pair
         local = [weights.numel(), nll_counts.sum(), weights.sum()]
         pairs, tokens, mean_weight, scale = self._normalisers(num_items_in_batch, local)
         loss = scale * losses.dorpo_loss(
@@ -559,7 +632,6 @@ class DeviationORPOTrainer(GlobalCountsMixin, ORPOTrainer):
             orpo_lambda=self.beta, mode=self.args.dorpo_mode,
             num_pairs=pairs, num_nll_tokens=tokens, mean_weight=mean_weight,
         )
-        metrics = self._orpo_metrics(chosen_logps, rejected_logps, nll_sums, nll_counts, weights, train_eval)
         return loss, metrics
 
     def _orpo_metrics(self, chosen_logps, rejected_logps, nll_sums, nll_counts, weights, train_eval):
