@@ -2,8 +2,10 @@
 
 DPO, DDPO and their seeds all compare the policy with the same base model on
 the same pairs. Their reference log-probs are therefore one computation: it is
-done once (TRL's ``precompute_ref_log_probs`` pass), stored as safetensors
-under ``<cache>/ref_logps/<key>.safetensors`` and read back by every later run.
+done once (the ``precompute_ref_log_probs`` pass, spread over the processes
+of a multi-process run), stored as safetensors under
+``<cache>/ref_logps/<key>.safetensors`` by the main process and read back by
+every later run (the main process reads it and broadcasts the numbers).
 
 The key covers everything the numbers depend on:
 

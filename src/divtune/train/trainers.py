@@ -440,6 +440,8 @@ class DeviationDPOTrainer(GlobalCountsMixin, DPOTrainer):
             },
         )
         path = Path(settings.cache_dir) / f"{key}.safetensors"
+        # One process only (several are refused above, before any key or weight digest), so this
+        # hit-or-miss decision and the weight digest of the key need no broadcast and see whole tensors.
         hit = path.is_file()
         if hit:
             cached_rows, hidden = prefix_cache.load(path)
