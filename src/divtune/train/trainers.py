@@ -18,8 +18,9 @@ Uneven last batch: under several processes accelerate (``even_batches``, its
 default) fills the last batch of an epoch on some ranks with pairs from the
 start of the epoch, so every rank gets a batch of the same size. Those repeats
 are marked (:meth:`GlobalCountsMixin._mark_repeats`) and left out of the loss
-and the counts, so the last step equals a one-process step over the pairs
-really left. Logged metrics (rewards, weights) still see the batch as collated.
+and the counts (and from the eval loss), so the last step equals a
+one-process step over the pairs really left. Logged metrics go through
+accelerate's ``gather_for_metrics`` as before (docs/train.md, "Uneven last batch").
 """
 
 from __future__ import annotations
