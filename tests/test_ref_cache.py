@@ -133,3 +133,79 @@ def test_probes_log_train_and_heldout_accuracy_margin_and_logprob_change(tiny_lm
     assert end["eval_train_probe_rewards/margins"] > 0  # the probe pairs were trained on
     records = json.loads((output / "ref_logps.json").read_text())
     assert set(records) == {"train", "train_probe", "heldout"}
+
+
+# The reference's identity: the files it was loaded from ---------------------------------
+
+
+def test_model_identity_follows_the_weight_files_not_the_folder_or_the_tokenizer(tiny_lm_dir, tmp_path):
+    import shutil
+
+    from peft import LoraConfig, get_peft_model
+
+    from divtune.models import load_causal_lm
+
+    base = ref_cache.model_identity(str(tiny_lm_dir))
+    assert base is not None
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_lm_dir, copy)
+    assert ref_cache.model_identity(str(copy)) == base  # a copy elsewhere is the same model
+    (copy / "tokenizer.json").write_text((copy / "tokenizer.json").read_text().replace("<|pad|>", "<|pad2|>"))
+    assert ref_cache.model_identity(str(copy)) == base  # token ids are in the key on their own
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    changed = ref_cache.model_identity(str(copy))
+    assert changed is not None and changed != base
+
+    # An adapter: its own files and its base's.
+    model = load_causal_lm(str(tiny_lm_dir), device="cpu")
+    torch.manual_seed(0)
+    peft = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    peft.save_pretrained(tmp_path / "adapter")
+    adapter = ref_cache.model_identity(str(tmp_path / "adapter"))
+    assert adapter["base"] == base and adapter["files"] != base["files"]
+
+    # A Hugging Face cache blob is named by its hash: that name is used, the file is not read.
+    blobs = tmp_path / "hub" / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / "0123abcd").write_bytes(b"weights")
+    (tmp_path / "hub" / "link.safetensors").symlink_to(blobs / "0123abcd")
+    assert ref_cache.file_hash(tmp_path / "hub" / "link.safetensors") == "0123abcd"
+    # A folder without weight files cannot be told apart from another: no identity (the trainer hashes weights).
+    (tmp_path / "no_weights").mkdir()
+    (tmp_path / "no_weights" / "config.json").write_text("{}")
+    assert ref_cache.model_identity(str(tmp_path / "no_weights")) is None
+
+
+def _library_trainer(tmp_path, cache, model_id):
+    from datasets import Dataset
+    from peft import LoraConfig
+
+    from conftest import build_tiny_llama, build_tiny_tokenizer
+    from divtune import DeviationDPOConfig, DeviationDPOTrainer
+
+    rows = make_pairs(4, seed=3)
+    tokenizer = build_tiny_tokenizer()
+    args = DeviationDPOConfig(
+        str(tmp_path / "out"), max_steps=1, per_device_train_batch_size=2, report_to=[], save_strategy="no",
+        disable_tqdm=True, max_length=64, precompute_ref_log_probs=True, ref_cache_dir=str(cache),
+        ref_cache_model_id=model_id, weight_column=None,
+    )
+    dataset = Dataset.from_dict({key: [row[key] for row in rows] for key in ("prompt", "chosen", "rejected")})
+    trainer = DeviationDPOTrainer(
+        model=build_tiny_llama(tokenizer, seed=0), args=args, train_dataset=dataset, processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
+    return trainer.ref_cache_record["train"]
+
+
+def test_the_trainer_keys_the_cache_by_ref_cache_model_id_or_else_by_the_weights(tmp_path):
+    cache = tmp_path / "cache"
+    by_weights = [_library_trainer(tmp_path, cache, None) for _ in range(2)]
+    assert [r["hit"] for r in by_weights] == [False, True]
+    named = [_library_trainer(tmp_path, cache, model_id) for model_id in ("model-a", "model-a", "model-b")]
+    assert [r["hit"] for r in named] == [False, True, False]
+    keys = {r["key"] for r in by_weights + named}
+    assert len(keys) == 3  # the weights' digest, model-a, model-b

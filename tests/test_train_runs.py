@@ -48,8 +48,12 @@ def assert_same_adapter(dir_a, dir_b, rtol=1e-5):
 
 
 def subprocess_env() -> dict[str, str]:
+    import divtune
+
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")])
+    # The divtune these tests imported (this checkout's src/), not whichever one the venv has installed.
+    source = str(Path(divtune.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([source, str(TESTS_DIR), env.get("PYTHONPATH", "")])
     return env
 
 
@@ -89,34 +93,179 @@ def test_update_is_the_same_however_the_global_batch_is_split(tiny_lm_dir, split
         assert_same_adapter(outputs["8x1"], output)
 
 
+# Several processes (gloo on CPU) --------------------------------------------------
+# Each run under torchrun is compared with a one-process run of the same global batch,
+# adapters to assert_same_adapter's tolerance (1e-5 of each tensor's scale) and step losses to
+# rel 1e-5. One process x 4 accumulation steps is "2x4_accumulated" above. All multi-process
+# cases share three launches: the CLI command with precompute_ref (cache miss), then one
+# worker launch of 2 processes and one of 4, each running several SPEC.json files in turn.
+
+
+def torchrun(nproc: int, args: list[str], timeout: int = 400) -> None:
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+        "--master_port", str(free_port()), *args,
+    ]
+    done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
+def launch_worker(nproc: int, folder: Path, model: Path, specs: dict[str, tuple[str, Path, dict]]) -> dict[str, Path]:
+    """Run every spec (name: (method, data, settings)) in one torchrun launch; their output folders."""
+    spec_paths, outputs = [], {}
+    for name, (method, data, settings) in specs.items():
+        outputs[name] = folder / name
+        spec = {
+            "overrides": tiny_overrides(**settings),
+            "explicit": {"method": method, "data": str(data), "model": str(model), "output": str(outputs[name])},
+        }
+        spec_paths.append(folder / f"{name}.json")
+        spec_paths[-1].write_text(json.dumps(spec))
+    torchrun(nproc, [str(WORKER), "run", *map(str, spec_paths)])
+    for output in outputs.values():
+        assert (output / "world_size.txt").read_text().split() == [str(nproc), str(nproc), "MULTI_CPU"]
+    return outputs
+
+
+PROCS_2x2 = dict(SPLIT_STEP, per_device_train_batch_size=2, gradient_accumulation_steps=2)
+PROCS_4x1 = dict(SPLIT_STEP, per_device_train_batch_size=2, gradient_accumulation_steps=1)
+ONE_8x1 = dict(SPLIT_STEP, **SPLITS["8x1"])
+# Uneven: 7 pairs, global batch 8 (2 processes x 2 x 2 accumulation): the last micro-batch holds 3 pairs,
+# so accelerate repeats a pair on rank 1. Released-mode DORPO, 2 x 2 x 1, 2 steps: step 2 holds 3 pairs.
+# 5 pairs on 4 processes x 2: ranks hold 2, 2, 1 and 0 real pairs.
+UNEVEN_DORPO = dict(SPLIT_STEP, max_steps=2, dorpo_mode="released", per_device_train_batch_size=2,
+                    gradient_accumulation_steps=1)
+PRECOMPUTE = dict(SPLIT_STEP, max_steps=2, per_device_train_batch_size=2, gradient_accumulation_steps=1,
+                  precompute_ref="true")
+
+
+@pytest.fixture(scope="module")
+def mp_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mp_data")
+    data = {n: write_pairs(root / f"pairs{n}", make_pairs(n, seed=11)) for n in (5, 7, 8)}
+    write_pairs(root / "held", make_pairs(3, seed=9))
+    (root / "held" / "train.jsonl").rename(data[8] / "test.jsonl")
+    return data
+
+
+@pytest.fixture(scope="module")
+def mp_runs(tiny_lm_dir, mp_data, tmp_path_factory):
+    """Every multi-process run: {name: output folder}, plus the reference cache folder under "cache"."""
+    root = tmp_path_factory.mktemp("mp_runs")
+    cache = root / "ref_cache"
+    runs = {"cache": cache, "precompute_miss": root / "precompute_miss"}
+    # The command of docs/train.md, with precompute_ref and a cold reference cache.
+    sets = [arg for item in tiny_overrides(**PRECOMPUTE, ref_cache_dir=cache) for arg in ("--set", item)]
+    torchrun(2, ["-m", "divtune", "train", "--method", "ddpo", "--model", str(tiny_lm_dir), "--data",
+                 str(mp_data[8]), "--output", str(runs["precompute_miss"]), *sets])
+    runs.update(launch_worker(2, root, tiny_lm_dir, {
+        "precompute_hit": ("ddpo", mp_data[8], dict(PRECOMPUTE, ref_cache_dir=cache)),
+        "ddpo_2x2": ("ddpo", mp_data[8], PROCS_2x2),
+        "dorpo_2x2": ("dorpo", mp_data[8], PROCS_2x2),
+        "dpo_2x2": ("dpo", mp_data[8], PROCS_2x2),
+        "divpo_2x2_probes": ("divpo", mp_data[8], dict(PROCS_2x2, probe_pairs=4, probe_heldout_pairs=3)),
+        "ddpo_uneven_2x2": ("ddpo", mp_data[7], PROCS_2x2),
+        "dorpo_uneven_2x1": ("dorpo", mp_data[7], UNEVEN_DORPO),
+    }))
+    runs.update(launch_worker(4, root, tiny_lm_dir, {
+        "ddpo_4x1": ("ddpo", mp_data[8], PROCS_4x1),
+        "dorpo_4x1": ("dorpo", mp_data[8], PROCS_4x1),
+        "ddpo_uneven_4x1": ("ddpo", mp_data[5], PROCS_4x1),
+    }))
+    return runs
+
+
+@pytest.fixture(scope="module")
+def single_run(tiny_lm_dir, mp_data, tmp_path_factory):
+    """One-process runs for the comparisons, each trained once per module: single_run(method, n_pairs, **settings)."""
+    root, done = tmp_path_factory.mktemp("single_runs"), {}
+
+    def get(method: str, n_pairs: int, **settings) -> Path:
+        key = json.dumps([method, n_pairs, settings], sort_keys=True, default=str)
+        if key not in done:
+            done[key] = run(tiny_lm_dir, mp_data[n_pairs], root / f"run{len(done)}", method, **settings)
+        return done[key]
+
+    return get
+
+
+def assert_same_run(single: Path, several: Path) -> None:
+    expected = step_losses(single)
+    assert sorted(step_losses(several)) == sorted(expected)
+    for step, loss in step_losses(several).items():
+        assert loss == pytest.approx(expected[step], rel=1e-5), step
+    assert_same_adapter(single, several)
+
+
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_two_processes_under_torchrun_give_the_same_update(tiny_lm_dir, split_data, tmp_path):
-    """2 processes x 4 pairs (gloo on CPU) vs one process x 8 pairs, for DDPO and DORPO in one launch."""
-    methods = ("ddpo", "dorpo")
-    spec_paths = []
-    for method in methods:
-        spec = {
-            "overrides": tiny_overrides(**SPLIT_STEP, per_device_train_batch_size=4, gradient_accumulation_steps=1),
-            "explicit": {
-                "method": method, "data": str(split_data), "model": str(tiny_lm_dir),
-                "output": str(tmp_path / f"two_procs_{method}"),
-            },
-        }
-        spec_paths.append(tmp_path / f"spec_{method}.json")
-        spec_paths[-1].write_text(json.dumps(spec))
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-        str(WORKER), "run", *map(str, spec_paths),
-    ]
-    done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=400)
-    assert done.returncode == 0, done.stderr[-4000:]
-    for method in methods:
-        output = tmp_path / f"two_procs_{method}"
-        assert (output / "world_size.txt").read_text().split() == ["2", "2", "MULTI_CPU"]
-        single = run(tiny_lm_dir, split_data, tmp_path / f"single_{method}", method, **SPLIT_STEP, **SPLITS["8x1"])
-        assert step_losses(output)[1] == pytest.approx(step_losses(single)[1], rel=1e-5), method
-        assert_same_adapter(single, output)
+@pytest.mark.parametrize("name", ["ddpo_2x2", "dorpo_2x2", "dpo_2x2", "ddpo_4x1", "dorpo_4x1"])
+def test_several_processes_give_the_update_of_one_process(mp_runs, single_run, name):
+    """2 processes x 2 accumulation and 4 processes x 1 (2 pairs each) vs one process x 8 pairs."""
+    assert_same_run(single_run(name.split("_")[0], 8, **ONE_8x1), mp_runs[name])
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("name, n_pairs, settings", [
+    ("ddpo_uneven_2x2", 7, ONE_8x1),
+    ("dorpo_uneven_2x1", 7, dict(UNEVEN_DORPO, per_device_train_batch_size=4)),
+    ("ddpo_uneven_4x1", 5, ONE_8x1),
+])
+def test_pairs_repeated_to_fill_the_last_batch_do_not_count(mp_runs, single_run, name, n_pairs, settings):
+    """accelerate fills the last batch of every rank with pairs from the epoch's start (even_batches); the
+    trainers leave those out, so the step is the one-process step over the pairs really left."""
+    assert_same_run(single_run(name.split("_")[0], n_pairs, **settings), mp_runs[name])
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_precompute_ref_under_torchrun_misses_then_hits_the_cache(tiny_lm_dir, mp_data, mp_runs, tmp_path):
+    from safetensors.torch import load_file
+
+    miss, hit = mp_runs["precompute_miss"], mp_runs["precompute_hit"]
+    records = [json.loads((output / "ref_logps.json").read_text())["train"] for output in (miss, hit)]
+    assert [r["hit"] for r in records] == [False, True] and records[0]["key"] == records[1]["key"]
+    assert [p.name for p in mp_runs["cache"].iterdir()] == [f"{records[0]['key']}.safetensors"]
+    assert step_losses(hit) == step_losses(miss)  # the numbers the miss computed, bit for bit
+    assert load_adapter_tensors(hit).keys() == load_adapter_tensors(miss).keys()
+    for name, tensor in load_adapter_tensors(hit).items():
+        assert torch.equal(tensor, load_adapter_tensors(miss)[name]), name
+
+    # One process, same global batch (4) and reference batch size (2), its own cache: the same key
+    # (the key names the model's files, not the process count) and the same log-probs.
+    cache = tmp_path / "cache"
+    single = run(tiny_lm_dir, mp_data[8], tmp_path / "single", "ddpo", ref_cache_dir=cache, precompute_ref_batch_size=2,
+                 **dict(PRECOMPUTE, per_device_train_batch_size=4))
+    record = json.loads((single / "ref_logps.json").read_text())["train"]
+    assert record["hit"] is False and record["key"] == records[0]["key"]
+    several_logps = load_file(str(mp_runs["cache"] / f"{record['key']}.safetensors"))
+    for column, values in load_file(record["path"]).items():
+        torch.testing.assert_close(several_logps[column], values, rtol=1e-6, atol=1e-5)
+    assert_same_run(single, miss)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_probes_under_several_processes(tiny_lm_dir, mp_data, mp_runs, tmp_path):
+    """DivPO with probes (4 train pairs, 3 held-out), 2 x 2 vs one process x 8."""
+    several = mp_runs["divpo_2x2_probes"]
+    single = run(tiny_lm_dir, mp_data[8], tmp_path / "single", "divpo", probe_pairs=4, probe_heldout_pairs=3,
+                 **ONE_8x1)
+    assert_same_run(single, several)
+    logged = []
+    for output in (single, several):
+        evals: dict[int, dict] = {}
+        for line in read_metrics(output):
+            evals.setdefault(line["step"], {}).update({k: v for k, v in line.items() if k.startswith("eval_")})
+        logged.append({step: values for step, values in evals.items() if values})
+    assert sorted(logged[0]) == sorted(logged[1]) == [0, 1]
+    for step in (0, 1):
+        for probe in ("train_probe", "heldout"):
+            # The 3 held-out pairs leave rank 1 one real pair and one repeat: the loss leaves it out too.
+            for metric in ("loss", "rewards/margins", "rewards/accuracies", "logps/change", "logps/chosen"):
+                key = f"eval_{probe}_{metric}"
+                assert logged[1][step][key] == pytest.approx(logged[0][step][key], rel=1e-5, abs=1e-6), (step, key)
 
 
 # Every method learns -----------------------------------------------------------

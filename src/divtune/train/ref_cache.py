@@ -2,15 +2,23 @@
 
 DPO, DDPO and their seeds all compare the policy with the same base model on
 the same pairs. Their reference log-probs are therefore one computation: it is
-done once (TRL's ``precompute_ref_log_probs`` pass), stored as safetensors
-under ``<cache>/ref_logps/<key>.safetensors`` and read back by every later run.
+done once (the ``precompute_ref_log_probs`` pass, spread over the processes
+of a multi-process run), stored as safetensors under
+``<cache>/ref_logps/<key>.safetensors`` by the main process and read back by
+every later run (the main process reads it and broadcasts the numbers).
 
 The key covers everything the numbers depend on:
 
-- the reference weights: the frozen parameters only, so the randomly
-  initialised LoRA adapter being trained (which differs per seed) does not
-  split the cache, while a different base model, or an SFT adapter used as the
-  reference, does;
+- the reference model: its identity, :func:`model_identity` (hashes of the
+  weight and config files of the model folder, or of the Hub snapshot, and of
+  an ``init`` adapter's folder and its base), given by the caller that loaded
+  it (the CLI runner) as ``DeviationDPOConfig.ref_cache_model_id``, plus its
+  config (attention implementation, quantisation). So the randomly initialised
+  LoRA adapter being trained (which differs per seed) does not split the cache,
+  while a different base model, or an SFT adapter used as the reference, does.
+  Without an identity the trainer hashes the reference parameters instead
+  (:func:`weights_digest` of :func:`reference_tensors`), which is not ZeRO-3
+  safe: sharded parameters are empty on every rank;
 - the pairs exactly as the model sees them: the token ids TRL produced
   (prompt, chosen, rejected), hence the chat template and the tokenizer;
 - the collator's cut (``max_length``, ``truncation_mode``) and the batch size
@@ -64,6 +72,71 @@ def reference_tensors(model, ref_model=None) -> list[tuple[str, Any]]:
         return list(model.state_dict().items())
     buffers = list(model.named_buffers())
     return frozen + buffers
+
+
+#: Files of a model folder its weights and architecture come from. Tokenizer files are left
+#: out: the key holds the token ids themselves.
+MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".py")
+MODEL_FILE_NAMES = ("config.json", "adapter_config.json")
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_hash(path: Path) -> str:
+    """A file's content hash: a Hugging Face cache blob's own name (it is the hash), else sha256, memoised."""
+    real = Path(path).resolve()
+    if real.parent.name == "blobs":
+        return real.name
+    stat = real.stat()
+    memo = (str(real), stat.st_size, stat.st_mtime_ns)
+    if memo not in _FILE_HASHES:
+        digest = hashlib.sha256()
+        with open(real, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(chunk)
+        _FILE_HASHES[memo] = digest.hexdigest()
+    return _FILE_HASHES[memo]
+
+
+def folder_digest(folder: Path) -> str | None:
+    """Names and content hashes of a model folder's weight and config files (None: it has no weights)."""
+    files = sorted(
+        path for path in Path(folder).iterdir()
+        if path.is_file() and (path.suffix in MODEL_FILE_SUFFIXES or path.name in MODEL_FILE_NAMES)
+    )
+    if not any(path.suffix in MODEL_FILE_SUFFIXES for path in files):
+        return None
+    return hashed_key({path.name: file_hash(path) for path in files})
+
+
+def _hub_snapshot(repo_id: str) -> Path | None:
+    """The local snapshot folder of a Hub model (the revision ``main`` points to), None if not cached."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def model_identity(spec: str) -> dict[str, Any] | None:
+    """What a model spec loads, by content: its folder's (or Hub snapshot's) weight and config files, and for
+    an adapter folder its base's too. None when that cannot be told (not in the local cache, no weight files).
+
+    A copy of the same files elsewhere has the same identity; a changed byte changes it.
+    """
+    from divtune.models import adapter_base_source, is_adapter_dir, resolve_model_source
+
+    source = resolve_model_source(spec)
+    folder = Path(source) if Path(source).is_dir() else _hub_snapshot(source)
+    if folder is None:
+        return None
+    files = folder_digest(folder)
+    if files is None:
+        return None
+    identity: dict[str, Any] = {"files": files}
+    if is_adapter_dir(folder):
+        identity["base"] = model_identity(adapter_base_source(folder))
+        if identity["base"] is None:
+            return None
+    return identity
 
 
 def dataset_digest(columns: dict[str, list]) -> str:

@@ -303,13 +303,12 @@ def build_trainer(cfg: TrainConfig, device: str, model, tokenizer, dataset, call
             from divtune.train.trainers import DeviationDPOTrainer
 
             prefix = prefix_cache_settings(cfg, model)
-            trainer = DeviationDPOTrainer(
-                args=DeviationDPOConfig(
-                    **kwargs, **dpo_weight_settings(cfg), prefix_cache_layer=prefix.layer,
-                    prefix_cache_dir=prefix.cache_dir,
-                ),
-                **common,
+            args = DeviationDPOConfig(
+                **kwargs, **dpo_weight_settings(cfg), prefix_cache_layer=prefix.layer, prefix_cache_dir=prefix.cache_dir,
             )
+            if args.ref_cache_dir is not None:
+                args.ref_cache_model_id = reference_identity(cfg, model)
+            trainer = DeviationDPOTrainer(args=args, **common)
             if prefix.off is not None:
                 from divtune.train.prefix_cache import new_record
 
@@ -346,6 +345,30 @@ def dpo_weight_settings(cfg: TrainConfig) -> dict[str, Any]:
 
         cache_dir = cfg.ref_cache_dir or str(default_cache_dir())
     return {"weight_column": WEIGHT_COLUMN if cfg.method in WEIGHTED_METHODS else None, "ref_cache_dir": cache_dir}
+
+
+def reference_identity(cfg: TrainConfig, model) -> str | None:
+    """The reference model of a DPO-family run, for the reference cache key: the files it was loaded from
+    (``init``, else ``model``: ref_cache.model_identity) and its dtype. None when the files cannot be told
+    (the trainer then hashes the parameters).
+
+    Hashing weight files takes a while for a large local model, so the main process does it and broadcasts
+    the result (the process group exists: the trainer config has set up accelerate's state).
+    """
+    import json
+
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    from divtune.train.ref_cache import model_identity
+
+    identity: list[str | None] = [None]
+    if PartialState().is_main_process:
+        files = model_identity(cfg.init or cfg.model)
+        if files is not None:
+            dtype = str(next(model.parameters()).dtype)
+            identity = [json.dumps({"model": files, "dtype": dtype}, sort_keys=True)]
+    return broadcast_object_list(identity, from_process=0)[0]
 
 
 def prefix_cache_settings(cfg: TrainConfig, model):

@@ -90,6 +90,16 @@ class DeviationDPOConfig(DPOConfig):
             "(another method, another seed) reads them instead of recomputing. None: no cache."
         },
     )
+    ref_cache_model_id: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "With ref_cache_dir: a string that identifies the reference model by its files (path or Hub id "
+            "with a hash of the weight files, the init adapter's files, the dtype), e.g. from "
+            "divtune.train.ref_cache.model_identity; it goes into the cache key with the model config and dtype. "
+            "None: the key hashes the reference parameters on the main process, which is not ZeRO-3 safe "
+            "(sharded parameters are empty there, so two models could share a key)."
+        },
+    )
     prefix_cache_layer: Optional[int] = field(
         default=None,
         metadata={

@@ -13,12 +13,21 @@ contributions) / global count``; the Trainer does not divide by the
 accumulation steps (``loss_is_scaled_for_ga = True``) and DDP / DeepSpeed /
 FSDP average gradients over processes, so the gradient of a step is exactly
 ``sum over the global batch / global count`` however the batch is split.
+
+Uneven last batch: under several processes accelerate (``even_batches``, its
+default) fills the last batch of an epoch on some ranks with pairs from the
+start of the epoch, so every rank gets a batch of the same size. Those repeats
+are marked (:meth:`GlobalCountsMixin._mark_repeats`) and left out of the loss
+and the counts (and from the eval loss), so the last step equals a
+one-process step over the pairs really left. Logged metrics go through
+accelerate's ``gather_for_metrics`` as before (docs/train.md, "Uneven last batch").
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,6 +45,9 @@ from trl.experimental.utils import DPODataCollatorWithPadding  # noqa: E402
 
 #: The batch key the collators put the weights under, whatever the dataset column is called.
 WEIGHT = "weight"
+#: Batch key of a bool tensor, one per pair, False for a pair accelerate repeated to fill the last batch
+#: (set only on such a batch; see GlobalCountsMixin._mark_repeats).
+REAL = "divtune_real_pairs"
 logger = logging.getLogger(__name__)
 
 
@@ -109,11 +121,53 @@ class GlobalCountsMixin:
     loss_is_scaled_for_ga = True
 
     def _local_counts(self, batch: dict[str, Any]) -> list[float]:
-        """[pairs, NLL tokens, weight sum] of one micro-batch."""
+        """[pairs, NLL tokens, weight sum] of one micro-batch, without the pairs marked as repeats."""
         raise NotImplementedError
+
+    def _batch_pairs(self, batch: dict[str, Any]) -> int:
+        """How many pairs a collated micro-batch holds."""
+        raise NotImplementedError
+
+    def _real_pairs(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """Which pairs of the batch just fetched are not repeats (None: all of them).
+
+        Under several processes with ``even_batches`` (accelerate's default) and no ``drop_last``, the last
+        round of batches (one per rank) holds ``remainder = len(dataset) % (batch size x processes)`` real
+        pairs: the first ``remainder`` in rank order (rank 0's batch, then rank 1's, ...), each rank's real
+        pairs first and the repeats from the start of the epoch after them (accelerate's
+        ``BatchSamplerShard``; ``gather_for_metrics`` keeps the same first ``remainder``). The active loader
+        flags its last batch when it yields it.
+        """
+        accelerator = self.accelerator
+        state = accelerator.gradient_state
+        if accelerator.num_processes == 1 or not accelerator.even_batches or not state.end_of_dataloader:
+            return None
+        if state.remainder <= 0:
+            return None  # every batch was full (or the loader drops the last one)
+        size = self._batch_pairs(batch)
+        real = min(max(state.remainder - accelerator.process_index * size, 0), size)
+        return torch.arange(size) < real if real < size else None
+
+    def _mark_repeats(self, batch: dict[str, Any]) -> None:
+        """Put the mask of real pairs in ``batch[REAL]`` when some pairs of the batch are repeats."""
+        real = self._real_pairs(batch)
+        if real is not None:
+            batch[REAL] = real
+
+    def _batch_real_pairs(self, batch: dict[str, Any], training: bool) -> torch.Tensor | None:
+        """Pop the mask of real pairs: marked by get_batch_samples in training, looked up for an eval batch.
+
+        Evaluation normalises each batch on its own process and the Trainer keeps ``remainder`` copies of
+        the per-rank losses, so a rank's loss over its real pairs only makes the eval loss exact too.
+        """
+        real = batch.pop(REAL, None)
+        return real if training else self._real_pairs(batch)
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if batch_samples:
+            # Only the last micro-batch of a step can be the epoch's last: the loader flags it when it is fetched.
+            self._mark_repeats(batch_samples[-1])
         totals = [0.0, 0.0, 0.0]
         for batch in batch_samples:
             for index, value in enumerate(self._local_counts(batch)):
@@ -127,6 +181,8 @@ class GlobalCountsMixin:
         """(pairs, NLL tokens, mean weight, scale): global counts in training, local ones otherwise."""
         if num_items_in_batch is None or not torch.is_tensor(num_items_in_batch) or num_items_in_batch.numel() != 3:
             pairs, tokens, weight_sum = local
+            # A batch of repeats only (a rank's last eval batch) has no pairs: loss 0, and the Trainer drops it.
+            pairs, tokens = max(pairs, 1), max(tokens, 1)
             return pairs, tokens, weight_sum / pairs, 1.0
         pairs, tokens, weight_sum = (num_items_in_batch[i].float() for i in range(3))
         # DDP averages gradients over processes; multiplying by the world size
@@ -195,6 +251,8 @@ class DeviationDPOTrainer(GlobalCountsMixin, DPOTrainer):
         check_weight_column(args.weight_column, train_dataset, eval_dataset)
         #: What the reference cache did, per dataset name: {"key", "hit", "path"} (written beside the run).
         self.ref_cache_record: dict[str, dict[str, Any]] = {}
+        #: The reference model's part of the cache key, computed once (on the main process).
+        self._ref_identity: str | None = None
         #: train/prefix_cache.py's PrefixCacheSettings (None: not asked for); filled with the reference pass.
         self.prefix_cache_settings = None
         #: (backbone, first adapted layer, PrefixStore) while the frozen-prefix cache is in use, else None.
@@ -231,41 +289,103 @@ class DeviationDPOTrainer(GlobalCountsMixin, DPOTrainer):
         return dataset
 
     def _cached_ref_logps(self, dataset, name: str, batch_size: int):
-        """TRL's reference pass, read from / written to divtune's on-disk cache (train/ref_cache.py)."""
-        if self.args.ref_cache_dir is None:
-            return super()._precompute_ref_logps(dataset, name, batch_size)
-        from pathlib import Path
+        """The reference log-probs as two columns: from divtune's on-disk cache (train/ref_cache.py) or computed.
+
+        Several processes: the main process alone computes the key, reads the cache and decides hit or miss;
+        the decision and, on a hit, the numbers are broadcast, so every rank takes the same path even if the
+        cache folder is not shared between machines. On a miss every rank joins the reference pass and the
+        main process writes the file (atomically).
+        """
+        from accelerate.utils import broadcast_object_list
 
         from divtune.train import ref_cache
 
-        model_dtype = str(next(self.model.parameters()).dtype)
-        key = ref_cache.cache_key(
-            ref_cache.weights_digest(ref_cache.reference_tensors(self.model, self.ref_model)),
+        if self.args.ref_cache_dir is None:
+            return self._with_ref_logps(dataset, *self._reference_pass(dataset, batch_size))
+        found: list[Any] = [None]
+        if self.accelerator.is_main_process:
+            key = self._ref_cache_key(dataset, batch_size)
+            path = Path(self.args.ref_cache_dir) / f"{key}.safetensors"
+            logps = ref_cache.load(path) if path.is_file() else None
+            if logps is not None and len(logps[0]) != len(dataset):
+                logps = None
+            found = [{"key": key, "path": str(path), "logps": logps}]
+        found = broadcast_object_list(found, from_process=0)[0]
+        logps = found.pop("logps")
+        self.ref_cache_record[name] = {**found, "hit": logps is not None}
+        if logps is None:
+            logps = self._reference_pass(dataset, batch_size)
+            if self.accelerator.is_main_process:
+                ref_cache.save(Path(found["path"]), *logps, {"pairs": str(len(dataset)), "dataset": name})
+        return self._with_ref_logps(dataset, *logps)
+
+    def _ref_cache_key(self, dataset, batch_size: int) -> str:
+        """The cache file name of ``dataset``'s reference log-probs (main process only: it may hash weights)."""
+        from divtune.train import prefix_cache, ref_cache
+
+        if self._ref_identity is None:
+            reference = self.ref_model or self.model
+            if self.args.ref_cache_model_id is not None:
+                config = self.accelerator.unwrap_model(reference).config
+                self._ref_identity = ref_cache.hashed_key(
+                    {"model": self.args.ref_cache_model_id, "config": prefix_cache.config_digest(config)}
+                )
+            else:
+                # Fallback for callers that do not name the model: hash the reference parameters. Not ZeRO-3
+                # safe: under ZeRO-3 each rank holds empty shards, so different models could share a key.
+                self._ref_identity = ref_cache.weights_digest(ref_cache.reference_tensors(self.model, self.ref_model))
+        return ref_cache.cache_key(
+            self._ref_identity,
             ref_cache.dataset_digest({column: list(dataset[column]) for column in ref_cache.TOKEN_COLUMNS}),
             self.args.max_length,
             self.args.truncation_mode,
             batch_size,
-            {**ref_cache.library_versions(), "bf16": self.args.bf16, "fp16": self.args.fp16, "dtype": model_dtype},
+            {
+                **ref_cache.library_versions(), "bf16": self.args.bf16, "fp16": self.args.fp16,
+                "dtype": str(next(self.model.parameters()).dtype),
+            },
         )
-        path = Path(self.args.ref_cache_dir) / f"{key}.safetensors"
-        if path.is_file():
-            chosen, rejected = ref_cache.load(path)
-            if len(chosen) == len(dataset):
-                self.ref_cache_record[name] = {"key": key, "hit": True, "path": str(path)}
-                return dataset.add_column(ref_cache.CHOSEN, chosen.tolist()).add_column(
-                    ref_cache.REJECTED, rejected.tolist()
-                )
-        dataset = super()._precompute_ref_logps(dataset, name, batch_size)
-        if self.accelerator.is_main_process:
-            ref_cache.save(
-                path,
-                torch.tensor(list(dataset[ref_cache.CHOSEN]), dtype=torch.float32),
-                torch.tensor(list(dataset[ref_cache.REJECTED]), dtype=torch.float32),
-                {"pairs": str(len(dataset)), "dataset": name},
-            )
-        self.accelerator.wait_for_everyone()
-        self.ref_cache_record[name] = {"key": key, "hit": False, "path": str(path)}
-        return dataset
+
+    def _reference_pass(self, dataset, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reference log-probs (chosen, rejected; float32, CPU) of every row of ``dataset``, on every process.
+
+        TRL's own pass (``DPOTrainer._precompute_ref_logps``) hands its result over through a datasets cache
+        file that the main process writes and every rank opens. An in-memory dataset (the CLI's
+        ``Dataset.from_list``) has no cache folder, so that file lands in a temporary folder of the main
+        process that the other ranks cannot open, and a second process crashes. The result is two floats per
+        pair, so here each process computes its share of the batches, they are gathered in memory (in dataset
+        order, accelerate's padding of the last batch dropped) and added as columns: no file, no shared disk.
+        Across runs divtune's own cache (``ref_cache_dir``) keeps them.
+        """
+        from torch.utils.data import DataLoader
+
+        loader = self.accelerator.prepare(DataLoader(
+            dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False,
+            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory,
+        ))
+        model = self.ref_model or self.model
+        if self.ref_model is None and self.is_deepspeed_enabled:
+            # As TRL: DeepSpeed has not placed (ZeRO-1/2) or gathered (ZeRO-3) the parameters yet; one inference
+            # engine serves every pass.
+            from trl.models import prepare_deepspeed
+
+            if self._precompute_engine is None:
+                self._precompute_engine = prepare_deepspeed(self.model, self.accelerator)
+            model = self._precompute_engine
+        chosen, rejected = [], []
+        for batch in loader:
+            logps = self.accelerator.gather_for_metrics(self.compute_ref_log_probs(model, batch))
+            chosen.append(logps[0].detach().float().cpu())
+            rejected.append(logps[1].detach().float().cpu())
+        return torch.cat(chosen), torch.cat(rejected)
+
+    @staticmethod
+    def _with_ref_logps(dataset, chosen: torch.Tensor, rejected: torch.Tensor):
+        from divtune.train.ref_cache import CHOSEN, REJECTED
+
+        if len(chosen) != len(dataset):
+            raise RuntimeError(f"reference pass gave {len(chosen)} log-probs for {len(dataset)} pairs")
+        return dataset.add_column(CHOSEN, chosen.tolist()).add_column(REJECTED, rejected.tolist())
 
     def _prefix_cache_refusal(self) -> str | None:
         from divtune.train import prefix_cache
@@ -290,8 +410,6 @@ class DeviationDPOTrainer(GlobalCountsMixin, DPOTrainer):
         settings = self.prefix_cache_settings
         if settings is None or settings.off is not None:
             return
-        from pathlib import Path
-
         from divtune.train import prefix_cache, ref_cache
 
         if self._prefix is None:
@@ -323,6 +441,8 @@ class DeviationDPOTrainer(GlobalCountsMixin, DPOTrainer):
             },
         )
         path = Path(settings.cache_dir) / f"{key}.safetensors"
+        # One process only (several are refused above, before any key or weight digest), so this
+        # hit-or-miss decision and the weight digest of the key need no broadcast and see whole tensors.
         hit = path.is_file()
         if hit:
             cached_rows, hidden = prefix_cache.load(path)
@@ -355,9 +475,13 @@ class DeviationDPOTrainer(GlobalCountsMixin, DPOTrainer):
         self.prefix_cache_record["forward_passes"]["full" if embeds is None else "from_cache"] += 1
         return embeds
 
+    def _batch_pairs(self, batch):
+        return batch["input_ids"].shape[0] // 2  # rows are [chosen..., rejected...]
+
     def _local_counts(self, batch):
-        pairs = batch["input_ids"].shape[0] // 2  # rows are [chosen..., rejected...]
-        return [pairs, 0.0, float(batch[WEIGHT].sum())]
+        real = batch.get(REAL)
+        weights = batch[WEIGHT] if real is None else batch[WEIGHT][real.to(batch[WEIGHT].device)]
+        return [weights.numel(), 0.0, float(weights.sum())]
 
     def _sequence_logps(self, model, inputs) -> torch.Tensor:
         """Summed completion log-probs of every row, through TRL's fused LM head."""
@@ -396,13 +520,16 @@ class DeviationDPOTrainer(GlobalCountsMixin, DPOTrainer):
         inputs = dict(inputs)
         weights = inputs.pop(WEIGHT)
         mode = "train" if self.model.training else "eval"
+        real = self._batch_real_pairs(inputs, training=num_items_in_batch is not None)
         chosen_logps, rejected_logps = self._sequence_logps(model, inputs).chunk(2, dim=0)
         ref_chosen_logps, ref_rejected_logps = self._reference_logps(inputs)
-        pairs, _, _, scale = self._normalisers(num_items_in_batch, [weights.numel(), 0.0, weights.sum()])
-        loss = scale * losses.ddpo_loss(
-            chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, weights, self.beta, pairs
-        )
         self._record(mode, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, weights)
+        per_pair = (chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, weights)
+        if real is not None:  # repeats that fill the last batch: forward run (every rank), left out of the loss
+            per_pair = tuple(t[real.to(t.device)] for t in per_pair)
+        weights = per_pair[-1]
+        pairs, _, _, scale = self._normalisers(num_items_in_batch, [weights.numel(), 0.0, weights.sum()])
+        loss = scale * losses.ddpo_loss(*per_pair[:4], weights, self.beta, pairs)
         if return_outputs:
             return loss, {}
         return loss
@@ -463,11 +590,17 @@ class DeviationORPOTrainer(GlobalCountsMixin, ORPOTrainer):
     def _nll_mask(self, attention_mask: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
         return attention_mask if self.args.nll_tokens == "full" else completion_mask
 
+    def _batch_pairs(self, batch):
+        return batch["chosen_input_ids"].shape[0]
+
     def _local_counts(self, batch):
-        pairs = batch["chosen_input_ids"].shape[0]
         completion = batch["chosen_labels"][:, 1:] != -100
         nll = self._nll_mask(batch["chosen_attention_mask"][:, 1:].bool(), completion)
-        return [pairs, float(nll.sum()), float(batch[WEIGHT].sum())]
+        weights = batch[WEIGHT]
+        real = batch.get(REAL)
+        if real is not None:
+            nll, weights = nll[real.to(nll.device)], weights[real.to(weights.device)]
+        return [weights.numel(), float(nll.sum()), float(weights.sum())]
 
     def _forward_logps(self, model, batch):
         """One forward over [chosen; rejected]: mean completion log-probs and chosen NLL sums/counts."""
@@ -488,7 +621,13 @@ class DeviationORPOTrainer(GlobalCountsMixin, ORPOTrainer):
     def _weighted_loss(self, model, batch, num_items_in_batch, train_eval):
         batch = dict(batch)
         weights = batch.pop(WEIGHT)
+        real = self._batch_real_pairs(batch, training=num_items_in_batch is not None)
         chosen_logps, rejected_logps, nll_sums, nll_counts = self._forward_logps(model, batch)
+        metrics = self._orpo_metrics(chosen_logps, rejected_logps, nll_sums, nll_counts, weights, train_eval)
+        per_pair = (chosen_logps, rejected_logps, nll_sums, nll_counts, weights)
+        if real is not None:  # repeats that fill the last batch: forward run (every rank), left out of the loss
+            per_pair = tuple(t[real.to(t.device)] for t in per_pair)
+        chosen_logps, rejected_logps, nll_sums, nll_counts, weights = per_pair
         local = [weights.numel(), nll_counts.sum(), weights.sum()]
         pairs, tokens, mean_weight, scale = self._normalisers(num_items_in_batch, local)
         loss = scale * losses.dorpo_loss(
@@ -496,7 +635,6 @@ class DeviationORPOTrainer(GlobalCountsMixin, ORPOTrainer):
             orpo_lambda=self.beta, mode=self.args.dorpo_mode,
             num_pairs=pairs, num_nll_tokens=tokens, mean_weight=mean_weight,
         )
-        metrics = self._orpo_metrics(chosen_logps, rejected_logps, nll_sums, nll_counts, weights, train_eval)
         return loss, metrics
 
     def _orpo_metrics(self, chosen_logps, rejected_logps, nll_sums, nll_counts, weights, train_eval):
