@@ -359,3 +359,20 @@ def test_each_parallel_worker_sees_only_its_slot_of_gpus(tmp_path, monkeypatch):
     experiment.run_stages_parallel(stages, config, jobs=2, gpus=[["0", "1"], ["2", "3"]])
     assert envs["a"] == "0,1" and envs["b"] == "2,3"
     assert envs["c"] in ("0,1", "2,3")  # a freed slot, never both
+
+
+def test_experiment_jobs_that_do_not_fit_the_gpus_stop_before_the_folder_is_made(tmp_path, monkeypatch, capsys):
+    from divtune import experiment
+
+    monkeypatch.setattr(experiment, "visible_gpus", lambda: ["0", "1", "2", "3"])
+    config = tmp_path / "exp.yaml"
+    config.write_text(
+        f"output: {tmp_path / 'out'}\nprepare: {{inputs: ['shipped:wp_scored']}}\nsystems: [{{name: dpo, method: dpo}}]\n"
+    )
+    code, out = run_cli(["experiment", config, "--jobs", "3"], monkeypatch, capsys)
+    assert code == 2
+    assert out.strip().splitlines()[-1] == (
+        "error: --jobs 3 on 4 GPUs (0,1,2,3): each parallel stage needs GPUs of its own and 4 do not split "
+        "into 3 equal parts; use --jobs 1, 2 or 4, or device=cpu"
+    )
+    assert not (tmp_path / "out").exists()
