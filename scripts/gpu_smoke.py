@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""One-command GPU proof of divtune on tiny random models (no downloads).
+r"""One-command GPU proof of divtune on tiny random models (no downloads).
 
     python scripts/gpu_smoke.py --out gpu_smoke.json              # the GPU when there is one
     python scripts/gpu_smoke.py --device cpu --out cpu_smoke.json # the same checks on CPU, fp32
@@ -39,18 +39,32 @@ Budget: at most 8 minutes on one GPU, 5 minutes on a 2-core CPU.
 
 Carrying the dependencies to a GPU machine without network (the device image
 has torch 2.11 but no TRL or datasets). On a machine with network, download
-wheels for the device's Python (3.12 here) with no dependency resolution:
+wheels for the device's Python (3.12 here) without dependency resolution. The
+surest list is a working divtune environment's own, less torch and CUDA:
 
-    pip download --no-deps --only-binary=:all: --python-version 3.12 \\
-        --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d .whl \\
-        trl==1.16.* datasets==5.2.* transformers==5.23.* peft==0.21.* accelerate==1.15.* \\
-        huggingface_hub==1.* tokenizers safetensors pydantic pydantic-core annotated-types \\
-        typing-inspection pyyaml tqdm psutil pyarrow dill multiprocess xxhash fsspec \\
-        httpx httpcore h11 anyio sniffio certifi idna filelock packaging regex \\
-        numpy pandas python-dateutil pytz tzdata six requests urllib3 charset-normalizer \\
-        hf-xet typer click rich shellingham markdown-it-py mdurl pygments \\
-        bitsandbytes==0.50.*                     # optional: options/qlora_4bit
-    pip wheel --no-deps -w .whl deepspeed==0.19.*  # optional: accelerate/zero2, zero3 (sdist only)
+    pip list --format=freeze | grep -v -E '^(torch|triton|nvidia-|divtune)' > carry.txt
+    pip download --no-deps --only-binary=:all: --python-version 3.12 \
+        --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d .whl -r carry.txt
+
+or, by name, what the checks import and what those import in turn:
+
+    pip download --no-deps --only-binary=:all: --python-version 3.12 \
+        --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d .whl \
+        trl==1.16.* datasets==5.2.* transformers==5.23.* peft==0.21.* accelerate==1.15.* \
+        huggingface_hub tokenizers safetensors hf-xet pydantic pydantic-core annotated-types \
+        typing-inspection typing-extensions pyyaml tqdm psutil regex packaging filelock \
+        pyarrow dill multiprocess xxhash fsspec aiohttp aiosignal aiohappyeyeballs frozenlist \
+        multidict yarl propcache attrs httpx httpcore h11 anyio sniffio certifi idna requests \
+        urllib3 charset-normalizer numpy pandas python-dateutil pytz tzdata six \
+        typer typer-slim click rich shellingham markdown-it-py mdurl pygments \
+        bitsandbytes==0.50.*          # optional, for options/qlora_4bit
+
+For accelerate/zero2 and zero3 (optional): DeepSpeed, which PyPI has as a
+source package only, built as a pure-Python wheel, and its own dependencies:
+
+    DS_BUILD_OPS=0 pip wheel --no-deps -w .whl deepspeed==0.19.*
+    pip download --no-deps --only-binary=:all: --python-version 3.12 \
+        --platform manylinux2014_x86_64 -d .whl hjson ninja py-cpuinfo msgpack einops
 
 carry ``.whl`` and this repository over, and install into a folder put in front
 of the image's packages (the image's torch stays):
@@ -59,8 +73,11 @@ of the image's packages (the image's torch stays):
     PYTHONPATH=/tmp/site:src python scripts/gpu_smoke.py --out gpu_smoke.json
 
 Leave out of ``.whl`` what the image already has (``pip list``). A module still
-missing is named on one line (``gpu_smoke: cannot import trl ...``) before any
-check runs. divtune itself is used from this checkout's ``src``.
+missing is named on one line (``gpu_smoke: cannot import trl (...); install
+trl==1.16.*``) before any check runs. divtune itself is used from this
+checkout's ``src``. flash-attn has no wheel on PyPI (its GitHub releases have
+them, per torch and CUDA version); without it ``options/flash_attention_2`` is
+skipped.
 """
 
 from __future__ import annotations
@@ -438,6 +455,7 @@ class Smoke:
         elif not self.bf16:
             launch += ["--mixed_precision", "fp16"]
         output = self.work / "runs" / f"accelerate_{kind}"
+        shutil.rmtree(output, ignore_errors=True)
         spec = self.work / f"accelerate_{kind}.json"
         spec.write_text(json.dumps({
             "overrides": self.settings() + self.precision(full=False)[0],
@@ -541,7 +559,7 @@ class Smoke:
     def check_flash_attention(self) -> dict[str, Any]:
         if self.device == "cpu":
             raise Skip("flash attention needs a CUDA GPU")
-        if not (_installed("flash_attn") or _installed("kernels")):
+        if not _installed("flash_attn"):  # (the `kernels` fallback downloads the kernel: no network here)
             raise Skip("flash-attn is not installed (pip install flash-attn --no-build-isolation)")
         if not self.bf16:
             raise Skip("flash attention runs in bf16/fp16; this GPU has no bf16")

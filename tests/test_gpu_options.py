@@ -315,12 +315,17 @@ def test_jobs_that_do_not_divide_the_gpus_are_refused_in_one_line(jobs, n_gpus, 
 def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
     from divtune.experiment import visible_gpus
 
+    # No CUDA device: no GPUs, whatever the environment lists (a CPU CI machine with the variable set).
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert visible_gpus() == []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 5,7")
     assert visible_gpus() == ["2", "5", "7"]
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert visible_gpus() == []
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,-1,6")
+    assert visible_gpus() == ["4"]
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert visible_gpus() == ["0", "1"]
 
@@ -376,3 +381,21 @@ def test_experiment_jobs_that_do_not_fit_the_gpus_stop_before_the_folder_is_made
         "into 3 equal parts; use --jobs 1, 2 or 4, or device=cpu"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_runs_recorded_before_these_settings_are_still_recognised(tmp_path):
+    """At their defaults the new settings stay out of a run's identity (finished runs and experiment
+    stages are reused after the upgrade); any other value is part of it."""
+    from divtune.train.runner import claim_train_output
+
+    data = write_pairs(tmp_path / "data", make_pairs(2))
+
+    def recorded(*sets):
+        cfg = TrainConfig.load(None, list(sets), data=str(data), output=str(tmp_path / "out"))
+        return claim_train_output(cfg, overwrite=False)[0].settings
+
+    default = recorded()
+    assert not {"attn_implementation", "dtype", "quantization"} & set(default)
+    assert recorded("dtype=bfloat16")["dtype"] == "bfloat16"
+    assert recorded("attn_implementation=eager")["attn_implementation"] == "eager"
+    assert recorded("dtype=auto") == default

@@ -166,17 +166,25 @@ def ready_stages(stages: list[Stage], done: set[str], started: set[str]) -> list
 def visible_gpus() -> list[str]:
     """The GPUs this process may use, by the ids a child's ``CUDA_VISIBLE_DEVICES`` takes.
 
-    Those listed in ``CUDA_VISIBLE_DEVICES`` when it is set, else ``0..n-1`` for the
-    ``n`` CUDA devices torch sees (none on a machine without CUDA).
+    None where torch sees no CUDA device (whatever ``CUDA_VISIBLE_DEVICES`` says); else
+    those listed in ``CUDA_VISIBLE_DEVICES`` when it is set, or ``0..n-1`` for the ``n``
+    devices torch sees.
     """
     import os
 
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if listed is not None:
-        return [d.strip() for d in listed.split(",") if d.strip() and d.strip() != "-1"]
     import torch
 
-    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    if not torch.cuda.is_available():
+        return []
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        ids = []
+        for item in (d.strip() for d in listed.split(",")):
+            if not item or item == "-1":
+                break  # CUDA stops reading the list at an invalid entry
+            ids.append(item)
+        return ids[: torch.cuda.device_count()]
+    return [str(i) for i in range(torch.cuda.device_count())]
 
 
 def partition_gpus(jobs: int, gpus: list[str], device: str = "auto") -> list[list[str]] | None:
@@ -347,7 +355,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
     from divtune.reward_model import RewardTrainConfig, train_reward_model
     from divtune.train import TrainConfig, run_train
     from divtune.train.config import DPO_FAMILY
-    from divtune.train.runner import SPEED_ONLY_SETTINGS
+    from divtune.train.runner import SPEED_ONLY_SETTINGS, identity_settings
 
     root = Path(cfg.output)
     device = None if cfg.device == "auto" else cfg.device
@@ -430,7 +438,9 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
                 if system.method in ONLINE_METHODS and reward_dir is not None:
                     train_fields["reward"] = str(reward_dir)
                 tcfg = TrainConfig.from_dict(train_fields)
-                fingerprint = {k: v for k, v in tcfg.to_dict().items() if k not in SPEED_ONLY_SETTINGS} | {"resume": None}
+                fingerprint = {
+                    k: v for k, v in identity_settings(tcfg.to_dict()).items() if k not in SPEED_ONLY_SETTINGS
+                } | {"resume": None}
                 after = [f"prepare {system.data}"]
                 if system.init:
                     after.append(f"train {_system_label(by_name[system.init], seed, n_seeds)}")
