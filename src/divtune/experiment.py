@@ -167,8 +167,54 @@ def ready_stages(stages: list[Stage], done: set[str], started: set[str]) -> list
     return [s for s in stages if s.name not in started and all(d in done for d in s.after)]
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, by the ids a child's ``CUDA_VISIBLE_DEVICES`` takes.
+
+    None where torch sees no CUDA device (whatever ``CUDA_VISIBLE_DEVICES`` says); else
+    those listed in ``CUDA_VISIBLE_DEVICES`` when it is set, or ``0..n-1`` for the ``n``
+    devices torch sees.
+    """
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        ids = []
+        for item in (d.strip() for d in listed.split(",")):
+            if not item or item == "-1":
+                break  # CUDA stops reading the list at an invalid entry
+            ids.append(item)
+        return ids[: torch.cuda.device_count()]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def partition_gpus(jobs: int, gpus: list[str], device: str = "auto") -> list[list[str]] | None:
+    """The GPUs of each of ``jobs`` parallel workers, or None when the workers run without GPUs.
+
+    Each worker gets its own ``len(gpus) // jobs`` devices (worker k: the k-th slice), so
+    two stages never share a GPU's memory. Raises ConfigError (one line) when the GPUs
+    cannot be split evenly among the jobs. ``device``: the experiment's ``device``
+    (``cpu``: no GPUs are handed out).
+    """
+    if device == "cpu" or not gpus or jobs <= 1:
+        return None
+    if len(gpus) < jobs or len(gpus) % jobs:
+        fits = [n for n in range(1, len(gpus) + 1) if len(gpus) % n == 0]
+        raise ConfigError(
+            f"--jobs {jobs} on {len(gpus)} GPU{'s' if len(gpus) != 1 else ''} ({','.join(gpus)}): each parallel stage "
+            f"needs GPUs of its own and {len(gpus)} do not split into {jobs} equal parts; use --jobs "
+            f"{', '.join(map(str, fits[:-1]))}{' or ' if len(fits) > 1 else ''}{fits[-1]}, or device=cpu"
+        )
+    per_job = len(gpus) // jobs
+    return [gpus[k * per_job:(k + 1) * per_job] for k in range(jobs)]
+
+
 def run_stages_parallel(
-    stages: list[Stage], config_path: Path, jobs: int, fresh: bool = False, threads: int | None = None
+    stages: list[Stage], config_path: Path, jobs: int, fresh: bool = False, threads: int | None = None,
+    gpus: list[list[str]] | None = None,
 ) -> dict[str, float]:
     """Run stages in ``jobs`` worker processes at once, each stage when the stages it reads are done.
 
@@ -177,7 +223,9 @@ def run_stages_parallel(
     the jobs). Whether this pays off depends on the machine: on the 2-core CPU
     here, two one-thread trainings of SmolLM2 side by side ran at 0.65x the
     throughput of one two-thread training (benchmarks/bench_jobs.py measures
-    it anywhere). A worker's log is ``<output>/logs/<stage>.log``.
+    it anywhere). A worker's log is ``<output>/logs/<stage>.log``. ``gpus`` (from
+    :func:`partition_gpus`): one list of GPU ids per worker slot; a stage started in
+    slot k sees only slot k's GPUs (``CUDA_VISIBLE_DEVICES``).
     Finished stages are reused exactly as in :func:`run_stages`. If a stage
     fails, running workers finish, nothing new starts, and the error names its log.
     """
@@ -204,6 +252,8 @@ def run_stages_parallel(
             timings[stage.name] = 0.0
     started = set(done)
     running: dict[str, tuple[Any, float, Path]] = {}
+    free_slots = list(range(jobs))
+    slot_of: dict[str, int] = {}
     failed: list[str] = []
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), DIVTUNE_TORCH_THREADS=str(threads))
     try:
@@ -212,11 +262,14 @@ def run_stages_parallel(
                 for stage in ready_stages(stages, done, started)[: jobs - len(running)]:
                     log_path = log_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", stage.name) + ".log")
                     command = [sys.executable, "-m", "divtune", "experiment", str(config_path), "--stage", stage.name]
+                    slot = slot_of[stage.name] = free_slots.pop(0)
+                    stage_env = env if gpus is None else dict(env, CUDA_VISIBLE_DEVICES=",".join(gpus[slot]))
                     with open(log_path, "w") as log_file:
-                        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+                        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=stage_env)
                     running[stage.name] = (process, time.perf_counter(), log_path)
                     started.add(stage.name)
-                    _log(f"{stage.name} → {stage.directory} (worker {process.pid}, log {log_path})")
+                    on_gpus = "" if gpus is None else f", GPUs {','.join(gpus[slot])}"
+                    _log(f"{stage.name} → {stage.directory} (worker {process.pid}{on_gpus}, log {log_path})")
             if not running:
                 if failed:
                     break
@@ -227,6 +280,8 @@ def run_stages_parallel(
                 if process.poll() is None:
                     continue
                 del running[name]
+                free_slots.append(slot_of.pop(name))
+                free_slots.sort()
                 stage = next(s for s in stages if s.name == name)
                 if process.returncode == 0 and stage.is_done():
                     done.add(name)
@@ -321,7 +376,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
     from divtune.reward_model import RewardTrainConfig, train_reward_model
     from divtune.train import TrainConfig, run_train
     from divtune.train.config import DPO_FAMILY
-    from divtune.train.runner import SPEED_ONLY_SETTINGS
+    from divtune.train.runner import SPEED_ONLY_SETTINGS, identity_settings
 
     root = Path(cfg.output)
     device = None if cfg.device == "auto" else cfg.device
@@ -404,7 +459,9 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
                 if system.method in ONLINE_METHODS and reward_dir is not None:
                     train_fields["reward"] = str(reward_dir)
                 tcfg = TrainConfig.from_dict(train_fields)
-                fingerprint = {k: v for k, v in tcfg.to_dict().items() if k not in SPEED_ONLY_SETTINGS} | {"resume": None}
+                fingerprint = {
+                    k: v for k, v in identity_settings(tcfg.to_dict()).items() if k not in SPEED_ONLY_SETTINGS
+                } | {"resume": None}
                 after = [f"prepare {system.data}"]
                 if system.init:
                     after.append(f"train {_system_label(by_name[system.init], seed, n_seeds)}")
@@ -691,6 +748,7 @@ def run_experiment(cfg: ExperimentConfig, fresh: bool = False) -> dict[str, Any]
     """Run (or resume) an experiment; returns paths, metrics and timings."""
     root = Path(cfg.output)
     stages, paths = build_stages(cfg)  # checks every stage's settings before anything is written
+    gpus = partition_gpus(cfg.jobs, visible_gpus(), cfg.device) if cfg.jobs > 1 else None
     claim_experiment_dir(root)
     root.mkdir(parents=True, exist_ok=True)
     write_json(root / RUN_MARKER, {"stage": "experiment"})
@@ -701,7 +759,7 @@ def run_experiment(cfg: ExperimentConfig, fresh: bool = False) -> dict[str, Any]
     try:
         with stop_on_sigterm():
             if cfg.jobs > 1:
-                timings = run_stages_parallel(stages, config_path, cfg.jobs, fresh=fresh)
+                timings = run_stages_parallel(stages, config_path, cfg.jobs, fresh=fresh, gpus=gpus)
             else:
                 timings = run_stages(stages, fresh=fresh)
     except BaseException as err:  # the invocation is recorded even when it stops early

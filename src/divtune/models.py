@@ -320,11 +320,23 @@ def load_causal_lm(
     trust_remote_code: bool = False,
     merge_adapter: bool = False,
     adapter_trainable: bool = False,
+    attn_implementation: str | None = None,
+    quantization_config: Any = None,
+    place: bool = True,
+    prepare_base: Any = None,
 ):
     """Load a causal LM from any supported spec; adapters load on top of their base.
 
     ``merge_adapter=True`` folds a LoRA adapter into the weights (faster
     sampling); otherwise a ``PeftModel`` is returned for adapter folders.
+    ``attn_implementation`` picks the attention kernel (None: transformers'
+    default). ``quantization_config`` (bitsandbytes) loads the weights straight
+    onto ``device``. ``place=False`` leaves the weights where ``from_pretrained``
+    put them: under DeepSpeed ZeRO-3 they are partitioned and under FSDP's
+    low-memory loading they are on the meta device on all ranks but the first,
+    so moving them would break both. ``prepare_base(model) -> model`` runs on
+    the base model, for an adapter folder before the adapter is put on it
+    (e.g. PEFT's k-bit preparation).
     """
     from transformers import AutoModelForCausalLM
 
@@ -334,13 +346,29 @@ def load_causal_lm(
     if is_adapter_dir(source):
         from peft import PeftModel
 
-        base = load_causal_lm(adapter_base_source(source), dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        base = load_causal_lm(
+            adapter_base_source(source), dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+            attn_implementation=attn_implementation, quantization_config=quantization_config, place=place,
+        )
+        if prepare_base is not None:
+            base = prepare_base(base)
         model = PeftModel.from_pretrained(base, source, is_trainable=adapter_trainable)
         if merge_adapter:
             model = model.merge_and_unload()
         return model
+    kwargs: dict[str, Any] = {}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    if quantization_config is not None:
+        # bitsandbytes quantises while loading, onto the device; a quantised model is not moved afterwards.
+        kwargs["quantization_config"] = quantization_config
+        kwargs["device_map"] = {"": device}
     with hub_errors(str(spec), source):
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
+            source, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
         )
-    return model.to(device)
+    if place and quantization_config is None:
+        model = model.to(device)
+    if prepare_base is not None:
+        model = prepare_base(model)
+    return model

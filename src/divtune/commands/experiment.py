@@ -32,7 +32,10 @@ def register(app: typer.Typer) -> None:
         publish: Optional[str] = typer.Option(None, "--publish", help="Copy report, metrics and run record to this folder (e.g. docs/results/wp_smollm2)."),
         jobs: Optional[int] = typer.Option(
             None, "--jobs", "-j", min=1,
-            help="Stages run at once, each in its own process with cores/jobs threads (default: the config's, 1).",
+            help=(
+                "Stages run at once, each in its own process with cores/jobs threads and, on GPUs, an equal "
+                "share of the GPUs of its own (default: the config's, 1)."
+            ),
         ),
         pack: Optional[str] = typer.Option(
             None, "--pack",

@@ -121,6 +121,18 @@ class TrainConfig(StageConfig):
     resume: bool = False
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: Attention kernel of the policy (transformers' ``attn_implementation``): ``eager``,
+    #: ``sdpa``, ``flex_attention``, ``flash_attention_2`` or ``flash_attention_3``
+    #: (the flash kernels need a CUDA GPU and the flash-attn package). None: transformers' default.
+    attn_implementation: Optional[str] = None
+    #: Dtype the policy's weights are loaded in. ``auto``: bf16 on GPUs that support it
+    #: (fp32 elsewhere) for a LoRA base, fp32 master weights for full fine-tuning.
+    #: ``bfloat16`` with full fine-tuning trains the bf16 weights themselves
+    #: (about half the memory; mixed precision is then off unless ``training.bf16`` says otherwise).
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    #: QLoRA: load the frozen base quantised by bitsandbytes (``4bit``: NF4 with double
+    #: quantisation, ``8bit``: LLM.int8), LoRA only, CUDA only (``pip install 'divtune[qlora]'``).
+    quantization: Literal["none", "4bit", "8bit"] = "none"
     #: Reward model folder for the online methods (grpo, dqo, darling).
     reward: str | None = None
     online: OnlineConfig = Field(default_factory=OnlineConfig)
@@ -158,6 +170,9 @@ class TrainConfig(StageConfig):
             raise ValueError(
                 f"{', '.join(probes)}: probes are implemented for {', '.join(DPO_FAMILY)}, not {self.method}"
             )
+        problem = gpu_option_problem(self)
+        if problem:
+            raise ValueError(problem)
         misfits = sorted(set(self.training) - method_field_names(self.method))
         if misfits:
             raise ValueError(
@@ -179,6 +194,142 @@ class TrainConfig(StageConfig):
                 "(output, seed, max_length, beta, orpo_lambda, precompute_ref) instead"
             )
         return value
+
+
+#: ``attn_implementation`` values divtune accepts (transformers 5.23 knows these for Llama-like models).
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flex_attention", "flash_attention_2", "flash_attention_3")
+#: The module each flash-attention kernel imports (transformers can also fetch it through ``kernels``).
+FLASH_ATTN_MODULES = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}
+FLASH_ATTN_INSTALL = {
+    "flash_attention_2": "pip install flash-attn --no-build-isolation",
+    "flash_attention_3": "build flash-attn's hopper/ package (FlashAttention-3, H100-class GPUs)",
+}
+QLORA_INSTALL = "pip install 'divtune[qlora]' (or: pip install bitsandbytes)"
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def gpu_option_problem(cfg: "TrainConfig") -> str | None:
+    """Why ``attn_implementation`` / ``dtype`` / ``quantization`` do not fit the rest of ``cfg``, or None.
+
+    Checked when the settings are read, without importing torch: the values, that a
+    4/8-bit base is only for LoRA, that CPU runs get no flash attention and no bitsandbytes,
+    and that the packages they need are installed. (``device: auto`` on a machine without a
+    GPU is refused by :func:`check_gpu_options` once the device is resolved.)
+    """
+    attn = cfg.attn_implementation
+    if attn is not None:
+        if attn not in ATTN_IMPLEMENTATIONS:
+            return f"attn_implementation: expected one of {', '.join(ATTN_IMPLEMENTATIONS)} (or null), got {attn!r}"
+        if attn in FLASH_ATTN_MODULES:
+            if cfg.device == "cpu":
+                return f"attn_implementation={attn} needs a CUDA GPU; on CPU use sdpa or eager"
+            if not (_installed(FLASH_ATTN_MODULES[attn]) or _installed("kernels")):
+                return f"attn_implementation={attn} needs the {FLASH_ATTN_MODULES[attn]} module: {FLASH_ATTN_INSTALL[attn]}"
+    if cfg.quantization != "none":
+        q = cfg.quantization
+        if not cfg.lora.enabled:
+            return (
+                f"quantization={q} (QLoRA) quantises the frozen base under a LoRA adapter; "
+                "full fine-tuning (lora.enabled=false) cannot train quantised weights"
+            )
+        if cfg.device == "cpu":
+            return f"quantization={q} (bitsandbytes QLoRA) needs a CUDA GPU; on CPU use quantization=none"
+        if not _installed("bitsandbytes"):
+            return f"quantization={q} needs bitsandbytes, which is not installed: {QLORA_INSTALL}"
+    if cfg.dtype == "float16" and not cfg.lora.enabled and cfg.training.get("fp16") is True:
+        return (
+            "dtype=float16 with full fine-tuning and training.fp16=true: fp16 mixed precision needs fp32 "
+            "master weights to unscale; use dtype=float32 (or auto) with fp16, or leave fp16 off"
+        )
+    return None
+
+
+DEEPSPEED_INSTALL = "pip install 'divtune[deepspeed]' (or: pip install deepspeed)"
+
+
+def check_gpu_options(cfg: "TrainConfig", device: str) -> None:
+    """The GPU options once the device is known: flash attention and bitsandbytes need CUDA, and a
+    launch with a DeepSpeed accelerate config needs DeepSpeed (one line instead of a traceback from
+    inside TrainingArguments)."""
+    import os
+
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in ("1", "true") and not _installed("deepspeed"):
+        raise ConfigError(
+            f"this run was launched with a DeepSpeed accelerate config, but deepspeed is not installed: {DEEPSPEED_INSTALL}"
+        )
+    if device != "cpu":
+        return
+    if cfg.attn_implementation in FLASH_ATTN_MODULES:
+        raise ConfigError(
+            f"attn_implementation={cfg.attn_implementation} needs a CUDA GPU and none is available; use sdpa or eager"
+        )
+    if cfg.quantization != "none":
+        raise ConfigError(
+            f"quantization={cfg.quantization} (bitsandbytes QLoRA) needs a CUDA GPU and none is available; "
+            "use quantization=none"
+        )
+
+
+def weights_dtype(cfg: "TrainConfig", device: str):
+    """The torch dtype the policy loads in (the compute dtype of a quantised base).
+
+    ``auto``: full fine-tuning keeps fp32 master weights; a LoRA base (quantised or not)
+    is bf16 on GPUs that support it and fp32 elsewhere.
+    """
+    import torch
+
+    from divtune.models import default_dtype
+
+    if cfg.dtype != "auto":
+        return getattr(torch, cfg.dtype)
+    if not cfg.lora.enabled:
+        return torch.float32
+    return default_dtype(device)
+
+
+def precision_defaults(cfg: "TrainConfig", device: str) -> dict[str, Any]:
+    """Mixed-precision defaults that follow ``dtype`` on a GPU (over :func:`device_defaults`).
+
+    Full fine-tuning of 16-bit weights trains them as they are (mixed precision off: bf16
+    autocast adds nothing to bf16 weights, and fp16's gradient scaler refuses fp16 weights).
+    A LoRA base in float16 gets fp16 mixed precision, one in bfloat16 bf16 (the adapter
+    itself stays fp32). ``training.bf16`` / ``training.fp16`` still override these.
+    """
+    if device == "cpu" or cfg.dtype in ("auto", "float32"):
+        return {}
+    if not cfg.lora.enabled:
+        return {"bf16": False, "fp16": False}
+    return {"bf16": cfg.dtype == "bfloat16", "fp16": cfg.dtype == "float16"}
+
+
+def quantization_config(cfg: "TrainConfig", device: str):
+    """transformers' BitsAndBytesConfig for ``cfg.quantization`` (None for ``none``)."""
+    if cfg.quantization == "none":
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"quantization={cfg.quantization} needs bitsandbytes, which is not installed: {QLORA_INSTALL}") from None
+    from transformers import BitsAndBytesConfig
+
+    if cfg.quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    import os
+
+    dtype = weights_dtype(cfg, device)
+    extra = {}
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true"):
+        # FSDP flattens the packed 4-bit weights with the other parameters: they must share a dtype.
+        extra["bnb_4bit_quant_storage"] = dtype
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype,
+        **extra,
+    )
 
 
 #: TrainingArguments/TRL names divtune derives from its own top-level fields.
@@ -262,6 +413,7 @@ def resolved_training(cfg: TrainConfig, device: str) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     merged.update(COMMON_DEFAULTS)
     merged.update(device_defaults(device))
+    merged.update(precision_defaults(cfg, device))
     merged.update(PAPER_DEFAULTS[cfg.method])
     merged.update(cfg.training)
     return merged

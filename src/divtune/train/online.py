@@ -3,8 +3,8 @@
 ``run_online_train(cfg)`` is what ``divtune train --method {grpo,dqo,darling}``
 calls (through ``divtune.train.run_train``). ``cfg`` is the ``TrainConfig``;
 this module reads only: method, data, model, output, reward, seed, device,
-lora, max_length, online (``OnlineConfig``) and training (extra GRPOConfig
-keys).
+lora, max_length, dtype, attn_implementation, quantization, online
+(``OnlineConfig``) and training (extra GRPOConfig keys).
 
 Group integrity. TRL calls reward functions on each process's own slice of
 the generation batch, and one prompt's G samples may straddle two processes.
@@ -237,6 +237,10 @@ def grpo_config_kwargs(cfg: Any, device: str) -> dict[str, Any]:
     if clash:
         raise ValueError(f"set {clash} under `online` (num_generations, kl_beta, ...), not under `training`")
     kwargs: dict[str, Any] = {**COMMON_DEFAULTS, **device_defaults(device), **ONLINE_DEFAULTS}
+    if hasattr(cfg, "dtype"):
+        from divtune.train.config import precision_defaults
+
+        kwargs.update(precision_defaults(cfg, device))
     kwargs["per_device_train_batch_size"] = online.num_generations
     kwargs.update(training)
     # transformers 5 renamed gradient_checkpointing; passing the new name avoids TRL's
@@ -305,8 +309,13 @@ def make_trainer(
     embed_fn: EmbedFn | None,
     device: str,
     callbacks=(),
+    args=None,
 ):
-    """The DiversityGRPOTrainer for ``cfg`` (also used by the multi-process group-integrity test)."""
+    """The DiversityGRPOTrainer for ``cfg`` (also used by the multi-process group-integrity test).
+
+    ``args``: the GRPOConfig, built before the model loaded (:func:`run_online_train`);
+    built here when not given.
+    """
     from peft import PeftModel
 
     lora = getattr(cfg, "lora", None)
@@ -320,7 +329,7 @@ def make_trainer(
     return trainer_cls(
         model=model,
         reward_funcs=[QualityReward(quality_fn, name=cfg.method)],
-        args=build_grpo_config(cfg, device),
+        args=args if args is not None else build_grpo_config(cfg, device),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
@@ -351,7 +360,7 @@ def run_online_train(
     from divtune.config import ConfigError
     from divtune.models import load_tokenizer
     from divtune.train.callbacks import MetricsJsonlCallback, truncate_metrics
-    from divtune.train.config import resolve_device, with_device_sizes
+    from divtune.train.config import check_gpu_options, resolve_device, with_device_sizes
     from divtune.train.runner import claim_train_output, load_policy, save_final
 
     method = cfg.method
@@ -364,6 +373,7 @@ def run_online_train(
     online: OnlineConfig = cfg.online
     output = Path(cfg.output)
     device = resolve_device(cfg)
+    check_gpu_options(cfg, device)
     cfg = with_device_sizes(cfg, device)
     from divtune.train.data import train_file
 
@@ -409,9 +419,13 @@ def run_online_train(
 
         batch = int(grpo_config_kwargs(cfg, device)["per_device_train_batch_size"])
         check_training_memory(cfg, batch, logging.getLogger(__name__))
-    model, base_spec = load_policy(cfg, device)
+    # GRPOConfig (TrainingArguments) before the model: it sets up the distributed state and
+    # DeepSpeed's ZeRO-3 config, which the load must see (see divtune.train.runner.run_train).
+    args = build_grpo_config(cfg, device)
+    model, base_spec = load_policy(cfg, device, args)
     trainer = make_trainer(
         cfg,
+        args=args,
         model=model,
         tokenizer=tokenizer,
         dataset=dataset,

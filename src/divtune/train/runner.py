@@ -8,6 +8,7 @@ OUTPUT holds the adapter/model and tokenizer, ``config.yaml`` (resolved),
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from divtune.train.config import (
     ORPO_FAMILY,
     WEIGHTED_METHODS,
     TrainConfig,
+    check_gpu_options,
     resolve_device,
     resolved_training,
     trl_config_kwargs,
@@ -54,6 +56,7 @@ def run_train(
     if not cfg.output:
         raise ConfigError("train: `output` folder is required")
     device = resolve_device(cfg)
+    check_gpu_options(cfg, device)
     cfg = with_device_sizes(cfg, device)
     output = Path(cfg.output)
 
@@ -86,8 +89,12 @@ def run_train(
         from divtune.train.memory import check_training_memory
 
         check_training_memory(cfg, int(resolved_training(cfg, device)["per_device_train_batch_size"]), logger)
-    model, base_spec = load_policy(cfg, device)
-    trainer = build_trainer(cfg, device, model, tokenizer, dataset, callbacks or [], probes)
+    # TRL's config (TrainingArguments) first: creating it sets up the distributed state and, under
+    # `accelerate launch` with DeepSpeed, the DeepSpeed config, so that the model load below runs
+    # under ZeRO-3's partitioned init or FSDP's low-memory loading instead of as a whole copy per rank.
+    args = build_training_args(cfg, device, len(dataset), probes)
+    model, base_spec = load_policy(cfg, device, args)
+    trainer = build_trainer(cfg, device, model, tokenizer, dataset, callbacks or [], probes, args=args)
     report.dropped_by_trainer = len(dataset) - len(trainer.train_dataset)
     if report.dropped_by_trainer:
         logger.warning("TRL dropped %d more pairs while tokenising (see %s)", report.dropped_by_trainer, DATA_REPORT_FILE)
@@ -124,6 +131,15 @@ def run_train(
 #: version that has them, neither refuses nor redoes a finished run.
 SPEED_ONLY_SETTINGS = ("prefix_cache", "prefix_cache_dir")
 UNRECORDED_SETTINGS = ("output", "resume", *SPEED_ONLY_SETTINGS)
+#: Settings added after runs were first recorded, at the value that loads the model as runs did
+#: before them: left out of the recorded settings at that value, so a finished run (or experiment
+#: stage) is still recognised after an upgrade, while any other value is part of the run's identity.
+LATER_SETTING_DEFAULTS = {"attn_implementation": None, "dtype": "auto", "quantization": "none"}
+
+
+def identity_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` (a TrainConfig's ``to_dict()``) less the later settings left at their former meaning."""
+    return {k: v for k, v in settings.items() if not (k in LATER_SETTING_DEFAULTS and v == LATER_SETTING_DEFAULTS[k])}
 
 
 def claim_train_output(cfg: TrainConfig, overwrite: bool):
@@ -136,7 +152,7 @@ def claim_train_output(cfg: TrainConfig, overwrite: bool):
     """
     from divtune.outputs import claim_output_dir, stamped
 
-    settings = {k: v for k, v in cfg.to_dict().items() if k not in UNRECORDED_SETTINGS}
+    settings = {k: v for k, v in identity_settings(cfg.to_dict()).items() if k not in UNRECORDED_SETTINGS}
     inputs = [cfg.data, cfg.init, cfg.model if Path(cfg.model).exists() else None]
     claim = claim_output_dir(cfg.output, "train", stamped(settings, inputs), overwrite)
     if claim.state != "continue":
@@ -163,28 +179,76 @@ def _load_tokenizer(cfg: TrainConfig):
     return load_tokenizer(cfg.init or cfg.model, trust_remote_code=cfg.trust_remote_code, padding_side="left")
 
 
-def load_policy(cfg: TrainConfig, device: str):
+def sharded_loading() -> bool:
+    """Whether ``from_pretrained`` now loads partitioned weights (DeepSpeed ZeRO-3) or, on all ranks but
+    the first, meta weights (FSDP's ``fsdp_cpu_ram_efficient_loading``): then the model must stay where
+    it was loaded. Both are switched on by TrainingArguments under ``accelerate launch``."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    try:
+        from transformers.distributed.fsdp import is_fsdp_enabled
+    except ImportError:  # older transformers
+        from transformers.modeling_utils import is_fsdp_enabled
+    return bool(is_deepspeed_zero3_enabled() or is_fsdp_enabled())
+
+
+def load_policy(cfg: TrainConfig, device: str, args=None):
     """The model to train and the base spec its adapter belongs to.
 
     ``init`` adapter: its own base, adapter trainable (DPO then keeps a frozen
     copy as the reference); ``init`` full model: that model is the base.
+    Weights load in ``dtype`` (fp32 master weights for full fine-tuning by default),
+    with ``attn_implementation``, and quantised by bitsandbytes for QLoRA (then
+    prepared with PEFT's ``prepare_model_for_kbit_training``). ``args``, the TRL
+    config, should exist already (see :func:`run_train`); its gradient-checkpointing
+    setting reaches the k-bit preparation.
     """
-    import torch
+    from divtune.models import adapter_base_spec, is_adapter_dir, load_causal_lm, resolve_model_source
+    from divtune.train.config import quantization_config, weights_dtype
 
-    from divtune.models import adapter_base_spec, default_dtype, is_adapter_dir, load_causal_lm, resolve_model_source
+    source = resolve_model_source(cfg.init) if cfg.init else None
+    from_adapter = source is not None and is_adapter_dir(source)
+    quantization = quantization_config(cfg, device)
+    prepare = None
+    # TRL's ORPOTrainer prepares a k-bit base itself when it puts the adapter on.
+    if quantization is not None and (from_adapter or cfg.method not in ORPO_FAMILY):
+        prepare = functools.partial(prepare_kbit_base, args=args)
+    options = dict(
+        dtype=weights_dtype(cfg, device),
+        device=f"cuda:{_local_cuda_index()}" if quantization is not None else "cpu",
+        trust_remote_code=cfg.trust_remote_code,
+        attn_implementation=cfg.attn_implementation,
+        quantization_config=quantization,
+        place=not sharded_loading(),
+        prepare_base=prepare,
+    )
+    logger.info("loading the policy in %s%s%s", options["dtype"],
+                f", attention {cfg.attn_implementation}" if cfg.attn_implementation else "",
+                f", {cfg.quantization} base" if quantization is not None else "")
+    if from_adapter:
+        return load_causal_lm(source, adapter_trainable=True, **options), adapter_base_spec(source)
+    if source is not None:
+        return load_causal_lm(source, **options), cfg.init
+    return load_causal_lm(cfg.model, **options), cfg.model
 
-    # Full fine-tuning keeps fp32 master weights; LoRA can sit on a bf16 base.
-    dtype = default_dtype(device) if cfg.lora.enabled else torch.float32
-    if cfg.init:
-        source = resolve_model_source(cfg.init)
-        if is_adapter_dir(source):
-            model = load_causal_lm(
-                source, dtype=dtype, device="cpu", trust_remote_code=cfg.trust_remote_code, adapter_trainable=True
-            )
-            return model, adapter_base_spec(source)
-        return load_causal_lm(source, dtype=dtype, device="cpu", trust_remote_code=cfg.trust_remote_code), cfg.init
-    model = load_causal_lm(cfg.model, dtype=dtype, device="cpu", trust_remote_code=cfg.trust_remote_code)
-    return model, cfg.model
+
+def _local_cuda_index() -> int:
+    """This process's GPU: its local rank under a launcher, else 0."""
+    from accelerate import PartialState
+
+    return PartialState().local_process_index
+
+
+def prepare_kbit_base(model, args=None):
+    """PEFT's preparation of a quantised base for training an adapter on it: frozen base, norms and
+    embeddings in fp32, input gradients on (and gradient checkpointing when ``args`` ask for it)."""
+    from peft import prepare_model_for_kbit_training
+
+    checkpointing = bool(getattr(args, "activation_checkpointing", False) or getattr(args, "gradient_checkpointing", False))
+    kwargs = getattr(args, "activation_checkpointing_kwargs", None) or getattr(args, "gradient_checkpointing_kwargs", None)
+    return prepare_model_for_kbit_training(
+        model, use_gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs=kwargs or {"use_reentrant": False}
+    )
 
 
 def lora_config(cfg: TrainConfig, model=None):
@@ -275,18 +339,53 @@ def probe_arguments(cfg: TrainConfig, training: dict[str, Any], n_pairs: int) ->
     return {"eval_strategy": "steps", "eval_steps": steps, "eval_on_start": True, "per_device_eval_batch_size": batch}
 
 
-def build_trainer(cfg: TrainConfig, device: str, model, tokenizer, dataset, callbacks: list[Any], probes=None):
-    """The TRL trainer of ``cfg.method`` with divtune's loss, metrics file and callbacks."""
+def build_training_args(cfg: TrainConfig, device: str, n_pairs: int, probes=None):
+    """TRL's config of ``cfg.method`` (DeviationDPOConfig / DeviationORPOConfig / SFTConfig).
+
+    Built before the model loads (:func:`run_train`): TrainingArguments set up the
+    distributed state and, under DeepSpeed, the ZeRO-3 config the load must see.
+    """
+    kwargs = trl_config_kwargs(cfg, device)
+    if probes:
+        kwargs.update(probe_arguments(cfg, kwargs, n_pairs))
+    if cfg.wandb:
+        kwargs["report_to"] = _with_wandb(kwargs.get("report_to"))
+    try:
+        if cfg.method in DPO_FAMILY:
+            from divtune.train.trainer_configs import DeviationDPOConfig
+
+            # prefix_cache_layer needs the model's layer count: build_trainer sets it.
+            return DeviationDPOConfig(**kwargs, **dpo_weight_settings(cfg))
+        if cfg.method in ORPO_FAMILY:
+            from divtune.train.trainer_configs import DeviationORPOConfig
+
+            return DeviationORPOConfig(
+                **kwargs, weight_column=WEIGHT_COLUMN if cfg.method in WEIGHTED_METHODS else None,
+                dorpo_mode=cfg.dorpo_mode, nll_tokens=cfg.orpo_nll_tokens,
+            )
+        from trl import SFTConfig
+
+        return SFTConfig(**kwargs)
+    except TypeError as err:
+        # A training key that the chosen method's TRL config does not have.
+        raise ConfigError(f"training settings do not fit method {cfg.method}: {err}") from None
+
+
+def build_trainer(
+    cfg: TrainConfig, device: str, model, tokenizer, dataset, callbacks: list[Any], probes=None, args=None
+):
+    """The TRL trainer of ``cfg.method`` with divtune's loss, metrics file and callbacks.
+
+    ``args``: the TRL config from :func:`build_training_args` (built here when not given).
+    """
     from peft import PeftModel
 
     from divtune.train.callbacks import EvaluateAtEndCallback, MetricsJsonlCallback
 
-    kwargs = trl_config_kwargs(cfg, device)
+    if args is None:
+        args = build_training_args(cfg, device, len(dataset), probes)
     if probes:
-        kwargs.update(probe_arguments(cfg, kwargs, len(dataset)))
         callbacks = [*callbacks, EvaluateAtEndCallback()]
-    if cfg.wandb:
-        kwargs["report_to"] = _with_wandb(kwargs.get("report_to"))
     peft_config = lora_config(cfg, model) if cfg.lora.enabled and not isinstance(model, PeftModel) else None
     common = dict(
         model=model,
@@ -297,40 +396,26 @@ def build_trainer(cfg: TrainConfig, device: str, model, tokenizer, dataset, call
     )
     if probes:
         common["eval_dataset"] = probes
-    try:
-        if cfg.method in DPO_FAMILY:
-            from divtune.train.trainer_configs import DeviationDPOConfig
-            from divtune.train.trainers import DeviationDPOTrainer
+    if cfg.method in DPO_FAMILY:
+        from divtune.train.trainers import DeviationDPOTrainer
 
-            prefix = prefix_cache_settings(cfg, model)
-            args = DeviationDPOConfig(
-                **kwargs, **dpo_weight_settings(cfg), prefix_cache_layer=prefix.layer, prefix_cache_dir=prefix.cache_dir,
-            )
-            if args.ref_cache_dir is not None:
-                args.ref_cache_model_id = reference_identity(cfg, model)
-            trainer = DeviationDPOTrainer(args=args, **common)
-            if prefix.off is not None:
-                from divtune.train.prefix_cache import new_record
+        prefix = prefix_cache_settings(cfg, model)
+        args.prefix_cache_layer, args.prefix_cache_dir = prefix.layer, prefix.cache_dir
+        if args.ref_cache_dir is not None:
+            args.ref_cache_model_id = reference_identity(cfg, model)
+        trainer = DeviationDPOTrainer(args=args, **common)
+        if prefix.off is not None:
+            from divtune.train.prefix_cache import new_record
 
-                trainer.prefix_cache_record = new_record(None, prefix.off)
-            return trainer
-        if cfg.method in ORPO_FAMILY:
-            from divtune.train.trainer_configs import DeviationORPOConfig
-            from divtune.train.trainers import DeviationORPOTrainer
+            trainer.prefix_cache_record = new_record(None, prefix.off)
+        return trainer
+    if cfg.method in ORPO_FAMILY:
+        from divtune.train.trainers import DeviationORPOTrainer
 
-            return DeviationORPOTrainer(
-                args=DeviationORPOConfig(
-                    **kwargs, weight_column=WEIGHT_COLUMN if cfg.method in WEIGHTED_METHODS else None,
-                    dorpo_mode=cfg.dorpo_mode, nll_tokens=cfg.orpo_nll_tokens,
-                ),
-                **common,
-            )
-        from trl import SFTConfig, SFTTrainer
+        return DeviationORPOTrainer(args=args, **common)
+    from trl import SFTTrainer
 
-        return SFTTrainer(args=SFTConfig(**kwargs), **common)
-    except TypeError as err:
-        # A training key that the chosen method's TRL config does not have.
-        raise ConfigError(f"training settings do not fit method {cfg.method}: {err}") from None
+    return SFTTrainer(args=args, **common)
 
 
 #: The column of the prepared pairs that holds each pair's weight (train/data.py writes it).
