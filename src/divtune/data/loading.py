@@ -7,9 +7,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from divtune.data.layouts import LAYOUTS, RowError, detect_layout, parse_row
-from divtune.data.readers import iter_rows
+from divtune.data.layouts import LAYOUTS, REQUIRED_COLUMNS, RowError, detect_layout, parse_row
+from divtune.data.readers import detect_file_format, iter_rows
 from divtune.io import InputError
+
+#: Row errors about the file's columns rather than one row's values.
+COLUMN_REASONS = ("unknown_layout", "missing_column")
 
 
 @dataclass
@@ -38,6 +41,47 @@ def _rename(row: dict, columns: dict[str, str]) -> dict:
         if source in row:
             renamed[canonical] = row[source]
     return renamed
+
+
+def column_error(path: Path, err: RowError, raw: dict, row: dict, columns: dict[str, str], line: int) -> InputError:
+    """A missing or unknown column, named, with the columns the file has.
+
+    A ``--column NAME=SOURCE`` whose SOURCE the file lacks is the likely cause, so it is
+    named first (with the closest column). ``raw`` is the row as read, ``row`` after the
+    mapping. In a CSV the columns are its header: line 1.
+    """
+    from divtune.config import did_you_mean
+
+    present = sorted(str(k) for k in raw)
+    header_line = 1 if detect_file_format(path) == "csv" else line
+    absent = [(name, source) for name, source in columns.items() if source not in raw]
+    if absent:
+        name, source = absent[0]
+        return InputError(
+            path, f"no column {source!r} (from --column {name}={source}); the columns are {present}"
+            + did_you_mean(source, present),
+            line=header_line, field=source,
+        )
+    if err.reason == "missing_column":
+        return InputError(
+            path, f"missing column; the columns are {present}" + (did_you_mean(err.field, present)
+                  or f"; map one with --column {err.field}=SOURCE"),
+            line=header_line, field=err.field,
+        )
+    return InputError(path, str(err) + closest_layout(set(row)), line=header_line)
+
+
+def closest_layout(present: set) -> str:
+    """"; closest: flat, which lacks 'response'" for the layout with most of its columns present, or ""."""
+    from divtune.config import did_you_mean
+
+    have = {name: [c for c in cols if c in present] for name, cols in REQUIRED_COLUMNS.items()}
+    best = max(REQUIRED_COLUMNS, key=lambda name: len(have[name]))
+    if not have[best]:
+        return ""
+    lacking = [c for c in REQUIRED_COLUMNS[best] if c not in present]
+    others = sorted(str(c) for c in present - set(REQUIRED_COLUMNS[best]))
+    return f"; closest: {best}, which lacks {', '.join(map(repr, lacking))}" + did_you_mean(lacking[0], others)
 
 
 def _fallback_id(prompt: str) -> str:
@@ -70,7 +114,12 @@ def load_pools(
                     file_layout = detect_layout(set(row))
                 parsed = parse_row(row, file_layout)
             except RowError as err:
-                if err.reason == "unknown_layout" or not skip_invalid:
+                # A column missing from a CSV/Parquet header is missing from every row: never a row to skip.
+                whole_file = err.reason == "unknown_layout" or (
+                    err.reason == "missing_column" and detect_file_format(path) != "jsonl")
+                if whole_file or not skip_invalid:
+                    if err.reason in COLUMN_REASONS:
+                        raise column_error(path, err, raw, row, columns, line) from None
                     raise InputError(path, str(err), line=line, field=err.field) from None
                 report.rows_invalid[err.reason] += 1
                 continue
