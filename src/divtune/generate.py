@@ -351,6 +351,7 @@ def run_generate(cfg: GenerateConfig, stop_after_batches: int | None = None, ove
 
         summary = run_strategy(cfg, prompts, output, HFSampler(cfg), stop_after_batches)
         write_json(summary_path(output), summary)
+        check_strategy_yield(cfg, summary, output, finished=stop_after_batches is None)
         return output
     done = load_done(output)
     batches = plan_batches(len(prompts), cfg.num_samples, cfg.batch_size)
@@ -367,6 +368,20 @@ def run_generate(cfg: GenerateConfig, stop_after_batches: int | None = None, ove
         _run_hf(cfg, prompts, todo, done, output, total, stop_after_batches)
     write_json(summary_path(output), count_summary(cfg, prompts, output))
     return output
+
+
+def check_strategy_yield(cfg: GenerateConfig, summary: dict, output: Path, finished: bool = True) -> None:
+    """Stop (InputError) when a verbalized run gave no sample at all; warn when some replies gave none."""
+    if cfg.strategy != "verbalized" or not finished:
+        return
+    from divtune.stage_yield import verbalized_problem, verbalized_warning
+
+    problem = verbalized_problem(summary)
+    if problem:
+        raise InputError(output, problem)
+    warning = verbalized_warning(summary)
+    if warning:
+        logger.warning(warning)
 
 
 def summary_path(output: Path) -> Path:
