@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Iterable, Mapping, TypeVar
+from typing import Any, ClassVar, Iterable, Mapping, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -26,6 +26,11 @@ class StageConfig(BaseModel):
     """Base for all stage configs: unknown keys are errors, values are validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    #: Settings added after runs were recorded with this config: left out of ``to_dict`` (so of the
+    #: recorded settings and experiment fingerprints) while at their default, so that a run finished
+    #: before they existed is still recognised as the same run.
+    LATE_SETTINGS: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def load(
@@ -71,7 +76,12 @@ class StageConfig(BaseModel):
         return model.setting_names() if isinstance(model, type) and issubclass(model, StageConfig) else ()
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        data = self.model_dump(mode="json")
+        for name in self.LATE_SETTINGS:
+            field = type(self).model_fields[name]
+            if data.get(name) == field.get_default(call_default_factory=True):
+                data.pop(name, None)
+        return data
 
     def save(self, path: str | Path) -> Path:
         """Write the resolved config as YAML (the file every run leaves beside its outputs)."""

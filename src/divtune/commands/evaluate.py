@@ -7,12 +7,16 @@ from typing import Optional
 
 import typer
 
+from divtune.commands.columns import COLUMN_HELP, FORMAT_HELP, parse_columns
+
 
 EXAMPLES = """Examples:
 
   divtune evaluate --generations runs/gen/*.jsonl --gold runs/prep --reward runs/rm --output runs/eval
 
   divtune evaluate --generations runs/gen/dpo.jsonl runs/gen/ddpo.jsonl --output runs/eval --bootstrap 500
+
+  divtune evaluate --generations runs/gen/*.jsonl --gold stories.csv --column prompt=title --column response=body --output runs/eval
 """
 
 
@@ -30,6 +34,8 @@ def register(app: typer.Typer) -> None:
             help="Human responses for the `gold` row: a prepared folder (its test split), or a raw data file in any "
                  "layout `prepare` reads (every prompt; matched by id, else by prompt text).",
         ),
+        column: Optional[list[str]] = typer.Option(None, "--column", help=f"Raw --gold file: {COLUMN_HELP}"),
+        format: Optional[str] = typer.Option(None, "--format", help=f"Raw --gold file: {FORMAT_HELP}"),
         reward: Optional[Path] = typer.Option(None, "--reward", help="Reward-model folder for quality (else the lines' `quality` field)."),
         embedder: Optional[list[str]] = typer.Option(
             None, "--embedder", help="NAME=SPEC for `semantic` and/or `style` (default semantic=minilm, style=stylometric)."
@@ -69,6 +75,8 @@ def register(app: typer.Typer) -> None:
             generations=files or None,
             output=str(output),
             gold=str(gold) if gold else None,
+            gold_columns=parse_columns(column),
+            gold_format=format,
             reward=str(reward) if reward else None,
             embedders=embedders,
             embed_cache_dir=str(embed_cache_dir) if embed_cache_dir else None,
