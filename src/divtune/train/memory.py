@@ -160,7 +160,8 @@ def available_memory() -> int:
 
 def _read_int(path: str) -> int | None:
     try:
-        text = open(path, encoding="ascii").read().strip()
+        with open(path, encoding="ascii") as handle:
+            text = handle.read().strip()
     except OSError:
         return None
     return int(text) if text.isdigit() else None

@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from divtune.deprecations import quiet_checkpointing_rename
 from divtune.io import InputError, iter_jsonl
 from divtune.rewards import group_rewards
 from divtune.train.config import ONLINE_METHODS
@@ -331,6 +332,7 @@ def make_trainer(
     )
 
 
+@quiet_checkpointing_rename()  # TRL/PEFT read transformers' deprecated name (divtune/deprecations.py)
 def run_online_train(
     cfg: Any,
     *,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from divtune.config import ConfigError
+from divtune.deprecations import quiet_checkpointing_rename
 from divtune.io import write_json
 from divtune.train.config import (
     DPO_FAMILY,
@@ -36,6 +37,7 @@ PREFIX_CACHE_FILE = "prefix_cache.json"
 REF_ADAPTER = "ref"
 
 
+@quiet_checkpointing_rename()  # PEFT/TRL read transformers' deprecated name (divtune/deprecations.py)
 def run_train(
     cfg: TrainConfig, callbacks: list[Any] | None = None, *, overwrite: bool = False, memory_check: bool = True
 ) -> Path:
