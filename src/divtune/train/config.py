@@ -117,6 +117,9 @@ class TrainConfig(StageConfig):
     #: ``None``: the device's default (``DEFAULT_MAX_LENGTH``), written resolved into config.yaml.
     max_length: int | None = Field(None, ge=2)
     resume: bool = False
+    #: Also checkpoint whenever this many minutes passed since the last checkpoint (0: only every
+    #: ``save_steps``). ``None``: 10 on CPU, off on a GPU (train/save_by_time.py).
+    save_minutes: Optional[float] = Field(None, ge=0)
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     #: Reward model folder for the online methods (grpo, dqo, darling).

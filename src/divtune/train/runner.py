@@ -66,6 +66,11 @@ def run_train(
     if claim.state == "reuse":
         logger.info("%s already holds a finished train run with these settings; reusing it", output)
         return output
+    from divtune.train import run_notices
+
+    lost = run_notices.restart_warning(output, run_notices.unfinished_step(output), run_notices.checkpoint_step(resume_from))
+    if lost:
+        logger.warning(lost)
     pairs_data.check_pairs_kind(cfg.data, cfg.method)
     rows = pairs_data.read_pairs(path, cfg.method)
     tokenizer = _load_tokenizer(cfg)
@@ -88,8 +93,11 @@ def run_train(
         from divtune.train.memory import check_training_memory
 
         check_training_memory(cfg, int(resolved_training(cfg, device)["per_device_train_batch_size"]), logger)
+    for notice in run_notices.length_warnings(cfg, device, len(dataset)):
+        logger.warning(notice)
     model, base_spec = load_policy(cfg, device)
-    trainer = build_trainer(cfg, device, model, tokenizer, dataset, callbacks or [], probes)
+    callbacks = [*(callbacks or []), *run_notices.save_by_time(cfg, device)]
+    trainer = build_trainer(cfg, device, model, tokenizer, dataset, callbacks, probes)
     report.dropped_by_trainer = len(dataset) - len(trainer.train_dataset)
     if report.dropped_by_trainer:
         logger.warning("TRL dropped %d more pairs while tokenising (see %s)", report.dropped_by_trainer, DATA_REPORT_FILE)
@@ -104,10 +112,10 @@ def run_train(
             write_json(output / REF_CACHE_FILE, trainer.ref_cache_record)
         if getattr(trainer, "prefix_cache_record", None):
             write_json(output / PREFIX_CACHE_FILE, trainer.prefix_cache_record)
-        if resume_from is not None:
-            from divtune.train.callbacks import truncate_metrics
+        from divtune.train.callbacks import truncate_metrics
 
-            truncate_metrics(output, int(Path(resume_from).name.split("-")[-1]))
+        # Resumed: forget lines after the checkpoint (they are redone); started over: all of them.
+        truncate_metrics(output, int(Path(resume_from).name.split("-")[-1]) if resume_from is not None else -1)
 
     trainer.train(resume_from_checkpoint=resume_from)
     save_final(trainer, tokenizer, output, base_spec)
@@ -124,7 +132,7 @@ def run_train(
 #: gives the same losses to float32 rounding, tests/test_prefix_cache.py): left out of the
 #: settings a finished run is recognised by, so switching them, or upgrading divtune to a
 #: version that has them, neither refuses nor redoes a finished run.
-SPEED_ONLY_SETTINGS = ("prefix_cache", "prefix_cache_dir")
+SPEED_ONLY_SETTINGS = ("prefix_cache", "prefix_cache_dir", "save_minutes")
 UNRECORDED_SETTINGS = ("output", "resume", *SPEED_ONLY_SETTINGS)
 
 
