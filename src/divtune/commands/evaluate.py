@@ -20,6 +20,16 @@ EXAMPLES = """Examples:
 """
 
 
+def evaluate_table(results: dict, output: str) -> str:
+    """The headline metrics per system; quality marked † with the report's footnote when the report
+    would grey it out (a reward model not shown to beat chance: divtune.quality_status)."""
+    from divtune.experiment import summary_table
+    from divtune.quality_status import quality_status
+
+    keys = ("semantic_diversity", "style_diversity", "quality", "n_prompts")
+    return summary_table(results, keys=keys, quality=quality_status([output]))
+
+
 def register(app: typer.Typer) -> None:
     # Extra positional arguments are more generation files, so `--generations a.jsonl b.jsonl` works.
     @app.command("evaluate", context_settings={"allow_extra_args": True}, epilog=EXAMPLES)
@@ -55,8 +65,6 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Diversity and quality metrics of generation files, with bootstrap intervals."""
-        import json
-
         from divtune.embedders import DEFAULT_EMBEDDERS, parse_embedder_specs
         from divtune.evaluate import EvaluateConfig, run_evaluate
 
@@ -86,7 +94,5 @@ def register(app: typer.Typer) -> None:
             bootstrap=bootstrap,
         )
         results = run_evaluate(cfg, overwrite=overwrite)
-        for name, row in results.items():
-            shown = {k: row[k] for k in ("semantic_diversity", "style_diversity", "quality", "n_prompts")}
-            typer.echo(f"{name}: {json.dumps(shown)}")
+        typer.echo(evaluate_table(results, cfg.output))
         typer.echo(f"wrote {Path(cfg.output) / 'metrics.json'}")
