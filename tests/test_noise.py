@@ -134,3 +134,13 @@ def test_humaneval_build_with_more_systems_asks_which_pairs(tmp_path, monkeypatc
     assert text == (f"error: give the pairs to compare (--pair SYSTEM=BASELINE): the generation files hold 3 systems "
                     f"{sorted(SYSTEMS)}, and only two are compared without --pair\n")
     assert not (tmp_path / "study").exists()
+
+
+def test_the_silenced_calls_leave_the_warning_filters_as_they_found_them(tiny_lm_dir, tmp_path, pairs_dir):
+    # load_causal_lm calls itself for an adapter's base: nested uses must not leak a filter.
+    cfg = TrainConfig.load(None, tiny_overrides(max_steps=1), method="ddpo", data=str(pairs_dir),
+                           model=str(tiny_lm_dir), output=str(tmp_path / "run"))
+    run_train(cfg)
+    before = list(warnings.filters)
+    load_causal_lm(tmp_path / "run", device="cpu")
+    assert warnings.filters == before

@@ -23,15 +23,14 @@ CHECKPOINTING_RENAMES = (
 )
 
 
-class quiet_checkpointing_rename(contextlib.ContextDecorator):
-    """Context manager and decorator: no FutureWarning about the checkpointing rename inside."""
+@contextlib.contextmanager
+def quiet_checkpointing_rename():
+    """Context manager and decorator: no FutureWarning about the checkpointing rename inside.
 
-    def __enter__(self):
-        self._catcher = warnings.catch_warnings()
-        self._catcher.__enter__()
+    A generator context manager, so each decorated call (recursive ones included) gets its own
+    saved filters, and leaving restores exactly what was there before.
+    """
+    with warnings.catch_warnings():
         for pattern in CHECKPOINTING_RENAMES:
             warnings.filterwarnings("ignore", message=pattern, category=FutureWarning)
-        return self
-
-    def __exit__(self, *exc):
-        return self._catcher.__exit__(*exc)
+        yield
