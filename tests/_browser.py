@@ -2,7 +2,7 @@
 chromium-driver packages driven by Selenium, never a downloaded browser.
 
 Where the browser is missing, the tests fail with the install instruction
-(``.ci/run`` installs it: ``apt-get install -y chromium chromium-driver``):
+(``scripts/test.sh`` installs it as root: ``apt-get install -y chromium chromium-driver``):
 a browser test is never skipped, so a green run always means the page was driven.
 """
 
@@ -16,7 +16,7 @@ import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-INSTALL_HINT = "apt-get install -y chromium chromium-driver (as root; .ci/run does this) and pip install 'selenium>=4.51,<4.52'"
+INSTALL_HINT = "apt-get install -y chromium chromium-driver (as root; bash scripts/test.sh does this) and pip install 'selenium>=4.51,<4.52'"
 
 
 def require_browser() -> None:

@@ -84,7 +84,7 @@ def test_undecodable_bytes(tmp_path):
         handle.write((json.dumps(GOOD) + "\n").encode())
         handle.write(b'{"post_title": "caf\xe9"}\n')
     err = _error(path)
-    assert err.line == 2 and "undecodable bytes" in str(err)
+    assert err.line == 2 and "undecodable byte 0xe9 at column 20" in str(err)
 
 
 def test_non_text_response(tmp_path):

@@ -127,4 +127,4 @@ def test_train_help_names_the_method_and_model_defaults_and_the_cpu_sizes():
     text = " ".join(CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output.split())
     assert "(default ddpo)" in text
     assert "(default smollm2" in text
-    assert "max_length 128 and a per-device batch of 2" in text
+    assert "max_length 128 and a batch of 2 per device" in text

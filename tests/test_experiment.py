@@ -279,7 +279,7 @@ def test_quickstart_smoke_writes_every_artefact(tmp_path):
         lines = (out / "generations" / system / "generations.jsonl").read_text().splitlines()
         assert len(lines) == 4 * len({json.loads(line)["prompt_id"] for line in lines}) > 0
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
-    assert set(metrics) == {"base", "dpo", "ddpo", "gold"}
+    assert set(metrics) == {"base", "dpo", "ddpo", "gold", "gold-matched"}  # gold cut to the samples' length
     required = {
         "semantic_diversity", "style_diversity", "vendi_semantic", "distinct_1", "distinct_2", "distinct_3",
         "distinct_4", "self_bleu", "compression_ratio", "quality", "effective_semantic_diversity",
@@ -292,6 +292,10 @@ def test_quickstart_smoke_writes_every_artefact(tmp_path):
     assert (report / "report.html").is_file() and (report / "report.md").is_file()
     assert len(list(report.glob("*.png"))) >= 3
     assert result["report_html"] == str(report / "report.html")
+    md = (report / "report.md").read_text()
+    assert "> **Caveat.** This is a demonstration of the pipeline, not evidence: each model trained 2 steps" in md
+    assert md.count("### ") >= 3 and "## Samples" in md
+    assert result["table"].splitlines()[0].startswith("system")
     diagnostics = json.loads((out / "diagnostics" / "diagnostics.json").read_text())
     assert {name: run["steps"] for name, run in diagnostics["runs"].items()} == {"dpo": 2, "ddpo": 2}
     assert diagnostics["weights"]["both"]["n"] == len((out / "data" / "both" / "train.jsonl").read_text().splitlines())

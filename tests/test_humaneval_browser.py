@@ -4,7 +4,7 @@ analysis of the download gives exactly the counts the clicks imply. Then the
 layout at desktop and phone width, with screenshots.
 
 Needs Debian's chromium and chromium-driver: fails without them, naming the install
-command (.ci/run installs them; see tests/_browser.py). Never skipped.
+command (scripts/test.sh installs them as root; see tests/_browser.py). Never skipped.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ inside the command bodies so ``divtune --help`` stays fast.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 
@@ -23,12 +24,50 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Click's plain help, not rich's: rich lays options out as a table whose name column it
+    # cuts at 80 columns (`--max-responses-per-p…`); click puts a long name on its own line.
+    rich_markup_mode=None,
+    # Click wraps at 80 columns whatever the terminal; use a wider terminal's width, up to 120.
+    context_settings={"max_content_width": 120},
 )
 
 for _stage in (
     prepare, typicality, train, generate, reward, evaluate, report, diagnostics, humaneval, export, quickstart, experiment,
 ):
     _stage.register(app)
+
+
+def unwrapped(epilog: str) -> str:
+    """``epilog`` with every paragraph marked for click to print as written (``\\b``): an example
+    command rewrapped at the terminal's width could no longer be copied as one line."""
+    return "\n\n".join(f"\b\n{paragraph}" for paragraph in epilog.strip("\n").split("\n\n"))
+
+
+def summary(help_text: str | None) -> str:
+    """The first paragraph of a help text on one line: a command's entry in its group's list,
+    given in full (click would cut it to the width left beside the name, ending in "...")."""
+    return " ".join((help_text or "").strip().split("\n\n")[0].split())
+
+
+def _help_of(value) -> str | None:
+    return value if isinstance(value, str) else None  # typer keeps unset values as placeholders
+
+
+def _print_help_whole(typer_app: typer.Typer) -> None:
+    """Examples as written and command summaries in full, in every command and group of ``typer_app``."""
+    for info in typer_app.registered_commands:
+        if info.epilog:
+            info.epilog = unwrapped(info.epilog)
+        if not info.short_help:
+            info.short_help = summary(info.help or inspect.getdoc(info.callback))
+    for group in typer_app.registered_groups:
+        sub_app = group.typer_instance
+        if not _help_of(group.short_help):
+            group.short_help = summary(_help_of(group.help) or _help_of(sub_app.info.help))
+        _print_help_whole(sub_app)
+
+
+_print_help_whole(app)
 
 
 def _version(value: bool) -> None:

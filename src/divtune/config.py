@@ -8,8 +8,9 @@ only holds the machinery they share.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Any, Iterable, Mapping, TypeVar
+from typing import Any, ClassVar, Iterable, Mapping, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -25,6 +26,11 @@ class StageConfig(BaseModel):
     """Base for all stage configs: unknown keys are errors, values are validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    #: Settings added after runs were recorded with this config: left out of ``to_dict`` (so of the
+    #: recorded settings and experiment fingerprints) while at their default, so that a run finished
+    #: before they existed is still recognised as the same run.
+    LATE_SETTINGS: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def load(
@@ -50,13 +56,32 @@ class StageConfig(BaseModel):
         try:
             return cls.model_validate(dict(data))
         except ValidationError as err:
-            problems = "; ".join(describe_validation_error(e) for e in err.errors())
+            problems = "; ".join(describe_validation_error(e, cls.settings_at(e["loc"][:-1])) for e in err.errors())
             # From the command line the field names say enough; a file or a composed config is named.
             where = "" if source == "<cli>" else f"{source}: " if source != "<dict>" else f"{cls.__name__}: "
             raise ConfigError(f"{where}{problems}") from None
 
+    @classmethod
+    def setting_names(cls) -> Iterable[str]:
+        """The keys this config accepts: what a misspelt key is matched against."""
+        return cls.model_fields
+
+    @classmethod
+    def settings_at(cls, path: tuple) -> Iterable[str]:
+        """The keys accepted at ``path`` (``("lora",)`` -> the LoRA settings); none past a free mapping."""
+        model: Any = cls
+        for part in path:
+            field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, StageConfig) else None
+            model = field.annotation if field is not None else None
+        return model.setting_names() if isinstance(model, type) and issubclass(model, StageConfig) else ()
+
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        data = self.model_dump(mode="json")
+        for name in self.LATE_SETTINGS:
+            field = type(self).model_fields[name]
+            if data.get(name) == field.get_default(call_default_factory=True):
+                data.pop(name, None)
+        return data
 
     def save(self, path: str | Path) -> Path:
         """Write the resolved config as YAML (the file every run leaves beside its outputs)."""
@@ -83,15 +108,22 @@ _EXPECTED = {
 }
 
 
-def describe_validation_error(error: Mapping[str, Any]) -> str:
-    """One pydantic error as ``field: expected an integer, got 'abc'``."""
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """``"; did you mean 'max_steps'?"`` for the closest candidate, or "" when none is close."""
+    close = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.7)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def describe_validation_error(error: Mapping[str, Any], settings: Iterable[str] = ()) -> str:
+    """One pydantic error as ``field: expected an integer, got 'abc'``; an unknown key with the
+    closest of ``settings`` (the keys accepted where it stands)."""
     field = ".".join(str(p) for p in error["loc"])
     kind = error["type"]
     got = error.get("input")
     if kind in _EXPECTED:
         text = f"expected {_EXPECTED[kind]}, got {got!r}"
     elif kind == "extra_forbidden":
-        text = "not a setting of this stage"
+        text = "not a setting of this stage" + did_you_mean(str(error["loc"][-1]), settings)
     elif kind == "missing":
         text = "required, but not given"
     elif kind == "value_error":

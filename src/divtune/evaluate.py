@@ -20,7 +20,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -87,6 +87,8 @@ def _default_embedders() -> dict[str, str]:
 
 
 class EvaluateConfig(StageConfig):
+    LATE_SETTINGS: ClassVar[tuple[str, ...]] = ("gold_columns",)
+
     generations: list[str] = Field(default_factory=list, description="generations JSONL files, one system each")
     output: str
     gold: str | None = Field(
@@ -94,6 +96,8 @@ class EvaluateConfig(StageConfig):
     )
     #: Raw gold file only: its layout (as ``prepare --format``) and the fewest words a human response needs.
     gold_format: Literal["auto", "reddit", "pools", "flat"] = "auto"
+    #: Raw gold file only: its column names, as ``prepare --column NAME=SOURCE``.
+    gold_columns: dict[str, str] = Field(default_factory=dict)
     gold_min_words: int = Field(0, ge=0)
     reward: str | None = Field(None, description="reward-model folder (divtune reward train) for quality")
     embedders: dict[str, str] = Field(default_factory=_default_embedders)
@@ -583,12 +587,14 @@ def run_evaluate(cfg: EvaluateConfig, overwrite: bool = False) -> dict[str, Any]
         sample_counts = Counter(len(t) for s in systems for t in s.texts.values())
         num_gold = cfg.num_gold or (sample_counts.most_common(1)[0][0] if sample_counts else 4)
         if is_prepared_dir(cfg.gold):
+            if cfg.gold_columns or cfg.gold_format != "auto":
+                raise ConfigError(f"--column and --format describe a raw --gold data file; {cfg.gold} is a prepared folder")
             wanted = {k for s in systems for k in s.texts} if systems else None
             known_prompts = {k: v for s in systems for k, v in s.prompts.items()}
             gold = read_gold(cfg.gold, wanted, num_gold, cfg.seed, skipped, known_prompts, split=cfg.gold_split)
         else:
             gold, gold_matching = read_gold_file(
-                cfg.gold, systems, num_gold, cfg.seed, skipped, cfg.gold_format, cfg.gold_min_words
+                cfg.gold, systems, num_gold, cfg.seed, skipped, cfg.gold_format, cfg.gold_min_words, cfg.gold_columns
             )
             fill_prompts_from_gold(systems, gold)
         matched = None

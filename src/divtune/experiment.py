@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable, ClassVar, Literal, Optional
 
 from pydantic import Field
 
@@ -91,6 +91,11 @@ class ExperimentConfig(StageConfig):
     interactions: dict[str, dict[str, str]] = Field(default_factory=dict)
     #: Stages run at once, each in its own process with cores/jobs threads (``--jobs``).
     jobs: int = Field(1, ge=1)
+    #: A run sized to show the pipeline, not to measure anything (the quickstart): its report
+    #: opens with a caveat giving its size and pointing at the recorded results.
+    demonstration: bool = False
+
+    LATE_SETTINGS: ClassVar[tuple[str, ...]] = ("demonstration",)
 
 
 class Stage:
@@ -531,6 +536,8 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
     }
     if interactions:  # only when set: the reports of experiments without them keep their fingerprints
         report_config["interactions"] = interactions
+    if cfg.demonstration:
+        report_config["demonstration"] = True
     stages.append(
         Stage(
             "report",
@@ -539,6 +546,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
             lambda: run_report(
                 [eval_dir], report_dir, baseline=baseline, comparisons=comparisons, seed_groups=seed_groups,
                 overwrite=True, interactions=interactions or None,
+                caveat=demonstration_caveat(cfg, eval_dir) if cfg.demonstration else None,
             ),
             after=("evaluate",),
         )
@@ -614,20 +622,41 @@ def environment_record() -> dict[str, Any]:
     }
 
 
+def demonstration_caveat(cfg: ExperimentConfig, eval_dir: Path) -> str:
+    """What a demonstration-sized run is: how many steps of how many pairs, evaluated on how many prompts."""
+    training = cfg.train.get("training") or {}
+    steps = training.get("max_steps")
+    pairs = int(training.get("per_device_train_batch_size", 1)) * int(training.get("gradient_accumulation_steps", 1))
+    metrics = json.loads((Path(eval_dir) / "metrics.json").read_text(encoding="utf-8"))
+    prompts = max((int(row.get("n_prompts") or 0) for row in metrics.values()), default=0)
+    size = (f"each model trained {steps} steps of {pairs} pairs" if steps else "each model trained briefly")
+    return (f"This is a demonstration of the pipeline, not evidence: {size} and is evaluated on {prompts} "
+            "prompts, so its differences between systems are mostly noise and say nothing about the methods.")
+
+
 def summary_table(metrics: dict[str, dict[str, Any]], keys: tuple[str, ...] = (
     "quality", "semantic_diversity", "style_diversity", "vendi_semantic", "distinct_2", "self_bleu"
-)) -> str:
-    """A plain-text table of the headline metrics, one row per system."""
-    header = ["system", *keys]
+), quality=None) -> str:
+    """A plain-text table of the headline metrics, one row per system.
+
+    ``quality`` (a divtune.quality_status.QualityStatus): when the report greys quality out,
+    so does this table: its quality columns are marked † and its footnote follows the table.
+    """
+    from divtune.quality_status import MARK, QUALITY_KEYS
+
+    greyed = quality is not None and quality.greyed
+    header = ["system", *[f"{key} {MARK}" if greyed and key in QUALITY_KEYS else key for key in keys]]
     rows = [header]
     for system, values in metrics.items():
         row = [system]
         for key in keys:
             value = values.get(key)
-            row.append("—" if value is None else f"{value:.3f}")
+            cell = "—" if value is None else str(value) if isinstance(value, int) else f"{value:.3f}"
+            row.append(f"{cell} {MARK}" if greyed and key in QUALITY_KEYS and value is not None else cell)
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows)
+    table = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
+    return f"{table}\n{quality.footnote}" if greyed else table
 
 
 #: What an experiment folder holds besides its marker (an older divtune wrote no marker).

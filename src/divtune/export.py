@@ -85,6 +85,9 @@ def read_run(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """The run's resolved training config and done record; only a finished run is exported."""
     if not run.is_dir():
         raise InputError(run, "training run folder not found")
+    wrong_kind = not_a_train_run(run)
+    if wrong_kind:
+        raise InputError(run, wrong_kind)
     done = read_stage_done(run)
     if done is None:
         raise InputError(run / DONE_MARKER, "missing: the run has not finished (resume it with `divtune train --resume`)")
@@ -97,6 +100,22 @@ def read_run(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if not (run / "adapter_config.json").is_file() and not (run / "config.json").is_file():
         raise InputError(run, "holds neither a LoRA adapter (adapter_config.json) nor a model (config.json)")
     return train_cfg, done
+
+
+def not_a_train_run(folder: Path) -> str | None:
+    """Why ``folder`` is not a training run, named by the stage its markers record; None when it may be one."""
+    from divtune.outputs import run_kind
+
+    found = run_kind(folder)
+    if found is None or found[0] in (None, "train"):
+        return None
+    stage, finished = found
+    hint = ""
+    if stage == "experiment":
+        models = sorted(p.name for p in (folder / "models").iterdir() if p.is_dir()) if (folder / "models").is_dir() else []
+        hint = f"; its trained models are in {folder / 'models'}/NAME" + (f" ({', '.join(models)})" if models else "")
+    return (f"holds {'a finished' if finished else 'an unfinished'} `divtune {stage}` run, not a training run; "
+            f"export takes the output folder of a finished `divtune train` run{hint}")
 
 
 def collect_facts(cfg: ExportConfig, run: Path, train_cfg: dict, done: dict, is_adapter: bool) -> dict[str, Any]:

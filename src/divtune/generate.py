@@ -24,7 +24,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, ClassVar, Iterable, Literal
 
 from pydantic import Field
 
@@ -54,6 +54,8 @@ SAMPLE_DEFINING_FIELDS = (
     "backend",
     "share_prompt_cache",
     "strategy",
+    "prompts_format",
+    "prompts_columns",
 )
 #: Settings of one strategy only: a resumed run must agree on those of its own strategy.
 STRATEGY_FIELDS = {"iterative": "iterative", "verbalized": "verbalized"}
@@ -62,9 +64,15 @@ STRATEGY_FIELDS = {"iterative": "iterative", "verbalized": "verbalized"}
 class GenerateConfig(StageConfig):
     """Settings of ``divtune generate``; decoding defaults are the paper's (docs/method.md §7)."""
 
+    LATE_SETTINGS: ClassVar[tuple[str, ...]] = ("prompts_format", "prompts_columns")
+
     model: str
     prompts: str
     output: str
+    #: A data file of prompts is read as ``prepare`` reads it: its layout (``--format``) and
+    #: column names (``--column NAME=SOURCE``).
+    prompts_format: Literal["auto", "reddit", "pools", "flat"] = "auto"
+    prompts_columns: dict[str, str] = Field(default_factory=dict)
     name: str | None = None
     num_samples: int = Field(4, ge=1)
     max_prompts: int | None = Field(None, ge=1)
@@ -109,21 +117,34 @@ class Prompt:
 # --------------------------------------------------------------------------- prompts
 
 
-def read_prompts(source: str | Path, max_prompts: int | None = None) -> list[Prompt]:
+def read_prompts(
+    source: str | Path, max_prompts: int | None = None, layout: str = "auto", columns: dict[str, str] | None = None
+) -> list[Prompt]:
     """Prompts from any supported source, in file order, optionally the first ``max_prompts``.
 
     - a prepared folder: its ``test.jsonl``;
     - a prepared ``test.jsonl``/``train.jsonl`` (pairs): unique prompts by ``pool_id``;
     - a prepared ``responses.jsonl``: its test pools, prompt text from ``test.jsonl`` beside it;
     - a JSONL list with a ``prompt`` field (optional ``prompt_id``, else the line number);
-    - any other file: plain text, one prompt per line, ``prompt_id`` = line number.
+    - a data file as ``prepare`` reads it (CSV/TSV, Parquet, a ``datasets`` folder, or JSONL in
+      one of its layouts or with ``columns`` mapped): each distinct prompt once, with the id
+      prepare gives its pool (divtune.data.loading.load_prompts);
+    - a plain text file: one prompt per line, ``prompt_id`` = line number.
     """
     path = Path(source)
-    if path.is_dir():
+    if path.is_dir() and (path / "test.jsonl").is_file():
         path = path / "test.jsonl"
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"prompts file not found: {path}")
-    if _is_jsonl(path):
+    kind = _prompt_file_kind(path)
+    if columns and kind in ("prepared", "text"):
+        what = "a plain text file" if kind == "text" else "a prepared file"
+        raise ConfigError(f"--column maps the columns of a data file; {path} is {what}")
+    if kind == "data" or (kind == "jsonl" and (columns or layout != "auto" or _is_raw_layout(path))):
+        from divtune.data.loading import load_prompts
+
+        prompts = [Prompt(pool_id, prompt) for pool_id, prompt in load_prompts(path, layout, columns)]
+    elif kind in ("jsonl", "prepared"):
         prompts = _read_jsonl_prompts(path)
     else:
         prompts = _read_text_prompts(path)
@@ -134,20 +155,49 @@ def read_prompts(source: str | Path, max_prompts: int | None = None) -> list[Pro
     return prompts
 
 
-def _is_jsonl(path: Path) -> bool:
-    name = path.name.lower()
-    return name.endswith((".jsonl", ".jsonl.gz", ".json", ".ndjson"))
+def _prompt_file_kind(path: Path) -> str:
+    """``prepared`` (a stage's JSONL), ``jsonl``, ``data`` (CSV, Parquet, datasets folder) or ``text``."""
+    from divtune.data.readers import detect_file_format
+
+    if path.is_dir():
+        return "data"  # detect_file_format refuses a folder that is not a datasets folder
+    if path.name in ("test.jsonl", "train.jsonl", "responses.jsonl") and (path.parent / "responses.jsonl").is_file():
+        return "prepared"
+    try:
+        fmt = detect_file_format(path)
+    except InputError:
+        return "text"
+    return "jsonl" if fmt == "jsonl" else "data"
+
+
+def _is_raw_layout(path: Path) -> bool:
+    """A JSONL file whose first line fits one of prepare's layouts (or has a reddit ``post_title``)."""
+    from divtune.data.layouts import RowError, detect_layout
+
+    first = next(iter_jsonl(path), None)
+    if first is None or not isinstance(first[1], dict):
+        return False
+    try:
+        detect_layout(set(first[1]))
+        return True
+    except RowError:
+        return "post_title" in first[1]
 
 
 def _read_text_prompts(path: Path) -> list[Prompt]:
+    from divtune.io import undecodable_error
+
     prompts, blank = [], 0
-    with open_text(path) as handle:
-        for lineno, line in enumerate(handle, start=1):
-            text = line.strip()
-            if not text:
-                blank += 1
-                continue
-            prompts.append(Prompt(lineno, text))
+    try:
+        with open_text(path) as handle:
+            for lineno, line in enumerate(handle, start=1):
+                text = line.strip()
+                if not text:
+                    blank += 1
+                    continue
+                prompts.append(Prompt(lineno, text))
+    except UnicodeDecodeError:
+        raise undecodable_error(path) from None
     if blank:
         logger.info("%s: skipped %d blank lines", path, blank)
     return prompts
@@ -339,12 +389,14 @@ def run_generate(cfg: GenerateConfig, stop_after_batches: int | None = None, ove
     output = Path(cfg.output)
     if cfg.strategy != "independent" and cfg.backend != "hf":
         raise ConfigError(f"--strategy {cfg.strategy} runs on --backend hf only (vllm: independent sampling)")
-    prompts = read_prompts(cfg.prompts, cfg.max_prompts)
+    prompts = read_prompts(cfg.prompts, cfg.max_prompts, cfg.prompts_format, cfg.prompts_columns)
     check_model_spec(cfg.model)
     fields = list(SAMPLE_DEFINING_FIELDS)
     if cfg.strategy in STRATEGY_FIELDS:
         fields.append(STRATEGY_FIELDS[cfg.strategy])
-    state = claim_output_file(output, cfg.to_dict(), fields, overwrite)
+    late = {name: GenerateConfig.model_fields[name].get_default(call_default_factory=True)
+            for name in GenerateConfig.LATE_SETTINGS}
+    state = claim_output_file(output, cfg.model_dump(mode="json"), fields, overwrite, defaults=late)
     if state == "replace":
         output.unlink()
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -354,6 +406,7 @@ def run_generate(cfg: GenerateConfig, stop_after_batches: int | None = None, ove
 
         summary = run_strategy(cfg, prompts, output, HFSampler(cfg), stop_after_batches)
         write_json(summary_path(output), summary)
+        check_strategy_yield(cfg, summary, output, finished=stop_after_batches is None)
         return output
     done = load_done(output)
     batches = plan_batches(len(prompts), cfg.num_samples, cfg.batch_size)
@@ -370,6 +423,20 @@ def run_generate(cfg: GenerateConfig, stop_after_batches: int | None = None, ove
         _run_hf(cfg, prompts, todo, done, output, total, stop_after_batches)
     write_json(summary_path(output), count_summary(cfg, prompts, output))
     return output
+
+
+def check_strategy_yield(cfg: GenerateConfig, summary: dict, output: Path, finished: bool = True) -> None:
+    """Stop (InputError) when a verbalized run gave no sample at all; warn when some replies gave none."""
+    if cfg.strategy != "verbalized" or not finished:
+        return
+    from divtune.stage_yield import verbalized_problem, verbalized_warning
+
+    problem = verbalized_problem(summary)
+    if problem:
+        raise InputError(output, problem)
+    warning = verbalized_warning(summary)
+    if warning:
+        logger.warning(warning)
 
 
 def summary_path(output: Path) -> Path:

@@ -1,7 +1,8 @@
 """The human ``gold`` row from a raw data file (``divtune evaluate --gold FILE``).
 
 Any file ``divtune prepare`` reads (JSONL, CSV, Parquet or a ``datasets``
-folder, in the reddit, pools or flat layout) can hold the human responses.
+folder, in the reddit, pools or flat layout, its columns mapped with
+``--column NAME=SOURCE`` as for prepare) can hold the human responses.
 Every prompt of the file is eligible: there is no split. Its responses go
 through prepare's cleaning (moderator stickies and bot comments in the reddit
 layout, removed/empty texts, duplicates within a prompt, and optionally a
@@ -43,6 +44,7 @@ def read_gold_file(
     skipped: Counter,
     layout: str = "auto",
     min_words: int = 0,
+    columns: dict[str, str] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """The gold row from a raw data file, matched to the systems' prompts (which are re-keyed in place).
 
@@ -54,7 +56,7 @@ def read_gold_file(
     if path.is_dir() and not any((path / m).is_file() for m in ("dataset_info.json", "state.json", "dataset_dict.json")):
         raise InputError(path, "--gold takes a folder written by `divtune prepare` (with responses.jsonl), "
                                "a `datasets` folder or a data file (JSONL, CSV, Parquet); this folder is none of them")
-    pools, load_report = load_pools([path], layout=layout)
+    pools, load_report = load_pools([path], layout=layout, columns=columns)
     dropped: Counter = Counter()
     texts_of: dict[str, list[str]] = {}
     for pool in pools:

@@ -46,6 +46,37 @@ def gzip_input_error(path: str | Path, err: BaseException, lines_read: int) -> I
     return InputError(path, f"corrupt gzip data ({err})", line=lines_read + 1)
 
 
+def undecodable_location(data: bytes) -> tuple[int, int, int] | None:
+    """(line, column, byte) of the first byte of ``data`` that is not UTF-8, or None.
+
+    Lines and columns count from 1; the column is in characters, as an editor shows it.
+    A byte-order mark at the start is not counted (readers drop it).
+    """
+    try:
+        data.decode("utf-8")
+        return None
+    except UnicodeDecodeError as err:
+        bad = err.start
+    line_start = data.rfind(b"\n", 0, bad) + 1
+    prefix = data[line_start:bad]
+    if line_start == 0 and prefix.startswith(b"\xef\xbb\xbf"):
+        prefix = prefix[3:]
+    return data.count(b"\n", 0, bad) + 1, len(prefix.decode("utf-8")) + 1, data[bad]
+
+
+def undecodable_error(path: str | Path) -> "InputError":
+    """One line locating the first non-UTF-8 byte of ``path`` by line and column (gzip read through)."""
+    path = Path(path)
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        found = undecodable_location(handle.read())
+    if found is None:  # decoded since: say what we know
+        return InputError(path, "undecodable bytes (not UTF-8); save the file as UTF-8")
+    line, column, byte = found
+    return InputError(path, f"undecodable byte 0x{byte:02x} at column {column} (not UTF-8; save the file as UTF-8)",
+                      line=line)
+
+
 def open_text(path: str | Path, mode: str = "rt"):
     """Open a text file, transparently gunzipping ``*.gz``; strict UTF-8.
 
@@ -71,8 +102,8 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
                     yield lineno, json.loads(line)
                 except json.JSONDecodeError as err:
                     raise InputError(path, f"malformed JSON ({err.msg} at column {err.colno})", line=lineno) from None
-    except UnicodeDecodeError as err:
-        raise InputError(path, f"undecodable bytes (not UTF-8) at byte offset {err.start}") from None
+    except UnicodeDecodeError:
+        raise undecodable_error(path) from None
     except GZIP_ERRORS as err:
         raise gzip_input_error(path, err, lineno) from None
 

@@ -19,6 +19,7 @@ from typing import Any, Iterator, Sequence
 
 from divtune import resources
 from divtune.config import ConfigError
+from divtune.deprecations import quiet_checkpointing_rename
 
 logger = logging.getLogger(__name__)
 
@@ -312,6 +313,7 @@ def load_tokenizer(spec: str | Path, trust_remote_code: bool = False, padding_si
     return tokenizer
 
 
+@quiet_checkpointing_rename()
 def load_causal_lm(
     spec: str | Path,
     *,

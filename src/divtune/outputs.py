@@ -221,7 +221,8 @@ def sidecar_path(output: str | Path) -> Path:
 
 
 def claim_output_file(
-    output: str | Path, settings: Mapping[str, Any], compare: Iterable[str], overwrite: bool = False
+    output: str | Path, settings: Mapping[str, Any], compare: Iterable[str], overwrite: bool = False,
+    defaults: Mapping[str, Any] | None = None,
 ) -> State:
     """The rule for a single output file whose settings live in its sidecar; writes nothing.
 
@@ -229,6 +230,9 @@ def claim_output_file(
     - file without sidecar: refused, divtune did not write it;
     - sidecar that agrees on ``compare``: "continue" (the stage decides if anything is left to do);
     - sidecar that differs: refused, or "replace" with ``overwrite``.
+
+    ``defaults``: the values of settings a sidecar may lack (it was written before they existed,
+    or left them out at their default); any other setting it lacks is not compared.
     """
     import yaml
 
@@ -244,6 +248,7 @@ def claim_output_file(
             "divtune never overwrites it: choose another --output"
         )
     previous = yaml.safe_load(sidecar.read_text(encoding="utf-8")) or {}
+    previous = {**(defaults or {}), **previous}
     changed = [k for k in compare if k in previous and previous[k] != settings.get(k)]
     if not changed:
         return "continue"

@@ -23,8 +23,9 @@ from divtune.config import StageConfig
 from divtune.data import Pool, clean_responses, load_pools, seeded_subset, split_by_prompt
 from divtune.deviation import deviation_weights, mean_cosine_distance
 from divtune.embedders import DEFAULT_EMBEDDERS, check_embedder_spec
-from divtune.io import write_json, write_jsonl
+from divtune.io import InputError, write_json, write_jsonl
 from divtune.outputs import claim_output_dir, stamped
+from divtune.stage_yield import prepare_problem, prepare_warning
 from divtune.weighting import default_embed_cache_dir, embed_texts
 from divtune.pairs import (
     all_pairs,
@@ -315,6 +316,12 @@ def run_prepare(cfg: PrepareConfig, overwrite: bool = False) -> dict:
         cfg, input_paths, report, prompts_read, works, dropped, prompts_dropped, without_pairs,
         pair_rows, response_rows, embed_info, score_min, score_max,
     )
+    problem = prepare_problem(summary)
+    if problem:
+        raise InputError(", ".join(cfg.inputs), problem)
+    warning = prepare_warning(summary)
+    if warning:
+        log.warning(warning)
     claim.begin()
     write_jsonl(out / "train.jsonl", pair_rows["train"])
     write_jsonl(out / "test.jsonl", pair_rows["test"])

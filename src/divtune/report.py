@@ -645,7 +645,33 @@ figure { margin: 16px 0; } figure img { max-width: 100%; border: 1px solid #eee;
 figcaption { font-size: 13px; color: #555; }
 ul.notes { font-size: 13px; color: #444; }
 tr.greyed td { color: #a0a0a0; } p.footnote { font-size: 13px; color: #777; }
+div.caveat { border: 2px solid #d4a017; background: #fff8e1; padding: 10px 14px; margin: 12px 0; }
+li.sample, blockquote.sample { white-space: pre-wrap; font-size: 13px; margin-bottom: 8px; }
 """
+
+#: Where the recorded results and their caveats are, in a source checkout of divtune.
+RESULTS_INDEX = Path(__file__).resolve().parents[2] / "docs" / "results" / "README.md"
+
+
+def results_link(output: Path) -> str | None:
+    """The results index relative to the report folder, when this divtune is a source checkout."""
+    import os
+
+    if not RESULTS_INDEX.is_file():
+        return None
+    return Path(os.path.relpath(RESULTS_INDEX, output.resolve())).as_posix()
+
+
+def caveat_markdown(caveat: str, link: str | None) -> list[str]:
+    where = f"[docs/results/README.md]({link})" if link else "docs/results/README.md in the divtune repository"
+    return [f"> **Caveat.** {caveat} The recorded results, with their own caveats: {where}.", ""]
+
+
+def caveat_html(caveat: str, link: str | None) -> str:
+    where = (f'<a href="{html.escape(link)}">docs/results/README.md</a>' if link
+             else "docs/results/README.md in the divtune repository")
+    return (f'<div class="caveat"><strong>Caveat.</strong> {html.escape(caveat)} '
+            f"The recorded results, with their own caveats: {where}.</div>")
 
 
 def _data_uri(path: Path) -> str:
@@ -662,6 +688,7 @@ def run_report(
     seed_groups: dict[str, list[str]] | None = None,
     overwrite: bool = False,
     interactions: dict[str, dict[str, str]] | None = None,
+    caveat: str | None = None,
 ) -> Path:
     """Write report.md, report.html, paired_differences.json and the PNG plots to ``output``.
 
@@ -672,7 +699,10 @@ def run_report(
     adds difference-of-differences contrasts (:func:`interaction_differences`), written to
     ``interactions.json``. A seed-paired difference carries, beside its crossed bootstrap, the
     seed-unit intervals (``seed_t``, ``seed_nested_bootstrap``), shown in their own tables.
-    Returns the HTML path. The output folder follows divtune.outputs' rule.
+    ``caveat`` is set in a box at the top, with a link to the recorded results (the quickstart:
+    a demonstration-sized run is no evidence). The report also shows the first samples of each
+    system (divtune.report_samples). Returns the HTML path. The output folder follows
+    divtune.outputs' rule.
     """
     from divtune.outputs import claim_output_dir, stamped
 
@@ -681,7 +711,7 @@ def run_report(
     output = Path(output)
     per_run = load_systems(list(eval_dirs))
     settings = {"eval_dirs": [str(d) for d in eval_dirs], "baseline": baseline, "n_boot": n_boot, "seed": seed,
-                "comparisons": comparisons, "seed_groups": seed_groups}
+                "comparisons": comparisons, "seed_groups": seed_groups, **({"caveat": caveat} if caveat else {})}
     if interactions:  # only when given: reports written before interactions existed keep their settings
         settings["interactions"] = interactions
     claim = claim_output_dir(output, "report", stamped(settings, eval_dirs), overwrite)
@@ -768,10 +798,15 @@ def run_report(
         else ""
     )
     sources = ", ".join(str(Path(d)) for d in eval_dirs)
+    from divtune.report_samples import read_samples, samples_html, samples_markdown
+
+    samples = read_samples(list(eval_dirs))
+    link = results_link(output) if caveat else None
 
     md = [
         "# divtune evaluation report",
         "",
+        *(caveat_markdown(caveat, link) if caveat else []),
         f"Evaluation folders: {sources}. Baseline for paired differences: **{base.name}**"
         + (" unless a column names another." if mixed_baselines else ".")
         + pooling_note,
@@ -789,6 +824,7 @@ def run_report(
         *[line for title, header, rows, greyed in seed_tables
           for line in (f"## {title}", "", _md_table(header, rows, greyed), "")],
         *[line for header, rows in mode_tables for line in ("## Surface modes of the samples", "", _md_table(header, rows), "")],
+        *samples_markdown(samples),
         "## Plots",
         "",
     ]
@@ -809,6 +845,7 @@ def run_report(
 <style>{_CSS}</style></head>
 <body>
 <h1>divtune evaluation report</h1>
+{caveat_html(caveat, link) if caveat else ""}
 <p>Evaluation folders: {html.escape(sources)}. Baseline for paired differences: <strong>{html.escape(base.name)}</strong>{" unless a column names another." if mixed_baselines else "."}{html.escape(pooling_note)}</p>
 <h2>Metrics</h2>
 {_html_table(m_header, m_rows, m_greyed)}
@@ -818,6 +855,7 @@ def run_report(
 {footnote_html}
 {"".join(f"<h2>{html.escape(t)}</h2>" + _html_table(h, r, g) for t, h, r, g in seed_tables)}
 {"".join("<h2>Surface modes of the samples</h2>" + _html_table(h, r) for h, r in mode_tables)}
+{samples_html(samples)}
 <h2>Plots</h2>
 {figures_html}
 <h2>Notes</h2>

@@ -32,6 +32,7 @@ import numpy as np
 from pydantic import Field
 
 from divtune.config import ConfigError, StageConfig
+from divtune.deprecations import quiet_checkpointing_rename
 from divtune.io import InputError, atomic_write_text, iter_jsonl, write_json, write_jsonl
 from divtune.reward_pairs import (
     all_pairs_within_pools,
@@ -309,6 +310,7 @@ class RewardModel:
     # ---- construction
 
     @classmethod
+    @quiet_checkpointing_rename()
     def create(cls, cfg: RewardTrainConfig) -> "RewardModel":
         """A fresh, untrained model from the config's backbone."""
         from divtune.models import default_device, hub_errors, load_tokenizer, resolve_model_source
@@ -340,6 +342,7 @@ class RewardModel:
                    cfg.max_length, device, spec)
 
     @classmethod
+    @quiet_checkpointing_rename()
     def load(cls, directory: str | Path, device: str | None = None) -> "RewardModel":
         from safetensors.torch import load_file
 

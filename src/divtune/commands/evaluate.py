@@ -7,13 +7,27 @@ from typing import Optional
 
 import typer
 
+from divtune.commands.columns import COLUMN_HELP, FORMAT_HELP, parse_columns
+
 
 EXAMPLES = """Examples:
 
   divtune evaluate --generations runs/gen/*.jsonl --gold runs/prep --reward runs/rm --output runs/eval
 
   divtune evaluate --generations runs/gen/dpo.jsonl runs/gen/ddpo.jsonl --output runs/eval --bootstrap 500
+
+  divtune evaluate --generations runs/gen/*.jsonl --gold stories.csv --column prompt=title --column response=body --output runs/eval
 """
+
+
+def evaluate_table(results: dict, output: str) -> str:
+    """The headline metrics per system; quality marked † with the report's footnote when the report
+    would grey it out (a reward model not shown to beat chance: divtune.quality_status)."""
+    from divtune.experiment import summary_table
+    from divtune.quality_status import quality_status
+
+    keys = ("semantic_diversity", "style_diversity", "quality", "n_prompts")
+    return summary_table(results, keys=keys, quality=quality_status([output]))
 
 
 def register(app: typer.Typer) -> None:
@@ -30,6 +44,8 @@ def register(app: typer.Typer) -> None:
             help="Human responses for the `gold` row: a prepared folder (its test split), or a raw data file in any "
                  "layout `prepare` reads (every prompt; matched by id, else by prompt text).",
         ),
+        column: Optional[list[str]] = typer.Option(None, "--column", help=f"Raw --gold file: {COLUMN_HELP}"),
+        format: Optional[str] = typer.Option(None, "--format", help=f"Raw --gold file: {FORMAT_HELP}"),
         reward: Optional[Path] = typer.Option(None, "--reward", help="Reward-model folder for quality (else the lines' `quality` field)."),
         embedder: Optional[list[str]] = typer.Option(
             None, "--embedder", help="NAME=SPEC for `semantic` and/or `style` (default semantic=minilm, style=stylometric)."
@@ -49,8 +65,6 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Diversity and quality metrics of generation files, with bootstrap intervals."""
-        import json
-
         from divtune.embedders import DEFAULT_EMBEDDERS, parse_embedder_specs
         from divtune.evaluate import EvaluateConfig, run_evaluate
 
@@ -69,6 +83,8 @@ def register(app: typer.Typer) -> None:
             generations=files or None,
             output=str(output),
             gold=str(gold) if gold else None,
+            gold_columns=parse_columns(column),
+            gold_format=format,
             reward=str(reward) if reward else None,
             embedders=embedders,
             embed_cache_dir=str(embed_cache_dir) if embed_cache_dir else None,
@@ -78,7 +94,5 @@ def register(app: typer.Typer) -> None:
             bootstrap=bootstrap,
         )
         results = run_evaluate(cfg, overwrite=overwrite)
-        for name, row in results.items():
-            shown = {k: row[k] for k in ("semantic_diversity", "style_diversity", "quality", "n_prompts")}
-            typer.echo(f"{name}: {json.dumps(shown)}")
+        typer.echo(evaluate_table(results, cfg.output))
         typer.echo(f"wrote {Path(cfg.output) / 'metrics.json'}")

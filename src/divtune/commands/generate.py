@@ -7,12 +7,16 @@ from typing import List, Optional
 
 import typer
 
+from divtune.commands.columns import COLUMN_HELP, FORMAT_HELP, parse_columns
+
 
 EXAMPLES = """Examples:
 
   divtune generate --model runs/ddpo --prompts runs/prep --num-samples 4 --output runs/gen/ddpo.jsonl
 
   divtune generate --model smollm2 --prompts prompts.txt --max-new-tokens 64 --output runs/gen/base.jsonl
+
+  divtune generate --model runs/ddpo --prompts stories.csv --column prompt=title --output runs/gen/ddpo.jsonl
 """
 
 
@@ -20,7 +24,13 @@ def register(app: typer.Typer) -> None:
     @app.command("generate", epilog=EXAMPLES)
     def generate(
         model: str = typer.Option(..., "--model", help="Model folder, adapter folder, .gguf file, hub id or 'smollm2'."),
-        prompts: str = typer.Option(..., "--prompts", help="Prepared folder/test.jsonl/responses.jsonl, JSONL with 'prompt', or a text file."),
+        prompts: str = typer.Option(
+            ..., "--prompts",
+            help="Prepared folder/test.jsonl/responses.jsonl, JSONL with 'prompt', a data file `prepare` reads "
+                 "(CSV, Parquet, JSONL; each distinct prompt once), or a text file (one prompt per line).",
+        ),
+        column: Optional[List[str]] = typer.Option(None, "--column", help=f"Prompts data file: {COLUMN_HELP}"),
+        format: Optional[str] = typer.Option(None, "--format", help=f"Prompts data file: {FORMAT_HELP}"),
         output: Path = typer.Option(..., "--output", "-o", help="Generations JSONL (appended to when resuming)."),
         num_samples: Optional[int] = typer.Option(None, "--num-samples", help="Samples per prompt (default 4)."),
         name: Optional[str] = typer.Option(None, "--name", help="System name written in the 'model' field."),
@@ -54,6 +64,7 @@ def register(app: typer.Typer) -> None:
             name=name, max_prompts=max_prompts, max_new_tokens=max_new_tokens, temperature=temperature,
             top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty, batch_size=batch_size,
             seed=seed, backend=backend, device=device, strategy=strategy,
+            prompts_format=format, prompts_columns=parse_columns(column),
         )
         path = run_generate(cfg, overwrite=overwrite)
         typer.echo(str(path))

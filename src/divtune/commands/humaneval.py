@@ -38,7 +38,9 @@ def register(app: typer.Typer) -> None:
             None, "--generations", help="Generations JSONL file(s) from `divtune generate`, one system each."
         ),
         pair: Optional[List[str]] = typer.Option(
-            None, "--pair", help="SYSTEM=BASELINE: compare these two systems (repeatable)."
+            None, "--pair",
+            help="SYSTEM=BASELINE: compare these two systems (repeatable; default with two files: the first "
+                 "against the second)."
         ),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Study folder to write."),
         max_items: Optional[int] = typer.Option(None, "--max-items", help="Prompts per pair (seeded choice; default all)."),

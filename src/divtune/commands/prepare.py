@@ -8,15 +8,7 @@ from typing import List, Optional
 
 import typer
 
-
-def _parse_columns(items: list[str]) -> dict[str, str]:
-    columns = {}
-    for item in items:
-        name, sep, source = item.partition("=")
-        if not sep or not name.strip() or not source.strip():
-            raise typer.BadParameter(f"{item!r} is not of the form NAME=SOURCE (e.g. prompt=title)", param_hint="--column")
-        columns[name.strip()] = source.strip()
-    return columns
+from divtune.commands.columns import COLUMN_HELP, parse_columns
 
 
 EXAMPLES = """Examples:
@@ -37,9 +29,7 @@ def register(app: typer.Typer) -> None:
         ),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder for train/test/responses/summary."),
         format: Optional[str] = typer.Option(None, "--format", help="Input layout: auto, reddit, pools or flat (default auto)."),
-        column: List[str] = typer.Option(
-            None, "--column", help="Column remap NAME=SOURCE, e.g. prompt=title or response=body. Repeatable."
-        ),
+        column: List[str] = typer.Option(None, "--column", help=COLUMN_HELP),
         min_words: Optional[int] = typer.Option(None, help="Drop responses with fewer words (default 100)."),
         test_fraction: Optional[float] = typer.Option(None, help="Fraction of prompts held out for test (default 0.1)."),
         seed: Optional[int] = typer.Option(None, help="Seed for the split, pair sampling and subsets (default 0)."),
@@ -93,7 +83,7 @@ def register(app: typer.Typer) -> None:
             inputs=list(input) if input else None,
             output=str(output) if output else None,
             format=format,
-            columns=_parse_columns(column) if column else None,
+            columns=parse_columns(column),
             min_words=min_words,
             test_fraction=test_fraction,
             seed=seed,

@@ -16,7 +16,7 @@ EXAMPLES = """Examples:
 
 HELP = (
     "Tune a model on prepared preference pairs (paper defaults per method).\n\n"
-    "On CPU the defaults are the quickstart's sizes: max_length 128 and a per-device batch of 2 "
+    "On CPU the defaults are the quickstart's sizes: max_length 128 and a batch of 2 per device "
     "(1024 and 4 on a GPU). Before the model loads, the peak memory is estimated from the model size, "
     "batch and length; a CPU run that would not fit the available memory is refused, with --set values that fit."
 )

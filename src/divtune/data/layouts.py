@@ -133,6 +133,16 @@ def _pool_id(row: Mapping[str, Any], layout: str) -> str | None:
     return None
 
 
+def prompt_of_row(row: Mapping[str, Any], layout: str) -> tuple[str, str | None]:
+    """The prompt of one row and its id column's value, as :func:`parse_row` reads them, without the
+    responses; ``layout`` may also be ``prompts`` (a ``prompt`` column, optional ``prompt_id`` or ``id``)."""
+    if layout == "reddit":
+        title = _text(_require(row, "post_title"), "post_title")
+        return reddit_prompt(title, _text(row.get("post_text"), "post_text", allow_none=True)), _pool_id(row, layout)
+    prompt = _text(_require(row, "prompt"), "prompt")
+    return prompt, _pool_id(row, "pools" if layout == "prompts" else layout)
+
+
 def parse_row(row: Mapping[str, Any], layout: str) -> RowPool:
     """Validate one row (already renamed to canonical columns) of the given layout."""
     if layout == "reddit":

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from divtune.io import GZIP_ERRORS, InputError, gzip_input_error
+from divtune.io import GZIP_ERRORS, InputError, gzip_input_error, undecodable_error
 
 FILE_FORMATS = ("jsonl", "csv", "parquet", "datasets")
 
@@ -54,9 +54,8 @@ def _jsonl_object(path: Path, lineno: int, raw: bytes) -> dict[str, Any] | None:
     try:
         # utf-8-sig on the first line drops a byte-order mark (Excel and Notepad write one).
         line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-    except UnicodeDecodeError as err:
-        message = f"undecodable bytes (not UTF-8) at byte {err.start} of the line"
-        raise InputError(path, message, line=lineno) from None
+    except UnicodeDecodeError:
+        raise undecodable_error(path) from None
     if not line.strip():
         return None
     try:
@@ -92,8 +91,8 @@ def iter_csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 if None in row:
                     raise InputError(path, "row has more cells than the header has columns", line=line)
                 yield line, {k: (_csv_cell(v) if v is not None else None) for k, v in row.items()}
-    except UnicodeDecodeError as err:
-        raise InputError(path, f"undecodable bytes (not UTF-8) at byte offset {err.start}") from None
+    except UnicodeDecodeError:
+        raise undecodable_error(path) from None
     except csv.Error as err:
         raise InputError(path, f"malformed CSV: {err}") from None
     except GZIP_ERRORS as err:

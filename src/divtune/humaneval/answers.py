@@ -31,7 +31,7 @@ from typing import Any
 
 from divtune.config import ConfigError
 from divtune.humaneval.study import ANSWERS_FORMAT, CHOICES
-from divtune.io import InputError
+from divtune.io import InputError, undecodable_error
 
 CSV_REQUIRED = ("build_id", "annotator", "item_id", "timestamp")
 
@@ -105,8 +105,8 @@ def _read_text(path: Path) -> str:
         raise InputError(path, "answer file not found")
     try:
         text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise InputError(path, f"undecodable bytes (not UTF-8) at byte offset {err.start}") from None
+    except UnicodeDecodeError:
+        raise undecodable_error(path) from None
     if not text.strip():
         raise InputError(path, "empty answer file")
     return text

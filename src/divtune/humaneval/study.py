@@ -212,6 +212,22 @@ def pair_items(
     return items, counts
 
 
+def default_pairs(pairs: list[tuple[str, str]], systems: dict[str, System]) -> list[tuple[str, str]]:
+    """The pairs to compare: as given; without any, the two systems of exactly two generation files
+    (the first file's system against the second's), as a user who names two files means."""
+    if pairs:
+        return pairs
+    if len(systems) == 2:
+        system, baseline = systems
+        log.info("no --pair given: comparing the two systems, %s (wins) against %s; --pair %s=%s to swap",
+                 system, baseline, baseline, system)
+        return [(system, baseline)]
+    raise ConfigError(
+        f"give the pairs to compare (--pair SYSTEM=BASELINE): the generation files hold {len(systems)} systems "
+        f"{sorted(systems)}, and only two are compared without --pair"
+    )
+
+
 def build_items(cfg: BuildConfig, systems: dict[str, System]) -> tuple[list[Item], dict[str, dict[str, int]]]:
     """All items of all pairs, shuffled together and numbered; per pair the counts of what was left out."""
     if not cfg.pairs:
@@ -297,6 +313,7 @@ def run_build(cfg: BuildConfig, overwrite: bool = False) -> Path:
     from divtune.outputs import claim_output_dir, stamped
 
     systems = load_systems(cfg.generations)
+    cfg = cfg.model_copy(update={"pairs": default_pairs(cfg.pairs, systems)})
     items, summary = build_items(cfg, systems)
     study = blind_study(cfg, items)
     key = unblinding_key(cfg, items, study["build_id"], systems, summary)

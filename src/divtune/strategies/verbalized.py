@@ -172,6 +172,7 @@ def verbalized_summary(cfg, prompts, calls: dict) -> dict:
     asked = kept = with_probability = cut = 0
     forms: Counter = Counter()
     short, topped_up = [], 0
+    unparsed = 0  # replies that gave no usable response at all
     for prompt in prompts:
         key = json.dumps(prompt.prompt_id)
         own = [calls[(key, r)] for r in range(cfg.verbalized.max_calls) if (key, r) in calls]
@@ -182,6 +183,7 @@ def verbalized_summary(cfg, prompts, calls: dict) -> dict:
             with_probability += sum(p is not None for p in call["probabilities"])
             cut += call.get("cut_to_max_new_tokens", 0)
             forms[call["form"]] += 1
+            unparsed += not call["texts"]
             own_problems.update(call["problems"])
         problems.update(own_problems)
         n = sum(len(call["texts"]) for call in own)
@@ -203,6 +205,7 @@ def verbalized_summary(cfg, prompts, calls: dict) -> dict:
         "responses_asked": asked,
         "responses_kept": kept,
         "responses_missing_or_unparseable": asked - kept,
+        "replies_without_responses": unparsed,
         "responses_with_probability": with_probability,
         "responses_cut_to_max_new_tokens": cut,
         "reply_forms": dict(forms),

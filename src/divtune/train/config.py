@@ -14,16 +14,14 @@ configs) is moved into ``training``. So ``--set max_steps=5`` and
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from divtune.config import ConfigError, StageConfig
+from divtune.config import ConfigError, StageConfig, did_you_mean
 from divtune.train.online_config import OnlineConfig
 from divtune.train.training_args import checked_training_values
-from divtune.train.trl_orpo import import_orpo
 
 OFFLINE_METHODS = ("sft", "dpo", "ddpo", "orpo", "dorpo", "divpo")
 ONLINE_METHODS = ("grpo", "dqo", "darling")
@@ -119,6 +117,9 @@ class TrainConfig(StageConfig):
     #: ``None``: the device's default (``DEFAULT_MAX_LENGTH``), written resolved into config.yaml.
     max_length: int | None = Field(None, ge=2)
     resume: bool = False
+    #: Also checkpoint whenever this many minutes passed since the last checkpoint (0: only every
+    #: ``save_steps``). ``None``: 10 on CPU, off on a GPU (train/save_by_time.py).
+    save_minutes: Optional[float] = Field(None, ge=0)
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     #: Attention kernel of the policy (transformers' ``attn_implementation``): ``eager``,
@@ -141,6 +142,11 @@ class TrainConfig(StageConfig):
     trust_remote_code: bool = False
     #: Hugging Face ``TrainingArguments`` / TRL config fields, passed through as they are.
     training: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def setting_names(cls) -> frozenset[str]:
+        # A misspelt pass-through key (max_step) is as likely as a misspelt divtune one.
+        return frozenset(cls.model_fields) | passthrough_field_names()
 
     @model_validator(mode="before")
     @classmethod
@@ -176,7 +182,7 @@ class TrainConfig(StageConfig):
         misfits = sorted(set(self.training) - method_field_names(self.method))
         if misfits:
             raise ValueError(
-                f"training.{', training.'.join(misfits)}: not a field of {method_config_class(self.method).__name__}, "
+                f"training.{', training.'.join(misfits)}: not a field of {method_config_name(self.method)}, "
                 f"which trains method {self.method}"
             )
         return self
@@ -186,7 +192,8 @@ class TrainConfig(StageConfig):
     def _check_training_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(value) - passthrough_field_names())
         if unknown:
-            raise ValueError(f"not TrainingArguments/TRL config fields: {', '.join(unknown)}")
+            hints = "".join(did_you_mean(name, passthrough_field_names()) for name in unknown[:1])
+            raise ValueError(f"not TrainingArguments/TRL config fields: {', '.join(unknown)}{hints}")
         reserved = sorted(set(value) & RESERVED_TRAINING_KEYS)
         if reserved:
             raise ValueError(
@@ -348,21 +355,29 @@ def passthrough_field_names() -> frozenset[str]:
     return frozenset().union(*(method_field_names(method) for method in METHODS))
 
 
-def method_config_class(method: str):
-    """The TRL config class that trains ``method`` (the online methods train through GRPO)."""
-    from trl import DPOConfig, GRPOConfig, SFTConfig
-
+def method_config_name(method: str) -> str:
+    """The name of the TRL config class that trains ``method`` (the online methods train through GRPO)."""
     if method in DPO_FAMILY:
-        return DPOConfig
+        return "DPOConfig"
     if method in ORPO_FAMILY:
-        return import_orpo().ORPOConfig
-    return GRPOConfig if method in ONLINE_METHODS else SFTConfig
+        return "ORPOConfig"
+    return "GRPOConfig" if method in ONLINE_METHODS else "SFTConfig"
+
+
+def method_config_class(method: str):
+    """The TRL config class that trains ``method`` (imports TRL)."""
+    from divtune.train.trl_field_table import _config_class
+
+    return _config_class(method_config_name(method))
 
 
 @functools.lru_cache(maxsize=None)
 def method_field_names(method: str) -> frozenset[str]:
-    """The ``training`` keys ``method`` accepts: its TRL config's fields (TrainingArguments' included)."""
-    return frozenset(f.name for f in dataclasses.fields(method_config_class(method)) if f.init)
+    """The ``training`` keys ``method`` accepts: its TRL config's fields (TrainingArguments' included),
+    from the shipped table (divtune.train.trl_field_table): no TRL import."""
+    from divtune.train.trl_field_table import config_field_names
+
+    return config_field_names(method_config_name(method))
 
 
 #: ``max_length`` when none is set. On CPU it is the quickstart's size, so the

@@ -26,6 +26,7 @@ estimate is an upper bound for the sizes measured there.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +80,7 @@ def _gib(n: float) -> str:
     return f"{n / GIB:.1f} GiB"
 
 
+@functools.lru_cache(maxsize=4)  # the memory check and the duration estimate of one run share it
 def model_shape(source: str, trust_remote_code: bool = False) -> ModelShape:
     """Parameter count and layer sizes of a causal LM, built on the meta device (no weights loaded)."""
     import torch
@@ -160,7 +162,8 @@ def available_memory() -> int:
 
 def _read_int(path: str) -> int | None:
     try:
-        text = open(path, encoding="ascii").read().strip()
+        with open(path, encoding="ascii") as handle:
+            text = handle.read().strip()
     except OSError:
         return None
     return int(text) if text.isdigit() else None

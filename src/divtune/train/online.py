@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from divtune.deprecations import quiet_checkpointing_rename
 from divtune.io import InputError, iter_jsonl
 from divtune.rewards import group_rewards
 from divtune.train.config import ONLINE_METHODS
@@ -340,6 +341,16 @@ def make_trainer(
     )
 
 
+def _save_by_time(cfg: Any, device: str) -> list[Any]:
+    """The time-based checkpoint callback (train/save_by_time.py) of an online run, or none."""
+    from divtune.train.run_notices import world_size
+    from divtune.train.save_by_time import resolved_save_minutes, save_by_time_callbacks
+
+    strategy = grpo_config_kwargs(cfg, device).get("save_strategy", "steps")
+    return save_by_time_callbacks(resolved_save_minutes(cfg.save_minutes, device), strategy, world_size())
+
+
+@quiet_checkpointing_rename()  # TRL/PEFT read transformers' deprecated name (divtune/deprecations.py)
 def run_online_train(
     cfg: Any,
     *,
@@ -379,6 +390,11 @@ def run_online_train(
 
     path = train_file(cfg.data)
     claim, resume_from = claim_train_output(cfg, overwrite)
+    from divtune.train import run_notices
+
+    lost = run_notices.restart_warning(output, run_notices.unfinished_step(output), run_notices.checkpoint_step(resume_from))
+    if lost and claim.state != "reuse":
+        print(f"[divtune train/{method}] warning: {lost}")
     if claim.state == "reuse":
         print(f"[divtune train/{method}] {output} already holds a finished train run with these settings; reusing it")
         return output
@@ -432,7 +448,7 @@ def run_online_train(
         quality_fn=quality_fn,
         embed_fn=embed_fn,
         device=device,
-        callbacks=[MetricsJsonlCallback(output), *(callbacks or [])],
+        callbacks=[MetricsJsonlCallback(output), *(callbacks or []), *_save_by_time(cfg, device)],
     )
     is_main = trainer.is_world_process_zero()
     if is_main:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from divtune.config import ConfigError
+from divtune.deprecations import quiet_checkpointing_rename
 from divtune.io import write_json
 from divtune.train.config import (
     DPO_FAMILY,
@@ -38,6 +39,7 @@ PREFIX_CACHE_FILE = "prefix_cache.json"
 REF_ADAPTER = "ref"
 
 
+@quiet_checkpointing_rename()  # PEFT/TRL read transformers' deprecated name (divtune/deprecations.py)
 def run_train(
     cfg: TrainConfig, callbacks: list[Any] | None = None, *, overwrite: bool = False, memory_check: bool = True
 ) -> Path:
@@ -67,6 +69,11 @@ def run_train(
     if claim.state == "reuse":
         logger.info("%s already holds a finished train run with these settings; reusing it", output)
         return output
+    from divtune.train import run_notices
+
+    lost = run_notices.restart_warning(output, run_notices.unfinished_step(output), run_notices.checkpoint_step(resume_from))
+    if lost:
+        logger.warning(lost)
     pairs_data.check_pairs_kind(cfg.data, cfg.method)
     rows = pairs_data.read_pairs(path, cfg.method)
     tokenizer = _load_tokenizer(cfg)
@@ -89,12 +96,15 @@ def run_train(
         from divtune.train.memory import check_training_memory
 
         check_training_memory(cfg, int(resolved_training(cfg, device)["per_device_train_batch_size"]), logger)
+    for notice in run_notices.length_warnings(cfg, device, len(dataset)):
+        logger.warning(notice)
     # TRL's config (TrainingArguments) first: creating it sets up the distributed state and, under
     # `accelerate launch` with DeepSpeed, the DeepSpeed config, so that the model load below runs
     # under ZeRO-3's partitioned init or FSDP's low-memory loading instead of as a whole copy per rank.
     args = build_training_args(cfg, device, len(dataset), probes)
     model, base_spec = load_policy(cfg, device, args)
-    trainer = build_trainer(cfg, device, model, tokenizer, dataset, callbacks or [], probes, args=args)
+    callbacks = [*(callbacks or []), *run_notices.save_by_time(cfg, device)]
+    trainer = build_trainer(cfg, device, model, tokenizer, dataset, callbacks, probes, args=args)
     report.dropped_by_trainer = len(dataset) - len(trainer.train_dataset)
     if report.dropped_by_trainer:
         logger.warning("TRL dropped %d more pairs while tokenising (see %s)", report.dropped_by_trainer, DATA_REPORT_FILE)
@@ -109,10 +119,10 @@ def run_train(
             write_json(output / REF_CACHE_FILE, trainer.ref_cache_record)
         if getattr(trainer, "prefix_cache_record", None):
             write_json(output / PREFIX_CACHE_FILE, trainer.prefix_cache_record)
-        if resume_from is not None:
-            from divtune.train.callbacks import truncate_metrics
+        from divtune.train.callbacks import truncate_metrics
 
-            truncate_metrics(output, int(Path(resume_from).name.split("-")[-1]))
+        # Resumed: forget lines after the checkpoint (they are redone); started over: all of them.
+        truncate_metrics(output, int(Path(resume_from).name.split("-")[-1]) if resume_from is not None else -1)
 
     trainer.train(resume_from_checkpoint=resume_from)
     save_final(trainer, tokenizer, output, base_spec)
@@ -129,7 +139,7 @@ def run_train(
 #: gives the same losses to float32 rounding, tests/test_prefix_cache.py): left out of the
 #: settings a finished run is recognised by, so switching them, or upgrading divtune to a
 #: version that has them, neither refuses nor redoes a finished run.
-SPEED_ONLY_SETTINGS = ("prefix_cache", "prefix_cache_dir")
+SPEED_ONLY_SETTINGS = ("prefix_cache", "prefix_cache_dir", "save_minutes")
 UNRECORDED_SETTINGS = ("output", "resume", *SPEED_ONLY_SETTINGS)
 #: Settings added after runs were first recorded, at the value that loads the model as runs did
 #: before them: left out of the recorded settings at that value, so a finished run (or experiment

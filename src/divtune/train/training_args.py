@@ -11,7 +11,6 @@ meaning needs.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import typing
 from typing import Any
@@ -30,19 +29,13 @@ LOWER_BOUNDS: dict[str, tuple[float, str]] = {
 
 @functools.lru_cache(maxsize=1)
 def passthrough_field_types() -> dict[str, tuple[Any, ...]]:
-    """Field name -> the annotations it has in TrainingArguments and TRL's DPO/ORPO/SFT/GRPO configs."""
-    from transformers import TrainingArguments
-    from trl import DPOConfig, GRPOConfig, SFTConfig
+    """Field name -> the annotations it has in TrainingArguments and TRL's DPO/ORPO/SFT/GRPO configs.
 
-    from divtune.train.trl_orpo import import_orpo
+    From the shipped table (divtune.train.trl_field_table), so checking a value imports no TRL or torch.
+    """
+    from divtune.train.trl_field_table import field_annotations
 
-    annotations: dict[str, list[Any]] = {}
-    for config_class in (TrainingArguments, DPOConfig, import_orpo().ORPOConfig, SFTConfig, GRPOConfig):
-        hints = typing.get_type_hints(config_class)
-        for f in dataclasses.fields(config_class):
-            if f.init and hints[f.name] not in annotations.setdefault(f.name, []):
-                annotations[f.name].append(hints[f.name])
-    return {name: tuple(types) for name, types in annotations.items()}
+    return field_annotations()
 
 
 @functools.lru_cache(maxsize=None)
