@@ -28,8 +28,9 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
     #: Settings added after runs were recorded with this config: left out of ``to_dict`` (so of the
-    #: recorded settings and experiment fingerprints) while at their default, so that a run finished
-    #: before they existed is still recognised as the same run.
+    #: settings a finished run and an experiment stage are recognised by) while at their default, so
+    #: that a run finished before they existed is still recognised as the same run. ``save`` writes
+    #: them all the same: the config beside a run is complete.
     LATE_SETTINGS: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
@@ -88,7 +89,7 @@ class StageConfig(BaseModel):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+        tmp.write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
         tmp.replace(path)
         return path
 

@@ -381,7 +381,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
     from divtune.reward_model import RewardTrainConfig, train_reward_model
     from divtune.train import TrainConfig, run_train
     from divtune.train.config import DPO_FAMILY
-    from divtune.train.runner import SPEED_ONLY_SETTINGS, identity_settings
+    from divtune.train.runner import SPEED_ONLY_SETTINGS
 
     root = Path(cfg.output)
     device = None if cfg.device == "auto" else cfg.device
@@ -465,7 +465,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
                     train_fields["reward"] = str(reward_dir)
                 tcfg = TrainConfig.from_dict(train_fields)
                 fingerprint = {
-                    k: v for k, v in identity_settings(tcfg.to_dict()).items() if k not in SPEED_ONLY_SETTINGS
+                    k: v for k, v in tcfg.to_dict().items() if k not in SPEED_ONLY_SETTINGS
                 } | {"resume": None}
                 after = [f"prepare {system.data}"]
                 if system.init:

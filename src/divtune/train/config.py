@@ -15,7 +15,7 @@ configs) is moved into ``training``. So ``--set max_steps=5`` and
 from __future__ import annotations
 
 import functools
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
@@ -72,6 +72,9 @@ class LoraSettings(StageConfig):
 
 
 class TrainConfig(StageConfig):
+    #: GPU options added after runs were recorded: at their defaults a run loads its model as before.
+    LATE_SETTINGS: ClassVar[tuple[str, ...]] = ("attn_implementation", "dtype", "quantization")
+
     method: Literal["sft", "dpo", "ddpo", "orpo", "dorpo", "divpo", "grpo", "dqo", "darling"] = "ddpo"
     #: Prepared data: a folder with ``train.jsonl`` (``divtune prepare``) or a JSONL file.
     data: str = ""

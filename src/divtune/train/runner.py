@@ -141,17 +141,6 @@ def run_train(
 #: version that has them, neither refuses nor redoes a finished run.
 SPEED_ONLY_SETTINGS = ("prefix_cache", "prefix_cache_dir", "save_minutes")
 UNRECORDED_SETTINGS = ("output", "resume", *SPEED_ONLY_SETTINGS)
-#: Settings added after runs were first recorded, at the value that loads the model as runs did
-#: before them: left out of the recorded settings at that value, so a finished run (or experiment
-#: stage) is still recognised after an upgrade, while any other value is part of the run's identity.
-LATER_SETTING_DEFAULTS = {"attn_implementation": None, "dtype": "auto", "quantization": "none"}
-
-
-def identity_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """``settings`` (a TrainConfig's ``to_dict()``) less the later settings left at their former meaning."""
-    return {k: v for k, v in settings.items() if not (k in LATER_SETTING_DEFAULTS and v == LATER_SETTING_DEFAULTS[k])}
-
-
 def claim_train_output(cfg: TrainConfig, overwrite: bool):
     """The output claim of a train run and the checkpoint to resume from (None: start fresh).
 
@@ -162,7 +151,7 @@ def claim_train_output(cfg: TrainConfig, overwrite: bool):
     """
     from divtune.outputs import claim_output_dir, stamped
 
-    settings = {k: v for k, v in identity_settings(cfg.to_dict()).items() if k not in UNRECORDED_SETTINGS}
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in UNRECORDED_SETTINGS}
     inputs = [cfg.data, cfg.init, cfg.model if Path(cfg.model).exists() else None]
     claim = claim_output_dir(cfg.output, "train", stamped(settings, inputs), overwrite)
     if claim.state != "continue":
