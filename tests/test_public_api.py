@@ -55,7 +55,7 @@ def test_public_configs_subclass_trl_and_default_to_cpu_sane_settings():
     assert isinstance(dpo, DPOConfig) and isinstance(orpo, import_orpo().ORPOConfig)
     assert dpo.weight_column == orpo.weight_column == "weight" and orpo.dorpo_mode == "outside"
     # No accelerator here: fp32 and no checkpointing unless asked for.
-    assert dpo.bf16 is False and dpo.gradient_checkpointing is False
+    assert dpo.bf16 is False and dpo.gradient_checkpointing is False and dpo.dataloader_pin_memory is False
     assert DeviationDPOConfig("out", gradient_checkpointing=True).gradient_checkpointing is True
     assert DeviationDPOConfig("out", bf16=True, use_cpu=True).bf16 is True
 

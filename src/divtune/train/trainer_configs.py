@@ -59,6 +59,9 @@ def _cpu_sane_defaults(config) -> None:
         config.gradient_checkpointing = None
     if on_cpu and config.bf16 is None and not config.fp16:
         config.bf16 = False
+    if on_cpu:
+        # Pinned memory only speeds up copies to an accelerator; without one torch just warns.
+        config.dataloader_pin_memory = False
 
 
 def _check_weight_column(config) -> None:
