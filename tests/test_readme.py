@@ -73,21 +73,22 @@ def test_ci_runs_the_readme_test_command():
 
 # --- CLI commands -------------------------------------------------------------------------------
 
-def _divtune_invocations(text: str) -> list[str]:
-    """Every `divtune ...` command line in shell code blocks and in inline code spans."""
+def _divtune_invocations(text: str) -> list[tuple[str, bool]]:
+    """Every `divtune ...` command in shell code blocks (whole command lines: True) and in inline
+    code spans (mentions such as `divtune train --method`, which may leave values out: False)."""
     found = []
     for block in _code_blocks(text, {"bash", "sh", "console", "shell", ""}):
         for line in block.replace("\\\n", " ").splitlines():
-            found.append(line)
-    found += re.findall(r"`(divtune [^`]+)`", _prose(text))
+            found.append((line, True))
+    found += [(span, False) for span in re.findall(r"`(divtune [^`]+)`", _prose(text))]
     invocations = []
-    for line in found:
+    for line, whole in found:
         for match in re.finditer(r"(?:^|\s)divtune\s+(.*)", line):
-            invocations.append(match.group(1))
+            invocations.append((match.group(1), whole))
     return invocations
 
 
-def _check_invocation(root, rest: str) -> tuple[str, list[str]]:
+def _check_invocation(root, rest: str, whole: bool = True) -> tuple[str, list[str]]:
     """(command path, problems) of one `divtune` invocation's arguments."""
     tokens = shlex.split(rest, comments=True)
     for i, token in enumerate(tokens):
@@ -110,6 +111,13 @@ def _check_invocation(root, rest: str) -> tuple[str, list[str]]:
         for token in tokens
         if (token.startswith("--") or re.fullmatch(r"-[A-Za-z]", token)) and token.split("=", 1)[0] not in options
     ]
+    if whole and not problems and "..." not in tokens and "--help" not in tokens:
+        # Parse the whole line as the CLI would (types, choices, missing values), without running it.
+        try:
+            command.make_context(" ".join(["divtune", *path]), list(tokens))
+        except Exception as err:  # typer's own click exceptions, and its value converters' errors
+            message = err.format_message() if hasattr(err, "format_message") else str(err).splitlines()[0]
+            problems.append(f"`divtune {' '.join(path)} {' '.join(tokens)}`: {message}")
     return " ".join(path), problems
 
 
@@ -119,8 +127,8 @@ def test_every_divtune_command_and_option_exists(page):
     invocations = _divtune_invocations(page.read_text(encoding="utf-8"))
     assert invocations, f"no divtune command found in {page.name}"
     problems, seen = [], set()
-    for rest in invocations:
-        name, issues = _check_invocation(root, rest)
+    for rest, whole in invocations:
+        name, issues = _check_invocation(root, rest, whole)
         seen.add(name)
         problems += issues
     assert not problems, problems
@@ -137,6 +145,9 @@ def test_the_command_check_catches_a_wrong_command_and_option():
     assert _check_invocation(root, "train --methd ddpo")[1] == ["`divtune train` has no option --methd"]
     assert _check_invocation(root, "trian --method ddpo")[1] == ["`divtune trian`: no such command"]
     assert _check_invocation(root, "reward fit --data d")[1] == ["`divtune reward fit`: no such command"]
+    # The whole line is parsed: a value of the wrong type or a missing value is caught too.
+    assert _check_invocation(root, "generate --model m --prompts p --num-samples four --output o")[1]
+    assert _check_invocation(root, "train --method ddpo --data")[1]
 
 
 # --- links --------------------------------------------------------------------------------------
