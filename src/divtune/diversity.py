@@ -12,6 +12,7 @@ for several systems over many prompts, with bootstrap intervals, the same way
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -46,11 +47,18 @@ def _embeddings(samples: Sequence[str] | np.ndarray, embedder: str, cache_dir: s
         raise TypeError(f"samples[{bad[0]}]: expected text, got {type(texts[bad[0]]).__name__}")
     if len(texts) < 2:
         raise ValueError(f"samples: diversity needs at least 2 samples, got {len(texts)}")
-    from divtune.embedders import load_embedder
     from divtune.weighting import default_embed_cache_dir
 
-    model = load_embedder(embedder, cache_dir=cache_dir if cache_dir is not None else default_embed_cache_dir())
+    model = _loaded_embedder(embedder, str(cache_dir if cache_dir is not None else default_embed_cache_dir()))
     return model.embed(texts, show_progress=False)
+
+
+@functools.lru_cache(maxsize=8)
+def _loaded_embedder(spec: str, cache_dir: str):
+    """One embedder per (spec, cache): a loop over prompts loads the model once, not once per call."""
+    from divtune.embedders import load_embedder
+
+    return load_embedder(spec, cache_dir=cache_dir)
 
 
 def semantic_diversity(
