@@ -104,6 +104,10 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 ACCELERATE_CONFIGS = ROOT / "configs" / "accelerate"
+if str(SRC) not in sys.path:  # the script runs from a checkout, installed or not
+    sys.path.insert(0, str(SRC))
+
+from divtune.methods import names  # noqa: E402  (light: no torch)
 
 #: Modules the checks import, and the distribution that provides each.
 REQUIRED = {
@@ -113,8 +117,8 @@ REQUIRED = {
     "huggingface_hub": "huggingface_hub",
 }
 
-OFFLINE_METHODS = ("sft", "dpo", "ddpo", "orpo", "dorpo", "divpo")
-ONLINE_METHODS = ("grpo", "dqo", "darling")
+OFFLINE_METHODS = names(online=False)
+ONLINE_METHODS = names(online=True)
 CHECKS = (
     *(f"train/{m}/{kind}" for m in OFFLINE_METHODS for kind in ("lora", "full")),
     "ddpo_split/fp32", "ddpo_split/bf16",
@@ -741,8 +745,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print("\n".join(CHECKS))
         return 0
-    if str(SRC) not in sys.path:
-        sys.path.insert(0, str(SRC))
     missing = missing_imports()
     if missing:
         print("\n".join(missing), file=sys.stderr)

@@ -169,7 +169,8 @@ def test_card_of_a_shipped_smollm2_adapter_names_its_hub_id_and_the_quantisation
 def test_card_renders_every_method(method):
     from huggingface_hub import ModelCard
 
-    from divtune.model_card import METHOD_NAMES, render_card
+    from divtune.methods import METHODS
+    from divtune.model_card import render_card
 
     facts = {
         "name": "m", "run_dir": "r", "method": method, "format": "merged", "lora": True, "divtune_version": "0",
@@ -185,7 +186,7 @@ def test_card_renders_every_method(method):
         "evaluation": None,
     }
     card = render_card(facts)
-    assert ModelCard(card).data.base_model == "org/base" and METHOD_NAMES[method] in card
+    assert ModelCard(card).data.base_model == "org/base" and METHODS[method].title in card
     assert "Started from `runs/sft`" in card and "gone/prepared" in card
     assert ("deviation weight" in card) == (method == "dorpo")
     assert ("log σ(w × log-odds)" in card) == (method == "dorpo")

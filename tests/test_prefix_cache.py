@@ -12,6 +12,7 @@ import torch
 
 from _train_support import load_adapter_tensors, make_pairs, step_losses, tiny_overrides, write_pairs
 from conftest import build_tiny_llama, build_tiny_tokenizer
+from divtune import prepared
 from divtune.train import prefix_cache, ref_cache
 
 LAYERS, LAST = 4, 2  # LoRA on layers 2 and 3; layers 0 and 1 (and the embedding) are cached
@@ -53,7 +54,7 @@ def _trainer(cfg):
     from divtune.train import runner
 
     tokenizer = runner._load_tokenizer(cfg)
-    rows = pairs_data.read_pairs(pairs_data.train_file(cfg.data), cfg.method)
+    rows = prepared.read_pairs(prepared.train_file(cfg.data), cfg.method)
     dataset = Dataset.from_list(pairs_data.to_trl_rows(rows, cfg.method, pairs_data.has_chat_template(tokenizer)))
     model, _ = runner.load_policy(cfg, "cpu")
     return runner.build_trainer(cfg, "cpu", model, tokenizer, dataset, [])

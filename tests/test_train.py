@@ -299,7 +299,7 @@ def test_bad_weight_value_and_missing_text_field(tmp_path):
 
 
 def test_weight_column_not_needed_for_plain_dpo(tmp_path):
-    from divtune.train.data import read_pairs
+    from divtune.prepared import read_pairs
 
     rows = make_pairs(2)
     for row in rows:

@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from divtune import metrics
 from divtune.config import ConfigError, StageConfig
-from divtune.gold_file import fill_prompts_from_gold, is_prepared_dir, read_gold_file, require_prompt_texts
+from divtune.gold_file import fill_prompts_from_gold, read_gold_file, require_prompt_texts
+from divtune.prepared import is_prepared_dir
 from divtune.io import InputError, iter_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)

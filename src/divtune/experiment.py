@@ -30,18 +30,18 @@ from pydantic import Field
 
 from divtune.config import ConfigError, StageConfig, deep_merge
 from divtune.io import clear_stage_done, mark_stage_done, read_stage_done, write_json
-from divtune.outputs import RUN_MARKER, adopt_folder, read_run_marker, run_kind
+from divtune.io import RUN_MARKER, read_run_marker, run_kind
+from divtune.methods import BASE, METHODS, SystemMethod
+from divtune.outputs import adopt_folder
 
 #: Methods trained from preference pairs; ``base`` is the untouched model.
-OFFLINE_METHODS = ("sft", "dpo", "ddpo", "orpo", "dorpo", "divpo")
-ONLINE_METHODS = ("grpo", "dqo", "darling")
 
 
 class SystemSpec(StageConfig):
     """One row of the comparison: a model produced by one method."""
 
     name: str
-    method: Literal["base", "sft", "dpo", "ddpo", "orpo", "dorpo", "divpo", "grpo", "dqo", "darling"]
+    method: SystemMethod
     #: Which prepared data variant (a key of ``ExperimentConfig.data``) it trains on.
     data: str = "both"
     #: Name of another system whose trained output this one starts from (e.g. an SFT system).
@@ -380,7 +380,6 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
     from divtune.report import run_report
     from divtune.reward_model import RewardTrainConfig, train_reward_model
     from divtune.train import TrainConfig, run_train
-    from divtune.train.config import DPO_FAMILY
     from divtune.train.runner import SPEED_ONLY_SETTINGS
 
     root = Path(cfg.output)
@@ -439,7 +438,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
         for system in cfg.systems:
             label = _system_label(system, seed, n_seeds)
             model_spec: str = cfg.model
-            if system.method != "base":
+            if system.method != BASE:
                 if system.data not in cfg.data:
                     raise ValueError(f"system {system.name!r} names unknown data variant {system.data!r}")
                 out = root / "models" / label
@@ -461,7 +460,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
                     if system.init not in trained:
                         raise ValueError(f"system {system.name!r}: init {system.init!r} must be listed before it")
                     train_fields["init"] = str(trained[system.init])
-                if system.method in ONLINE_METHODS and reward_dir is not None:
+                if METHODS[system.method].online and reward_dir is not None:
                     train_fields["reward"] = str(reward_dir)
                 tcfg = TrainConfig.from_dict(train_fields)
                 fingerprint = {
@@ -470,13 +469,13 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
                 after = [f"prepare {system.data}"]
                 if system.init:
                     after.append(f"train {_system_label(by_name[system.init], seed, n_seeds)}")
-                if tcfg.precompute_ref and tcfg.ref_cache and system.method in DPO_FAMILY:
+                if tcfg.precompute_ref and tcfg.ref_cache and METHODS[system.method].family == "dpo":
                     key = (pair_keys[system.data], tcfg.model, system.init, tcfg.max_length)
                     leader = reference_leaders.setdefault(key, f"train {label}")
                     if leader != f"train {label}":
                         after.append(leader)
                     sharing = sum(
-                        1 for other in cfg.systems if other.method in DPO_FAMILY
+                        1 for other in cfg.systems if METHODS[other.method].family == "dpo"
                         and pair_keys.get(other.data) == pair_keys[system.data] and other.init == system.init
                     ) * n_seeds
                     if tcfg.prefix_cache is None and sharing >= PREFIX_CACHE_MIN_RUNS:
@@ -497,10 +496,10 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
             if device:
                 gen_fields["device"] = device
             gcfg = GenerateConfig.from_dict(gen_fields)
-            reads = f"train {label}" if system.method != "base" else f"prepare {cfg.gold_data}"
+            reads = f"train {label}" if system.method != BASE else f"prepare {cfg.gold_data}"
             stages.append(Stage(
                 f"generate {label}", gen_dir, gcfg.to_dict(), lambda gcfg=gcfg: run_generate(gcfg, overwrite=True),
-                after=(reads, f"prepare {cfg.gold_data}") if system.method != "base" else (reads,),
+                after=(reads, f"prepare {cfg.gold_data}") if system.method != BASE else (reads,),
             ))
             generations.append(gen_file)
             generate_stages.append(f"generate {label}")
@@ -674,9 +673,9 @@ def shared_train_for(method: str, shared: dict[str, Any]) -> dict[str, Any]:
     methods that have no such setting, instead of failing their stage after the model loads.
     Set on a system's own ``train:`` block, a setting its method lacks is refused up front.
     """
-    from divtune.train.config import DPO_FAMILY, PROBE_SETTINGS, method_field_names
+    from divtune.train.config import PROBE_SETTINGS, method_field_names
 
-    fitted = {k: v for k, v in shared.items() if method in DPO_FAMILY or k not in PROBE_SETTINGS}
+    fitted = {k: v for k, v in shared.items() if METHODS[method].family == "dpo" or k not in PROBE_SETTINGS}
     if isinstance(shared.get("training"), dict):
         accepted = method_field_names(method)
         fitted["training"] = {k: v for k, v in shared["training"].items() if k in accepted}

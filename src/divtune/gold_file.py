@@ -30,12 +30,6 @@ from divtune.io import InputError
 logger = logging.getLogger(__name__)
 
 
-def is_prepared_dir(path: str | Path) -> bool:
-    """A folder written by ``divtune prepare`` (rather than a raw data file or a ``datasets`` folder)."""
-    path = Path(path)
-    return path.is_dir() and (path / "responses.jsonl").is_file()
-
-
 def read_gold_file(
     path: str | Path,
     systems: list,

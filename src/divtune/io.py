@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 DONE_MARKER = ".divtune-done.json"
+#: Written when a stage starts writing into its folder (its stage and settings): see divtune.outputs.
+RUN_MARKER = ".divtune-run.json"
 
 
 class InputError(ValueError):
@@ -179,3 +181,21 @@ def clear_stage_done(directory: str | Path) -> None:
     marker = Path(directory) / DONE_MARKER
     if marker.exists():
         marker.unlink()
+
+
+def read_run_marker(directory: str | Path) -> dict[str, Any] | None:
+    marker = Path(directory) / RUN_MARKER
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else None
+    except json.JSONDecodeError:
+        return {}
+
+
+def run_kind(directory: str | Path) -> tuple[str | None, bool] | None:
+    """``(stage, finished)`` of the divtune run in ``directory``, or None when it holds none."""
+    done = read_stage_done(directory)
+    started = read_run_marker(directory)
+    if done is None and started is None:
+        return None
+    stage = (done or {}).get("stage") or (started or {}).get("stage")
+    return stage, done is not None

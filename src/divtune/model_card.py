@@ -14,18 +14,8 @@ from typing import Any
 
 import yaml
 
-METHOD_NAMES = {
-    "sft": "SFT (supervised fine-tuning)",
-    "dpo": "DPO (Direct Preference Optimization)",
-    "ddpo": "DDPO (diversified DPO, Chung et al. 2025)",
-    "orpo": "ORPO (odds-ratio preference optimization)",
-    "dorpo": "DORPO (diversified ORPO, Chung et al. 2025)",
-    "divpo": "DivPO (diverse preference optimization)",
-    "grpo": "GRPO (group relative policy optimization)",
-    "dqo": "DQO (GRPO with a determinantal-point-process diversity reward)",
-    "darling": "DARLING (GRPO with a partition diversity reward)",
-}
-WEIGHTED_METHODS = ("ddpo", "dorpo")
+from divtune.methods import METHODS
+
 PAPER = "Chung et al., *Modifying Large Language Model Post-Training for Diverse Creative Writing*, COLM 2025 (arXiv 2503.17126)"
 
 #: Pooled paired differences quoted on the cards, as (difference, 95% low, 95% high), copied from
@@ -159,29 +149,29 @@ def _summary_line(facts: dict[str, Any]) -> str:
     kind = "A LoRA adapter for" if facts["format"] == "adapter" else (
         "LoRA weights merged into" if facts["lora"] else "A full fine-tune of")
     return (
-        f"{kind} `{facts['base']['id']}`, trained with **{METHOD_NAMES[facts['method']]}** by "
+        f"{kind} `{facts['base']['id']}`, trained with **{METHODS[facts['method']].title}** by "
         f"divtune {facts['divtune_version']} for creative writing that is good and diverse."
     )
 
 
 def _method(facts: dict[str, Any]) -> str:
-    method, train = facts["method"], facts["train_config"]
+    method, train = METHODS[facts["method"]], facts["train_config"]
     lines = ["## Method", ""]
-    if method in ("dpo", "ddpo", "divpo"):
+    if method.family == "dpo":
         lines.append(f"Preference pairs (chosen = the higher-voted response to a prompt) trained with the DPO "
                      f"loss, β = {train.get('beta')}.")
-    if method in ("orpo", "dorpo"):
+    if method.family == "orpo":
         lines.append(f"Preference pairs trained with the ORPO loss (NLL of the chosen response plus λ × the "
                      f"odds-ratio term), λ = {train.get('orpo_lambda')}, NLL over "
                      f"{'prompt + chosen' if train.get('orpo_nll_tokens') == 'full' else 'the chosen completion'}.")
-    if method == "sft":
+    if method.family == "sft":
         lines.append("Supervised fine-tuning on the chosen (higher-voted) response of each pair.")
-    if method == "divpo":
+    if method.pairs == "divpo":
         lines.append("DivPO pairs: the chosen response is among the most deviating of a prompt's high-scored "
                      "responses, the rejected among the least deviating of its low-scored ones.")
-    if method in WEIGHTED_METHODS:
+    if method.weighted:
         lines += ["", *_weighting(facts)]
-    if method in ("grpo", "dqo", "darling"):
+    if method.online:
         lines.append(_online(facts))
     lines += ["", f"Method: {PAPER}. divtune's formulas are in its method reference, "
               "docs/method.md (§3 deviation, §4 losses)."]
@@ -193,7 +183,7 @@ def _weighting(facts: dict[str, Any]) -> list[str]:
     embedders = data.get("embedders") or {}
     listed = ", ".join(f"{name}: `{spec}`" for name, spec in embedders.items()) or "not recorded"
     mode = ""
-    if facts["method"] == "dorpo":
+    if METHODS[facts["method"]].family == "orpo":
         mode = (" (mode `outside`: w × the whole per-pair ORPO loss)" if train.get("dorpo_mode") == "outside"
                 else " (mode `released`: log σ(w × log-odds), NLL × the batch-mean weight)")
     lines = [
@@ -218,12 +208,12 @@ def _weighting(facts: dict[str, Any]) -> list[str]:
 
 def _online(facts: dict[str, Any]) -> str:
     online = facts["train_config"].get("online") or {}
-    method = facts["method"]
+    diversity_reward = METHODS[facts["method"]].diversity_reward
     text = (f"Online RL on TRL's GRPOTrainer: {online.get('num_generations')} samples per prompt, scored by "
             "the reward model")
-    if method == "dqo":
+    if diversity_reward == "dpp":
         text += f" plus α = {online.get('alpha')} × each sample's leave-one-out DPP diversity gain"
-    if method == "darling":
+    if diversity_reward == "partition":
         text += (f", times a partition diversity term (samples with embedding cosine ≥ "
                  f"{online.get('darling_threshold')} share a class)")
     return text + "."
@@ -280,7 +270,7 @@ def _training(facts: dict[str, Any]) -> str:
         lines.append(f"- That is {run['pairs_seen']} pairs, {100 * run['epoch_fraction']:.0f}% of one epoch of the "
                      f"{run['pairs_available']} training pairs (one process).")
     curves = run.get("curves") or {}
-    loss_label = "training loss (weighted)" if facts["method"] in WEIGHTED_METHODS else "training loss"
+    loss_label = "training loss (weighted)" if METHODS[facts["method"]].weighted else "training loss"
     for key, label in (("loss", loss_label), ("rewards/margins", "implicit reward margin")):
         if key in curves:
             lines.append(f"- {label.capitalize()}, mean of the first and last {run['edge_steps']} steps: "
@@ -371,7 +361,7 @@ def _limitations(facts: dict[str, Any]) -> str:
         lines.append(f"- Its implicit reward margin went {margins['start']:.3f} → {margins['end']:.3f}; a margin "
                      "near 0 means the policy barely separated chosen from rejected responses.")
     stats = facts["data"].get("weights")
-    if facts["method"] in WEIGHTED_METHODS and stats and stats.get("n"):
+    if METHODS[facts["method"]].weighted and stats and stats.get("n"):
         lines.append(f"- {100 * stats['share_zero']:.1f}% of its training pairs had weight 0 and taught nothing; "
                      f"the weights amount to {stats['effective_pairs']:.0f} effective pairs of {stats['n']}.")
     reward = (facts.get("evaluation") or {}).get("reward_model")

@@ -32,13 +32,12 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 
 from divtune.config import ConfigError
-from divtune.io import DONE_MARKER, mark_stage_done, read_stage_done, write_json
-
-RUN_MARKER = ".divtune-run.json"
+from divtune.io import DONE_MARKER, RUN_MARKER, mark_stage_done, read_run_marker, read_stage_done, run_kind, write_json
+from divtune.prepared import PREPARED_FILES
 
 #: The names each stage writes into its folder (glob patterns): what ``--overwrite`` may remove.
 STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "prepare": ("train.jsonl", "test.jsonl", "responses.jsonl", "summary.json", "config.yaml"),
+    "prepare": (*PREPARED_FILES, "summary.json", "config.yaml"),
     "typicality": ("pools.jsonl", "summary.json", "config.yaml"),
     "train": (
         "adapter_config.json", "adapter_model.safetensors", "model*.safetensors", "model.safetensors.index.json",
@@ -86,24 +85,6 @@ def input_stamp(path: str | Path) -> Any:
 def stamped(settings: Mapping[str, Any], inputs: Iterable[str | Path | None]) -> dict[str, Any]:
     """``settings`` plus the stamps of the input paths, so changed inputs count as changed settings."""
     return {**settings, "input_stamps": {str(p): input_stamp(p) for p in inputs if p}}
-
-
-def read_run_marker(directory: str | Path) -> dict[str, Any] | None:
-    marker = Path(directory) / RUN_MARKER
-    try:
-        return json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else None
-    except json.JSONDecodeError:
-        return {}
-
-
-def run_kind(directory: str | Path) -> tuple[str | None, bool] | None:
-    """``(stage, finished)`` of the divtune run in ``directory``, or None when it holds none."""
-    done = read_stage_done(directory)
-    started = read_run_marker(directory)
-    if done is None and started is None:
-        return None
-    stage = (done or {}).get("stage") or (started or {}).get("stage")
-    return stage, done is not None
 
 
 @dataclass

@@ -538,7 +538,7 @@ def train_reward_model(cfg: RewardTrainConfig, overwrite: bool = False) -> dict:
     output = Path(cfg.output)
     check_model_spec(cfg.backbone, "backbone")
     if Path(cfg.data).is_dir():
-        from divtune.train.data import check_finished_prepare
+        from divtune.prepared import check_finished_prepare
 
         check_finished_prepare(Path(cfg.data))
     settings = {k: v for k, v in cfg.to_dict().items() if k not in ("output", "show_progress")}

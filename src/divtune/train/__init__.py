@@ -10,9 +10,6 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {
-    "METHODS": "divtune.train.config",
-    "OFFLINE_METHODS": "divtune.train.config",
-    "ONLINE_METHODS": "divtune.train.config",
     "TrainConfig": "divtune.train.config",
     "run_train": "divtune.train.runner",
 }

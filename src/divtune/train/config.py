@@ -20,29 +20,13 @@ from typing import Any, ClassVar, Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from divtune.config import ConfigError, StageConfig, did_you_mean
+from divtune.methods import METHOD_NAMES, METHODS, MethodName, names
 from divtune.train.online_config import OnlineConfig
 from divtune.train.training_args import checked_training_values
 
-OFFLINE_METHODS = ("sft", "dpo", "ddpo", "orpo", "dorpo", "divpo")
-ONLINE_METHODS = ("grpo", "dqo", "darling")
-METHODS = OFFLINE_METHODS + ONLINE_METHODS
-#: Methods whose loss reads the per-pair ``weight`` column.
-WEIGHTED_METHODS = ("ddpo", "dorpo")
-DPO_FAMILY = ("dpo", "ddpo", "divpo")
 #: The probe settings: how many train and held-out pairs, and every how many steps.
 PROBE_PAIR_SETTINGS = ("probe_pairs", "probe_heldout_pairs")
 PROBE_SETTINGS = (*PROBE_PAIR_SETTINGS, "probe_steps")
-ORPO_FAMILY = ("orpo", "dorpo")
-
-#: The paper's settings (Chung et al. 2025, appendix) per method.
-PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dpo": {"learning_rate": 5e-6, "num_train_epochs": 3},
-    "ddpo": {"learning_rate": 5e-6, "num_train_epochs": 3},
-    "divpo": {"learning_rate": 5e-6, "num_train_epochs": 3},
-    "orpo": {"learning_rate": 5e-6, "num_train_epochs": 4},
-    "dorpo": {"learning_rate": 5e-6, "num_train_epochs": 4},
-    "sft": {"learning_rate": 3e-5, "num_train_epochs": 1, "lr_scheduler_type": "cosine"},
-}
 
 #: divtune's own defaults for every method (overridable): log every step so
 #: metrics.jsonl has one line per optimizer step, keep two checkpoints for --resume.
@@ -75,7 +59,7 @@ class TrainConfig(StageConfig):
     #: GPU options added after runs were recorded: at their defaults a run loads its model as before.
     LATE_SETTINGS: ClassVar[tuple[str, ...]] = ("attn_implementation", "dtype", "quantization")
 
-    method: Literal["sft", "dpo", "ddpo", "orpo", "dorpo", "divpo", "grpo", "dqo", "darling"] = "ddpo"
+    method: MethodName = "ddpo"
     #: Prepared data: a folder with ``train.jsonl`` (``divtune prepare``) or a JSONL file.
     data: str = ""
     #: Base model: hub id, local folder, ``.gguf`` file or the ``smollm2`` alias.
@@ -175,9 +159,9 @@ class TrainConfig(StageConfig):
     def _settings_fit_the_method(self) -> "TrainConfig":
         # Refused when the settings are read, not after the model has loaded.
         probes = [name for name in PROBE_PAIR_SETTINGS if getattr(self, name)]
-        if probes and self.method not in DPO_FAMILY:
+        if probes and METHODS[self.method].family != "dpo":
             raise ValueError(
-                f"{', '.join(probes)}: probes are implemented for {', '.join(DPO_FAMILY)}, not {self.method}"
+                f"{', '.join(probes)}: probes are implemented for {', '.join(names(family='dpo'))}, not {self.method}"
             )
         problem = gpu_option_problem(self)
         if problem:
@@ -355,16 +339,12 @@ def passthrough_field_names() -> frozenset[str]:
     A key that fits none of the chosen method's config is reported when the
     settings are read (e.g. ``temperature`` is a GRPO field, not a DPO one).
     """
-    return frozenset().union(*(method_field_names(method) for method in METHODS))
+    return frozenset().union(*(method_field_names(method) for method in METHOD_NAMES))
 
 
 def method_config_name(method: str) -> str:
     """The name of the TRL config class that trains ``method`` (the online methods train through GRPO)."""
-    if method in DPO_FAMILY:
-        return "DPOConfig"
-    if method in ORPO_FAMILY:
-        return "ORPOConfig"
-    return "GRPOConfig" if method in ONLINE_METHODS else "SFTConfig"
+    return METHODS[method].trl_config_name
 
 
 def method_config_class(method: str):
@@ -426,13 +406,13 @@ def with_device_sizes(cfg: TrainConfig, device: str) -> TrainConfig:
 
 def resolved_training(cfg: TrainConfig, device: str) -> dict[str, Any]:
     """The TrainingArguments overrides of this run: divtune defaults, then the user's."""
-    if cfg.method not in PAPER_DEFAULTS:
-        raise ConfigError(f"unknown offline method {cfg.method!r}; expected one of {', '.join(OFFLINE_METHODS)}")
+    if METHODS[cfg.method].online:
+        raise ConfigError(f"unknown offline method {cfg.method!r}; expected one of {', '.join(names(online=False))}")
     merged: dict[str, Any] = {}
     merged.update(COMMON_DEFAULTS)
     merged.update(device_defaults(device))
     merged.update(precision_defaults(cfg, device))
-    merged.update(PAPER_DEFAULTS[cfg.method])
+    merged.update(METHODS[cfg.method].paper_defaults)
     merged.update(cfg.training)
     return merged
 
@@ -446,12 +426,13 @@ def trl_config_kwargs(cfg: TrainConfig, device: str) -> dict[str, Any]:
     kwargs["output_dir"] = cfg.output
     kwargs["seed"] = cfg.seed
     kwargs["max_length"] = cfg.max_length
-    if cfg.method in DPO_FAMILY:
+    family = METHODS[cfg.method].family
+    if family == "dpo":
         kwargs["beta"] = cfg.beta
         kwargs["precompute_ref_log_probs"] = cfg.precompute_ref
-    elif cfg.method in ORPO_FAMILY:
+    elif family == "orpo":
         # TRL's ORPOConfig calls the paper's lambda ``beta``.
         kwargs["beta"] = cfg.orpo_lambda
-    elif cfg.method == "sft":
+    elif family == "sft":
         kwargs["completion_only_loss"] = True
     return kwargs

@@ -13,25 +13,13 @@ Rules (every row read is used or counted in ``data_report.json``):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from divtune.io import InputError, iter_jsonl
-
-TRAIN_FILE_NAMES = ("train.jsonl", "train.jsonl.gz")
-
-
-@dataclass
-class PairRow:
-    line: int
-    prompt: str
-    chosen: str
-    rejected: str | None
-    weight: float
-    pool_id: Any = None
-
+from divtune.io import InputError
+from divtune.methods import METHODS
+from divtune.prepared import PairRow
 
 @dataclass
 class DataReport:
@@ -57,59 +45,10 @@ class DataReport:
         }
 
 
-def train_file(data: str | Path) -> Path:
-    """``data`` is a prepared folder (its train.jsonl) or a JSONL file."""
-    path = Path(data)
-    if path.is_dir():
-        check_finished_prepare(path)
-        for name in TRAIN_FILE_NAMES:
-            if (path / name).is_file():
-                return path / name
-        raise InputError(path, f"no {TRAIN_FILE_NAMES[0]} in this folder (run `divtune prepare` first)")
-    if path.is_file():
-        return path
-    raise InputError(path, "training data not found")
-
-
-def check_finished_prepare(folder: Path) -> None:
-    """A prepared folder must hold a finished prepare run: a killed one has partial or stale files."""
-    from divtune.outputs import run_kind
-
-    found = run_kind(folder)
-    if found is None:
-        if (folder / "summary.json").is_file():  # prepare's last file, but no done marker
-            raise InputError(folder, "holds an unfinished prepare run (no done marker); run `divtune prepare` again")
-        return  # a folder of hand-made pairs
-    kind, finished = found
-    if kind not in (None, "prepare"):
-        raise InputError(folder, f"holds a {kind} run, not prepared data (give the folder `divtune prepare` wrote)")
-    if not finished:
-        raise InputError(folder, "holds an unfinished prepare run (no done marker); run `divtune prepare` again")
-
-
-def read_pairs(path: str | Path, method: str) -> list[PairRow]:
-    """All rows of a pairs file, checked; raises InputError on the first bad row or an empty file."""
-    path = Path(path)
-    needs_rejected = method != "sft"
-    needs_weight = method in ("ddpo", "dorpo")
-    rows: list[PairRow] = []
-    for line, obj in iter_jsonl(path):
-        if not isinstance(obj, dict):
-            raise InputError(path, "each line must be a JSON object", line=line)
-        prompt = _text(obj, "prompt", path, line)
-        chosen = _text(obj, "chosen", path, line)
-        rejected = _text(obj, "rejected", path, line) if needs_rejected else None
-        weight = _weight(obj, path, line, method) if needs_weight else 1.0
-        rows.append(PairRow(line, prompt, chosen, rejected, weight, obj.get("pool_id")))
-    if not rows:
-        raise InputError(path, "no preference pairs: the file is empty")
-    return rows
-
-
 def check_pairs_kind(data: str | Path, method: str) -> None:
     """``divpo`` must train on DivPO pairs; refuse a folder that ``prepare`` says holds other pairs."""
     config_path = Path(data) / "config.yaml"
-    if method != "divpo" or not config_path.is_file():
+    if METHODS[method].pairs != "divpo" or not config_path.is_file():
         return
     import yaml
 
@@ -172,7 +111,7 @@ def to_trl_rows(rows: list[PairRow], method: str, chat: bool) -> list[dict[str, 
     def assistant(text: str):
         return [{"role": "assistant", "content": text}] if chat else text
 
-    if method == "sft":
+    if METHODS[method].pairs == "sft":
         return [{"prompt": user(r.prompt), "completion": assistant(r.chosen)} for r in rows]
     return [
         {"prompt": user(r.prompt), "chosen": assistant(r.chosen), "rejected": assistant(r.rejected), "weight": r.weight}
@@ -183,26 +122,3 @@ def to_trl_rows(rows: list[PairRow], method: str, chat: bool) -> list[dict[str, 
 def _token_counts(tokenizer, texts: list[str]) -> list[int]:
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
     return [len(ids) for ids in encoded]
-
-
-def _text(obj: dict, name: str, path: Path, line: int) -> str:
-    if name not in obj:
-        raise InputError(path, "missing field", line=line, field=name)
-    value = obj[name]
-    if not isinstance(value, str):
-        raise InputError(path, f"must be a string, got {type(value).__name__}", line=line, field=name)
-    return value
-
-
-def _weight(obj: dict, path: Path, line: int, method: str) -> float:
-    if "weight" not in obj or obj["weight"] is None:
-        raise InputError(
-            path, f"missing pair weight; method {method} needs the deviation weights of `divtune prepare`",
-            line=line, field="weight",
-        )
-    value = obj["weight"]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(path, f"must be a number, got {value!r}", line=line, field="weight")
-    if not math.isfinite(value) or value < 0:
-        raise InputError(path, f"must be a finite number >= 0, got {value!r}", line=line, field="weight")
-    return float(value)

@@ -31,6 +31,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from divtune.methods import METHODS
+
 GIB = 1024**3
 
 #: Floats kept per token per activation unit (V + n(h + i)). benchmarks/bench_train_memory.py
@@ -197,16 +199,16 @@ def fitting_settings(
 
 def estimate_options(cfg: Any) -> dict[str, Any]:
     """The estimate_peak keywords that a TrainConfig fixes (all but batch and max_length)."""
-    from divtune.train.config import DPO_FAMILY, ONLINE_METHODS
 
-    online = cfg.method in ONLINE_METHODS
+    method = METHODS[cfg.method]
+    online = method.online
     lora = cfg.lora.enabled
     if online:
         reference_copy = not lora and cfg.online.kl_beta > 0
     else:
-        reference_copy = not lora and cfg.method in DPO_FAMILY and not cfg.precompute_ref
+        reference_copy = not lora and method.family == "dpo" and not cfg.precompute_ref
     return {
-        "sequences_per_example": 1 if online or cfg.method == "sft" else 2,
+        "sequences_per_example": 1 if online or method.family == "sft" else 2,
         "lora_r": cfg.lora.r if lora else None,
         "lora_targets": cfg.lora.target_modules,
         "reference_copy": reference_copy,

@@ -28,7 +28,7 @@ import numpy as np
 from divtune.deprecations import quiet_checkpointing_rename
 from divtune.io import InputError, iter_jsonl
 from divtune.rewards import group_rewards
-from divtune.train.config import ONLINE_METHODS
+from divtune.methods import METHODS, names
 from divtune.train.online_config import OnlineConfig
 
 #: ``(prompts, completions) -> (n,) quality``; prompts are the plain prompt texts.
@@ -375,8 +375,8 @@ def run_online_train(
     from divtune.train.runner import claim_train_output, load_policy, save_final
 
     method = cfg.method
-    if method not in ONLINE_METHODS:
-        raise ConfigError(f"run_online_train handles {', '.join(ONLINE_METHODS)}, not {method!r}")
+    if not METHODS[method].online:
+        raise ConfigError(f"run_online_train handles {', '.join(names(online=True))}, not {method!r}")
     if not cfg.data:
         raise ConfigError(f"train/{method}: `data` (prepared folder) is required")
     if not cfg.output:
@@ -386,7 +386,7 @@ def run_online_train(
     device = resolve_device(cfg)
     check_gpu_options(cfg, device)
     cfg = with_device_sizes(cfg, device)
-    from divtune.train.data import train_file
+    from divtune.prepared import train_file
 
     path = train_file(cfg.data)
     claim, resume_from = claim_train_output(cfg, overwrite)

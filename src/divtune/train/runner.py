@@ -15,12 +15,10 @@ from typing import Any
 
 from divtune.config import ConfigError
 from divtune.deprecations import quiet_checkpointing_rename
+from divtune import prepared
 from divtune.io import write_json
+from divtune.methods import METHODS
 from divtune.train.config import (
-    DPO_FAMILY,
-    ONLINE_METHODS,
-    ORPO_FAMILY,
-    WEIGHTED_METHODS,
     TrainConfig,
     check_gpu_options,
     resolve_device,
@@ -49,7 +47,7 @@ def run_train(
     with other settings). On CPU, ``memory_check`` refuses a run whose estimated
     peak memory exceeds what is available (divtune.train.memory).
     """
-    if cfg.method in ONLINE_METHODS:
+    if METHODS[cfg.method].online:
         from divtune.train.online import run_online_train
 
         return run_online_train(cfg, overwrite=overwrite, memory_check=memory_check)
@@ -64,7 +62,7 @@ def run_train(
 
     from divtune.train import data as pairs_data
 
-    path = pairs_data.train_file(cfg.data)
+    path = prepared.train_file(cfg.data)
     claim, resume_from = claim_train_output(cfg, overwrite)
     if claim.state == "reuse":
         logger.info("%s already holds a finished train run with these settings; reusing it", output)
@@ -75,7 +73,7 @@ def run_train(
     if lost:
         logger.warning(lost)
     pairs_data.check_pairs_kind(cfg.data, cfg.method)
-    rows = pairs_data.read_pairs(path, cfg.method)
+    rows = prepared.read_pairs(path, cfg.method)
     tokenizer = _load_tokenizer(cfg)
     report = pairs_data.DataReport(path=str(path), rows_read=len(rows))
     rows = pairs_data.fit_to_max_length(rows, tokenizer, cfg.max_length, report)
@@ -210,7 +208,7 @@ def load_policy(cfg: TrainConfig, device: str, args=None):
     quantization = quantization_config(cfg, device)
     prepare = None
     # TRL's ORPOTrainer prepares a k-bit base itself when it puts the adapter on.
-    if quantization is not None and (from_adapter or cfg.method not in ORPO_FAMILY):
+    if quantization is not None and (from_adapter or METHODS[cfg.method].family != "orpo"):
         prepare = functools.partial(prepare_kbit_base, args=args)
     options = dict(
         dtype=weights_dtype(cfg, device),
@@ -315,10 +313,10 @@ def probe_datasets(cfg: TrainConfig, rows, tokenizer, chat: bool) -> dict[str, A
         picked = np.sort(np.random.default_rng(0).choice(len(rows), size=min(cfg.probe_pairs, len(rows)), replace=False))
         sets["train_probe"] = [rows[i] for i in picked]
     if cfg.probe_heldout_pairs:
-        held_path = Path(cfg.data) / "test.jsonl"
+        held_path = prepared.pairs_file(cfg.data, "test")
         if not held_path.is_file():
             raise ConfigError(f"probe_heldout_pairs needs held-out pairs: {held_path} not found")
-        held = pairs_data.read_pairs(held_path, cfg.method)
+        held = prepared.read_pairs(held_path, cfg.method)
         held = pairs_data.fit_to_max_length(held, tokenizer, cfg.max_length, pairs_data.DataReport(path=str(held_path)))
         picked = np.sort(np.random.default_rng(0).choice(len(held), size=min(cfg.probe_heldout_pairs, len(held)), replace=False))
         sets["heldout"] = [held[i] for i in picked]
@@ -350,16 +348,16 @@ def build_training_args(cfg: TrainConfig, device: str, n_pairs: int, probes=None
     if cfg.wandb:
         kwargs["report_to"] = _with_wandb(kwargs.get("report_to"))
     try:
-        if cfg.method in DPO_FAMILY:
+        if METHODS[cfg.method].family == "dpo":
             from divtune.train.trainer_configs import DeviationDPOConfig
 
             # prefix_cache_layer needs the model's layer count: build_trainer sets it.
             return DeviationDPOConfig(**kwargs, **dpo_weight_settings(cfg))
-        if cfg.method in ORPO_FAMILY:
+        if METHODS[cfg.method].family == "orpo":
             from divtune.train.trainer_configs import DeviationORPOConfig
 
             return DeviationORPOConfig(
-                **kwargs, weight_column=WEIGHT_COLUMN if cfg.method in WEIGHTED_METHODS else None,
+                **kwargs, weight_column=WEIGHT_COLUMN if METHODS[cfg.method].weighted else None,
                 dorpo_mode=cfg.dorpo_mode, nll_tokens=cfg.orpo_nll_tokens,
             )
         from trl import SFTConfig
@@ -395,7 +393,7 @@ def build_trainer(
     )
     if probes:
         common["eval_dataset"] = probes
-    if cfg.method in DPO_FAMILY:
+    if METHODS[cfg.method].family == "dpo":
         from divtune.train.trainers import DeviationDPOTrainer
 
         prefix = prefix_cache_settings(cfg, model)
@@ -408,7 +406,7 @@ def build_trainer(
 
             trainer.prefix_cache_record = new_record(None, prefix.off)
         return trainer
-    if cfg.method in ORPO_FAMILY:
+    if METHODS[cfg.method].family == "orpo":
         from divtune.train.trainers import DeviationORPOTrainer
 
         return DeviationORPOTrainer(args=args, **common)
@@ -428,7 +426,7 @@ def dpo_weight_settings(cfg: TrainConfig) -> dict[str, Any]:
         from divtune.train.ref_cache import default_cache_dir
 
         cache_dir = cfg.ref_cache_dir or str(default_cache_dir())
-    return {"weight_column": WEIGHT_COLUMN if cfg.method in WEIGHTED_METHODS else None, "ref_cache_dir": cache_dir}
+    return {"weight_column": WEIGHT_COLUMN if METHODS[cfg.method].weighted else None, "ref_cache_dir": cache_dir}
 
 
 def reference_identity(cfg: TrainConfig, model) -> str | None:
