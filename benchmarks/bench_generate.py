@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from divtune.generate import GenerateConfig, run_generate
+from divtune.generation.config import GenerateConfig
+from divtune.generation.run import run_generate
 
 PROMPTS = [
     "You wake up one morning and discover that every clock in the world has stopped at the same minute.",

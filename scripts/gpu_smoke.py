@@ -6,7 +6,7 @@ r"""One-command GPU proof of divtune on tiny random models (no downloads).
     bash scripts/gpu_smoke.sh                                      # the same, from anywhere
 
 It drives divtune through its public API (``divtune.train.TrainConfig`` +
-``run_train``, ``divtune.generate``) and ``accelerate launch -m``-style
+``run_train``, ``divtune.generation``) and ``accelerate launch -m``-style
 launches of this script's worker, on a 2-layer Llama and a BPE tokenizer built
 here from a config. Checks (``--list`` prints them):
 
@@ -507,7 +507,7 @@ class Smoke:
         return {**details, "grad_norm": norms}
 
     def generate_cfg(self, output: Path, **extra: Any):
-        from divtune.generate import GenerateConfig
+        from divtune.generation.config import GenerateConfig
 
         output.parent.mkdir(parents=True, exist_ok=True)
         prompts = self.work / "prompts.txt"
@@ -519,7 +519,7 @@ class Smoke:
         return GenerateConfig(**values)
 
     def check_generate_cache(self) -> dict[str, Any]:
-        from divtune.generate import run_generate
+        from divtune.generation.run import run_generate
 
         texts, rates = {}, {}
         for share in (True, False):
@@ -538,7 +538,7 @@ class Smoke:
                 "samples_per_second_unshared": round(rates[False], 2)}
 
     def check_generate_resume(self) -> dict[str, Any]:
-        from divtune.generate import run_generate
+        from divtune.generation.run import run_generate
 
         whole = fresh(self.work / "generate" / "whole.jsonl")
         start = time.perf_counter()

@@ -196,4 +196,4 @@ def test_the_recipe_installs_the_newest_checked_vllm_that_resolves():
     assert len(pinned) == 1, "the vLLM environment recipe should pin one vLLM release"
     newest = max(row["version"] for row in _vllm_table() if row["resolves"])
     assert Version(pinned[0]) == newest
-    assert "pip install --no-deps -e ." in text and "python -m divtune.vllm_requests" in text
+    assert "pip install --no-deps -e ." in text and "python -m divtune.generation.vllm" in text

@@ -41,7 +41,7 @@ def _config_pages():
     from divtune.evaluate import EvaluateConfig
     from divtune.experiment import ExperimentConfig, SystemSpec
     from divtune.export import ExportConfig
-    from divtune.generate import GenerateConfig
+    from divtune.generation.config import GenerateConfig
     from divtune.prepare import PrepareConfig
     from divtune.reward_model import RewardTrainConfig
     from divtune.train import TrainConfig

@@ -107,7 +107,7 @@ class ProseSampler:
 
 def test_verbalized_generate_whose_replies_cannot_be_parsed_stops_with_the_count(
         tmp_path, monkeypatch, capsys, tiny_tokenizer):
-    import divtune.generate as gen
+    import divtune.generation.run as gen
 
     sampler = ProseSampler(tiny_tokenizer)
     monkeypatch.setattr(gen, "HFSampler", lambda cfg: sampler)

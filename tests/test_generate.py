@@ -8,7 +8,11 @@ import pytest
 
 from conftest import write_jsonl
 from divtune.config import ConfigError
-from divtune.generate import GenerateConfig, load_done, plan_batches, read_prompts, run_generate
+from divtune.generation.config import GenerateConfig
+from divtune.generation.plan import plan_batches
+from divtune.generation.prompts import read_prompts
+from divtune.generation.run import run_generate
+from divtune.generation.sample_file import load_done
 from divtune.io import InputError
 
 PROMPTS = ["Write a story about a dragon.", "The knight rode out.", "She opened the door.", "A robot paints."]
@@ -203,7 +207,7 @@ def test_bad_settings_are_config_errors():
 
 
 def test_long_prompts_keep_their_start(tiny_tokenizer):
-    from divtune.generate import truncate_prompt
+    from divtune.generation.prompts import truncate_prompt
 
     long_prompt = "Once upon a time there was a dragon. " * 40
     cut, was_cut = truncate_prompt(tiny_tokenizer, long_prompt, 10)
@@ -228,7 +232,7 @@ def test_shared_prompt_cache_gives_the_same_samples(tiny_lm_dir, prompts_file, t
 
 
 def test_shared_prompt_cache_holds_each_distinct_prompt_once(tiny_lm_dir, tiny_tokenizer):
-    from divtune.generate import shared_prompt_cache
+    from divtune.generation.hf import shared_prompt_cache
     from divtune.models import load_causal_lm
 
     model = load_causal_lm(str(tiny_lm_dir), device="cpu")

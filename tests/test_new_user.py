@@ -356,7 +356,7 @@ def test_csv_with_a_byte_order_mark_is_read(tmp_path):
 @pytest.mark.parametrize("name", ["bom.jsonl", "bom.jsonl.gz"])
 def test_jsonl_with_a_byte_order_mark_is_read(tmp_path, name):
     from divtune.data import load_pools
-    from divtune.generate import read_prompts
+    from divtune.generation.prompts import read_prompts
 
     rows = BOM + json.dumps({"prompt": "P", "responses": ["x", "y"], "scores": [1, 2]}) + "\n"
     path = tmp_path / name

@@ -430,7 +430,8 @@ def test_train_resume_rules_on_an_unfinished_run(tmp_path, tiny_lm_dir):
 
 
 def test_generate_failed_run_then_corrected_rerun(tmp_path, tiny_lm_dir, monkeypatch):
-    from divtune.generate import GenerateConfig, run_generate
+    from divtune.generation.config import GenerateConfig
+    from divtune.generation.run import run_generate
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("Write a story.\nThe knight rode out.\n")

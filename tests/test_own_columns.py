@@ -12,7 +12,7 @@ import pytest
 from _cli_support import run_cli
 from conftest import write_jsonl
 from divtune.data import load_pools
-from divtune.generate import read_prompts
+from divtune.generation.prompts import read_prompts
 
 TITLES = ["[WP] A dragon who is afraid of fire.", "The last lighthouse keeper.", "A robot learns to paint."]
 WORDS = "the sea was dark and a light rose slowly while the keeper counted ships one by one until dawn".split()

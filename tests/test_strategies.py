@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from divtune.config import ConfigError
-from divtune.generate import GenerateConfig, run_generate, system_name
-from divtune.strategies.prompts import IterativeSettings, VerbalizedSettings, fill, iterative_message
-from divtune.strategies.verbalized import calls_path, read_call
-from divtune.strategies.verbalized_parse import parse_probability, parse_verbalized
+from divtune.generation.config import GenerateConfig
+from divtune.generation.run import run_generate
+from divtune.generation.sample_file import system_name
+from divtune.generation.strategies.prompts import IterativeSettings, VerbalizedSettings, fill, iterative_message
+from divtune.generation.strategies.verbalized import calls_path, read_call
+from divtune.generation.strategies.verbalized_parse import parse_probability, parse_verbalized
 
 FIXTURES = Path(__file__).parent / "fixtures" / "verbalized"
 PROMPTS = ["Write a story about a dragon.", "The knight rode out.", "She opened the door."]
@@ -141,7 +143,7 @@ class Recorder:
 
 @pytest.fixture(scope="module")
 def iterative_run(tiny_lm_dir, prompts_file, tmp_path_factory):
-    import divtune.generate as gen
+    import divtune.generation.run as gen
 
     recorder = Recorder(gen.HFSampler)
     output = tmp_path_factory.mktemp("iterative") / "gen.jsonl"
@@ -214,7 +216,7 @@ class ScriptedIterative:
 
 def test_iterative_context_cap_drops_the_oldest_samples_and_counts_them(tiny_tokenizer, prompts_file, tmp_path,
                                                                        monkeypatch):
-    import divtune.generate as gen
+    import divtune.generation.run as gen
 
     scripted = ScriptedIterative(tiny_tokenizer)
     monkeypatch.setattr(gen, "HFSampler", lambda cfg: scripted)
@@ -274,7 +276,7 @@ def _json_reply(*texts, probability=0.2):
 
 def test_verbalized_tops_up_missing_responses_and_says_why_a_prompt_is_short(tiny_tokenizer, prompts_file, tmp_path,
                                                                            monkeypatch):
-    import divtune.generate as gen
+    import divtune.generation.run as gen
 
     replies = {
         PROMPTS[0]: [_json_reply("a1", "a2", "a3")],  # full at once
@@ -408,7 +410,7 @@ class InputRecorder(Recorder):
 @pytest.mark.parametrize("strategy", ["iterative", "verbalized"])
 def test_strategy_messages_reach_the_model_inside_its_chat_template(strategy, tiny_lm_dir, tiny_tokenizer, prompts_file,
                                                                    tmp_path, monkeypatch):
-    import divtune.generate as gen
+    import divtune.generation.run as gen
 
     recorder = InputRecorder(gen.HFSampler)
     monkeypatch.setattr(gen, "HFSampler", recorder)

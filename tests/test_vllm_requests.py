@@ -20,11 +20,13 @@ from pathlib import Path
 import pytest
 
 from divtune.config import ConfigError
-from divtune.generate import GenerateConfig, encode_prompts, pad_left, prompt_token_ids, read_prompts, run_generate
-from divtune.vllm_requests import (
+from divtune.generation.config import GenerateConfig, VLLMSettings
+from divtune.generation.hf import pad_left
+from divtune.generation.prompts import encode_prompts, prompt_token_ids, read_prompts
+from divtune.generation.run import run_generate
+from divtune.generation.vllm import (
     VLLM_LORA_RANKS,
     ModelPlan,
-    VLLMSettings,
     build_vllm_request,
     lora_rank_slot,
     model_len,
@@ -359,7 +361,7 @@ def test_run_generate_vllm_with_an_adapter_passes_the_lora_request_and_resumes(
 
 
 def test_check_environment_makes_vllms_objects_from_the_request(llama3_dir, tmp_path, monkeypatch, capsys):
-    from divtune.vllm_requests import main
+    from divtune.generation.vllm import main
 
     fake = _FakeVLLM().install(monkeypatch)
     monkeypatch.setattr("importlib.metadata.version", lambda name: {"vllm": "9.9"}.get(name, "1.0"))
@@ -372,7 +374,7 @@ def test_check_environment_makes_vllms_objects_from_the_request(llama3_dir, tmp_
 
 
 def test_check_environment_without_vllm_says_where_the_recipe_is(llama3_dir, monkeypatch, capsys):
-    from divtune.vllm_requests import main
+    from divtune.generation.vllm import main
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # importing it raises ImportError, installed or not
     assert main([str(llama3_dir)]) == 1
@@ -417,8 +419,8 @@ def test_every_vllm_setting_is_documented_with_its_set_name():
 def test_the_builder_imports_neither_vllm_nor_torch():
     code = (
         "import sys\n"
-        "from divtune.generate import GenerateConfig\n"
-        "from divtune.vllm_requests import ModelPlan, build_vllm_request\n"
+        "from divtune.generation.config import GenerateConfig\n"
+        "from divtune.generation.vllm import ModelPlan, build_vllm_request\n"
         "cfg = GenerateConfig(model='m', prompts='p', output='o')\n"
         "build_vllm_request(cfg, ModelPlan(base='b', tokenizer='b'), [[1, 2]], [(0, 0, 1)])\n"
         "print(sorted(m for m in ('vllm', 'torch') if m in sys.modules))\n"

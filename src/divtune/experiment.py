@@ -375,7 +375,8 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
     """The experiment as an ordered list of stages, plus the paths of its key outputs."""
     from divtune.diagnostics import run_diagnostics
     from divtune.evaluate import EvaluateConfig, run_evaluate
-    from divtune.generate import GenerateConfig, run_generate
+    from divtune.generation.config import GenerateConfig
+    from divtune.generation.run import run_generate
     from divtune.prepare import PrepareConfig, run_prepare
     from divtune.report import run_report
     from divtune.reward_model import RewardTrainConfig, train_reward_model

@@ -121,7 +121,7 @@ def not_a_train_run(folder: Path) -> str | None:
 def collect_facts(cfg: ExportConfig, run: Path, train_cfg: dict, done: dict, is_adapter: bool) -> dict[str, Any]:
     """Everything the model card states, read from the run's own files."""
     import divtune
-    from divtune.generate import GenerateConfig
+    from divtune.generation.config import GenerateConfig
 
     decoding = GenerateConfig.model_fields
     generation = {key: decoding[key].default for key in ("temperature", "top_p", "top_k", "repetition_penalty",

@@ -8,6 +8,9 @@ from typing import List, Optional
 import typer
 
 from divtune.commands.columns import COLUMN_HELP, FORMAT_HELP, parse_columns
+from divtune.generation.config import GenerateConfig
+from divtune.generation.run import run_generate
+from divtune.prepared import RESPONSES_FILE, TEST_FILE
 
 
 EXAMPLES = """Examples:
@@ -26,7 +29,7 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option(..., "--model", help="Model folder, adapter folder, .gguf file, hub id or 'smollm2'."),
         prompts: str = typer.Option(
             ..., "--prompts",
-            help="Prepared folder/test.jsonl/responses.jsonl, JSONL with 'prompt', a data file `prepare` reads "
+            help=f"Prepared folder/{TEST_FILE}/{RESPONSES_FILE}, JSONL with 'prompt', a data file `prepare` reads "
                  "(CSV, Parquet, JSONL; each distinct prompt once), or a text file (one prompt per line).",
         ),
         column: Optional[List[str]] = typer.Option(None, "--column", help=f"Prompts data file: {COLUMN_HELP}"),
@@ -57,8 +60,6 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Sample responses per prompt into a resumable generations JSONL."""
-        from divtune.generate import GenerateConfig, run_generate
-
         cfg = GenerateConfig.load(
             config, overrides, model=model, prompts=prompts, output=str(output), num_samples=num_samples,
             name=name, max_prompts=max_prompts, max_new_tokens=max_new_tokens, temperature=temperature,

@@ -1,13 +1,15 @@
-"""What ``divtune generate --backend vllm`` hands to vLLM, built as plain data.
+"""The vLLM backend of ``divtune generate``: what it hands to vLLM, built as plain data, and the run.
 
-Nothing here imports vLLM (or torch): :func:`build_vllm_request` turns the
+Nothing here imports vLLM (or torch) when imported: :func:`build_vllm_request` turns the
 prompt token ids that the HF backend also feeds its model
-(``divtune.generate.prompt_token_ids``) and a :class:`~divtune.generate.GenerateConfig`
-into plain dicts, and ``divtune.generate`` only constructs ``vllm.LLM(**engine)``,
-``SamplingParams(**sampling)`` and ``LoRARequest(**lora)`` from them. So the
-requests are unit-tested on a machine without vLLM, and the prompts vLLM sees are
-token for token those of the HF path: chat-templated text is never re-tokenised
-with special tokens added (which gave Llama-3 prompts two BOS tokens).
+(``divtune.generation.prompts.prompt_token_ids``) and a
+:class:`~divtune.generation.config.GenerateConfig` into plain dicts, and :func:`run_vllm`
+only constructs ``vllm.LLM(**engine)``, ``SamplingParams(**sampling)`` and
+``LoRARequest(**lora)`` from them. So the requests are unit-tested on a machine
+without vLLM, and the prompts vLLM sees are token for token those of the HF path:
+chat-templated text is never re-tokenised with special tokens added (which gave
+Llama-3 prompts two BOS tokens). ``python -m divtune.generation.vllm MODEL`` checks
+an environment for this backend (:func:`check_environment`).
 
 - prompts go in as ``{"prompt_token_ids": [...]}``;
 - each sample is one request, ``n=1``, seeded with ``sample_seed(seed, prompt_id,
@@ -21,15 +23,26 @@ with special tokens added (which gave Llama-3 prompts two BOS tokens).
 
 from __future__ import annotations
 
+import argparse
+import importlib.metadata as metadata
 import json
+import logging
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from pydantic import Field
+from tqdm.auto import tqdm
 
-from divtune.config import ConfigError, StageConfig
+from divtune import models
+from divtune.config import ConfigError
+from divtune.generation.config import GenerateConfig, VLLMSettings
+from divtune.generation.plan import sample_seed
+from divtune.generation.prompts import Prompt, prompt_token_ids
+from divtune.generation.sample_file import append_rows, sample_key, sample_row
+
+logger = logging.getLogger(__name__)
 
 #: ``max_model_len`` is rounded up to a multiple of this.
 MODEL_LEN_MULTIPLE = 256
@@ -37,21 +50,6 @@ MODEL_LEN_MULTIPLE = 256
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 #: ``modules_to_save`` entries vLLM's LoRA loader accepts (classification heads only).
 _VLLM_MODULES_TO_SAVE = {"classifier", "score"}
-
-
-class VLLMSettings(StageConfig):
-    """``vllm.*`` settings of ``divtune generate`` (``--backend vllm`` only)."""
-
-    #: Context length the engine is sized for; ``None``: the longest prompt plus
-    #: ``max_new_tokens``, rounded up to a multiple of 256 (at most the model's own).
-    max_model_len: int | None = Field(None, ge=1)
-    #: GPUs one model is split across (vLLM tensor parallelism).
-    tensor_parallel_size: int = Field(1, ge=1)
-    #: Share of each GPU's memory vLLM may take (weights, activations, KV cache).
-    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
-    #: Requests handed to vLLM at a time; each chunk is appended and fsync'ed when done,
-    #: so an interrupted run loses at most one chunk.
-    chunk_size: int = Field(256, ge=1)
 
 
 @dataclass(frozen=True)
@@ -205,7 +203,7 @@ def build_vllm_request(
     """The vLLM run of ``items`` = (prompt index, sample_index, seed) over ``prompt_ids``.
 
     ``prompt_ids`` holds the token ids of every prompt of the run (as the HF path
-    feeds them: ``divtune.generate.prompt_token_ids``); ``max_model_len`` is sized
+    feeds them: ``divtune.generation.prompts.prompt_token_ids``); ``max_model_len`` is sized
     from all of them, so a resumed run builds the same engine.
     """
     lora = lora_request(plan)
@@ -243,16 +241,55 @@ def plan_model(spec: str) -> ModelPlan:
     files are converted once, as for the HF backend); an adapter folder is served
     on its base model as LoRA. The tokenizer is the one the HF backend loads.
     """
-    from divtune.models import adapter_base_source, is_adapter_dir, resolve_model_source
-
-    source = resolve_model_source(spec)
-    if not is_adapter_dir(source):
+    source = models.resolve_model_source(spec)
+    if not models.is_adapter_dir(source):
         return ModelPlan(base=source, tokenizer=source, model_max_len=context_length(source))
-    base = adapter_base_source(source)
+    base = models.adapter_base_source(source)
     tokenizer = source if (Path(source) / "tokenizer_config.json").is_file() else base
     adapter_config = json.loads((Path(source) / "adapter_config.json").read_text())
     return ModelPlan(base=base, tokenizer=tokenizer, adapter=source, adapter_config=adapter_config,
                      model_max_len=context_length(base))
+
+
+def run_vllm(cfg: GenerateConfig, prompts: list[Prompt], done: set, output: Path) -> None:
+    """Sample every sample not in ``done`` into ``output``: vLLM objects made from the builder's plain dicts."""
+    try:
+        from vllm import LLM, SamplingParams
+        from vllm.lora.request import LoRARequest
+    except ImportError:
+        raise ConfigError(
+            "--backend vllm needs vLLM (GPU), which is not installed here; vLLM pins a transformers other than "
+            "divtune's, so it gets its own environment: see 'vLLM environment' in docs/generate.md, "
+            "or use --backend hf"
+        ) from None
+    plan = plan_model(cfg.model)
+    # The tokenizer and prompt ids of the HF path, so both backends see the same tokens.
+    tokenizer = models.load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code, padding_side="left")
+    prompt_ids = prompt_token_ids(tokenizer, prompts, cfg)
+    items = [(p, s, sample_seed(cfg.seed, prompts[p].prompt_id, s))
+             for p in range(len(prompts)) for s in range(cfg.num_samples)
+             if sample_key(prompts[p].prompt_id, s) not in done]
+    request = build_vllm_request(cfg, plan, prompt_ids, items)
+    logger.info("vllm engine: %s", {k: v for k, v in request.engine.items() if k != "trust_remote_code"})
+    llm = LLM(**request.engine)
+    lora = LoRARequest(**request.lora) if request.lora else None
+    # vllm schedules its own batches; chunks only bound how much is lost on interruption.
+    chunk = cfg.vllm.chunk_size
+    progress = tqdm(total=len(items), desc="generate (vllm)", unit="sample", disable=not cfg.show_progress)
+    for start in range(0, len(request.requests), chunk):
+        part = request.requests[start : start + chunk]
+        results = llm.generate(
+            [r["prompt"] for r in part], [SamplingParams(**r["sampling"]) for r in part],
+            use_tqdm=False, lora_request=lora,
+        )
+        rows = [
+            sample_row(cfg, prompts[r["prompt_index"]], r["sample_index"], result.outputs[0].text.strip(),
+                       r["seed"], len(result.outputs[0].token_ids))
+            for r, result in zip(part, results)
+        ]
+        append_rows(output, rows)
+        progress.update(len(rows))
+    progress.close()
 
 
 def check_environment(spec: str, trust_remote_code: bool = False) -> str:
@@ -264,18 +301,13 @@ def check_environment(spec: str, trust_remote_code: bool = False) -> str:
     .create_model_config()``, which reads the model's config and checks
     ``max_model_len`` and ``dtype`` against it). Raises what vLLM raises.
     """
-    import importlib.metadata as metadata
-
     from vllm import SamplingParams
     from vllm.engine.arg_utils import EngineArgs
     from vllm.lora.request import LoRARequest
 
-    from divtune.generate import GenerateConfig, Prompt, prompt_token_ids
-    from divtune.models import load_tokenizer
-
     cfg = GenerateConfig(model=spec, prompts="-", output="-", trust_remote_code=trust_remote_code)
     plan = plan_model(spec)
-    tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code, padding_side="left")
+    tokenizer = models.load_tokenizer(spec, trust_remote_code=trust_remote_code, padding_side="left")
     ids = prompt_token_ids(tokenizer, [Prompt(1, "Write a story about a dragon.")], cfg)
     request = build_vllm_request(cfg, plan, ids, [(0, 0, 1)])
     SamplingParams(**request.requests[0]["sampling"])
@@ -289,11 +321,8 @@ def check_environment(spec: str, trust_remote_code: bool = False) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m divtune.vllm_requests MODEL``: :func:`check_environment` (see docs/generate.md)."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m divtune.vllm_requests",
+    """``python -m divtune.generation.vllm MODEL``: :func:`check_environment` (see docs/generate.md)."""
+    parser = argparse.ArgumentParser(prog="python -m divtune.generation.vllm",
                                      description="Check an environment for `divtune generate --backend vllm`.")
     parser.add_argument("model", help="the --model of the runs to come (folder, adapter folder, .gguf, hub id)")
     parser.add_argument("--trust-remote-code", action="store_true")

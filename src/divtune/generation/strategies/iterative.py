@@ -15,21 +15,18 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from divtune.generation.plan import batches_of, derive_seed
+from divtune.generation.sample_file import append_rows, cut_torn_line, sample_key, sample_row, system_name
+from divtune.generation.strategies.prompts import fill, iterative_message
 from divtune.io import InputError, iter_jsonl
-from divtune.strategies.prompts import fill, iterative_message
-from divtune.strategies.run import batches_of
 
 
 def iterative_seed(seed: int, round_index: int, batch_index: int) -> int:
-    from divtune.generate import _derive_seed
-
-    return _derive_seed("iterative", seed, round_index, batch_index)
+    return derive_seed("iterative", seed, round_index, batch_index)
 
 
 def read_written(output: Path) -> dict[tuple[str, int], dict]:
     """Lines already in ``output`` by (prompt id as JSON, sample index); a torn last line is cut off."""
-    from divtune.generate import cut_torn_line, sample_key
-
     cut_torn_line(output)
     rows: dict[tuple[str, int], dict] = {}
     if not output.is_file():
@@ -43,8 +40,6 @@ def read_written(output: Path) -> dict[tuple[str, int], dict]:
 
 
 def run_iterative(cfg, prompts, prompt_texts: list[str], output: Path, sampler, stop_after_batches=None) -> dict:
-    from divtune.generate import _row, append_rows, sample_key
-
     settings = cfg.iterative
     written = read_written(output)
     batches_run = 0
@@ -70,7 +65,7 @@ def run_iterative(cfg, prompts, prompt_texts: list[str], output: Path, sampler, 
             for p, key, n_shown, (text, n_tokens) in zip(positions, keys, shown, outputs):
                 if key in written:
                     continue
-                row = _row(cfg, prompts[p], k, text, seed, n_tokens, n_previous_shown=n_shown)
+                row = sample_row(cfg, prompts[p], k, text, seed, n_tokens, n_previous_shown=n_shown)
                 rows.append(row)
                 written[key] = row
             append_rows(output, rows)
@@ -81,8 +76,6 @@ def run_iterative(cfg, prompts, prompt_texts: list[str], output: Path, sampler, 
 
 
 def iterative_summary(cfg, prompts, written: dict) -> dict:
-    from divtune.generate import system_name
-
     dropped = Counter()
     for row in written.values():
         hidden = row["sample_index"] - row.get("n_previous_shown", row["sample_index"])

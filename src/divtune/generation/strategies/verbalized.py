@@ -2,7 +2,7 @@
 
 Each prompt's first call asks for ``responses_per_call`` (default
 ``num_samples``) responses. The reply is parsed
-(:mod:`divtune.strategies.verbalized_parse`); at most the number asked is kept,
+(:mod:`divtune.generation.strategies.verbalized_parse`); at most the number asked is kept,
 in reply order. A prompt still short of ``num_samples`` is *topped up*: the next
 round calls it again for the number still missing, until it is full or has
 had ``max_calls`` calls. What each call asked, got and lost is counted in the
@@ -24,10 +24,19 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from divtune.generation.plan import batches_of, derive_seed
+from divtune.generation.prompts import truncate_prompt
+from divtune.generation.sample_file import (
+    append_rows,
+    cut_torn_line,
+    load_done,
+    sample_key,
+    sample_row,
+    system_name,
+)
+from divtune.generation.strategies.prompts import verbalized_message
+from divtune.generation.strategies.verbalized_parse import PROBLEMS, parse_verbalized
 from divtune.io import InputError, iter_jsonl
-from divtune.strategies.prompts import verbalized_message
-from divtune.strategies.run import batches_of
-from divtune.strategies.verbalized_parse import PROBLEMS, parse_verbalized
 
 #: Counted beside the parser's problems.
 CALL_PROBLEMS = {
@@ -38,9 +47,7 @@ CALL_PROBLEMS = {
 
 
 def verbalized_seed(seed: int, round_index: int, batch_index: int) -> int:
-    from divtune.generate import _derive_seed
-
-    return _derive_seed("verbalized", seed, round_index, batch_index)
+    return derive_seed("verbalized", seed, round_index, batch_index)
 
 
 def calls_path(output: Path) -> Path:
@@ -49,8 +56,6 @@ def calls_path(output: Path) -> Path:
 
 def read_calls(path: Path) -> dict[tuple[str, int], dict]:
     """Logged calls by (prompt id as JSON, round); a torn last line is cut off."""
-    from divtune.generate import cut_torn_line
-
     cut_torn_line(path)
     calls: dict[tuple[str, int], dict] = {}
     if not path.is_file():
@@ -79,8 +84,6 @@ def read_call(reply: str, asked: int, unstructured: str) -> dict:
 
 
 def _cut_responses(call: dict, tokenizer, max_tokens: int) -> None:
-    from divtune.generate import truncate_prompt
-
     cut = [truncate_prompt(tokenizer, text, max_tokens) for text in call["texts"]]
     call["texts"] = [text.strip() for text, _ in cut]
     call["cut_to_max_new_tokens"] = sum(was_cut for _, was_cut in cut)
@@ -94,8 +97,6 @@ def _kept_before(calls: dict, prompt_key: str, round_index: int) -> int:
 
 def expected_rows(cfg, prompts, calls: dict) -> list[dict]:
     """Every sample line the logged calls give, in prompt order then call order (the file's content)."""
-    from divtune.generate import _row
-
     rows = []
     for prompt in prompts:
         key = json.dumps(prompt.prompt_id)
@@ -107,15 +108,13 @@ def expected_rows(cfg, prompts, calls: dict) -> list[dict]:
             for position, (text, probability, n_tokens) in enumerate(
                 zip(call["texts"], call["probabilities"], call["token_counts"])
             ):
-                rows.append(_row(cfg, prompt, index, text, call["seed"], n_tokens,
+                rows.append(sample_row(cfg, prompt, index, text, call["seed"], n_tokens,
                                  call_index=r, position_in_call=position, probability=probability))
                 index += 1
     return rows
 
 
 def _append_missing_samples(cfg, prompts, calls, output: Path, written: set) -> None:
-    from divtune.generate import append_rows, sample_key
-
     missing = [row for row in expected_rows(cfg, prompts, calls)
                if sample_key(row["prompt_id"], row["sample_index"]) not in written]
     if missing:
@@ -124,8 +123,6 @@ def _append_missing_samples(cfg, prompts, calls, output: Path, written: set) -> 
 
 
 def run_verbalized(cfg, prompts, prompt_texts: list[str], output: Path, sampler, stop_after_batches=None) -> dict:
-    from divtune.generate import append_rows, load_done
-
     settings = cfg.verbalized
     per_call = settings.responses_per_call or cfg.num_samples
     log_path = calls_path(output)
@@ -166,8 +163,6 @@ def run_verbalized(cfg, prompts, prompt_texts: list[str], output: Path, sampler,
 
 def verbalized_summary(cfg, prompts, calls: dict) -> dict:
     """Calls, responses asked / kept / missing, the problems behind them, and every prompt left short."""
-    from divtune.generate import system_name
-
     problems: Counter = Counter()
     asked = kept = with_probability = cut = 0
     forms: Counter = Counter()

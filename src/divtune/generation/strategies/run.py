@@ -2,7 +2,7 @@
 
 A *sampler* is anything with ``tokenizer``, ``count_tokens(text) -> int`` and
 ``sample(messages, seed, max_new_tokens) -> [(text, new_tokens)]`` (one sample
-per user message, after seeding with ``seed``): :class:`divtune.generate.HFSampler`
+per user message, after seeding with ``seed``): :class:`divtune.generation.hf.HFSampler`
 in a run, a scripted stand-in in tests.
 """
 
@@ -11,6 +11,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any, Protocol
+
+from divtune.generation.prompts import truncate_prompt
+from divtune.generation.strategies.iterative import run_iterative
+from divtune.generation.strategies.verbalized import run_verbalized
 
 logger = logging.getLogger(__name__)
 
@@ -27,20 +31,14 @@ def run_strategy(cfg, prompts, output: Path, sampler: Sampler, stop_after_batche
     """Run ``cfg.strategy`` into ``output`` (resuming what is there); returns the summary."""
     texts = truncated_prompts(cfg, prompts, sampler.tokenizer)
     if cfg.strategy == "iterative":
-        from divtune.strategies.iterative import run_iterative
-
         return run_iterative(cfg, prompts, texts, output, sampler, stop_after_batches)
     if cfg.strategy == "verbalized":
-        from divtune.strategies.verbalized import run_verbalized
-
         return run_verbalized(cfg, prompts, texts, output, sampler, stop_after_batches)
     raise ValueError(f"unknown strategy {cfg.strategy!r}")
 
 
 def truncated_prompts(cfg, prompts, tokenizer) -> list[str]:
     """Each prompt cut to ``max_prompt_tokens`` (counted in the log), before any template is filled."""
-    from divtune.generate import truncate_prompt
-
     texts, n_cut = [], 0
     for prompt in prompts:
         text, cut = truncate_prompt(tokenizer, prompt.prompt, cfg.max_prompt_tokens)
@@ -51,6 +49,3 @@ def truncated_prompts(cfg, prompts, tokenizer) -> list[str]:
                     n_cut, len(prompts), cfg.max_prompt_tokens)
     return texts
 
-
-def batches_of(positions: list[int], batch_size: int) -> list[list[int]]:
-    return [positions[i : i + batch_size] for i in range(0, len(positions), batch_size)]
