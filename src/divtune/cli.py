@@ -17,6 +17,9 @@ from divtune.commands import (
     diagnostics, evaluate, experiment, export, generate, humaneval, prepare, quickstart, report, reward, train,
     typicality,
 )
+from divtune.config import ConfigError
+from divtune.io import InputError
+from divtune.resources import MissingResourceError
 
 app = typer.Typer(
     name="divtune",
@@ -89,10 +92,6 @@ def _root(
 
 def main() -> None:
     """Console entry point: user errors print one clear line and exit 2, no traceback."""
-    from divtune.config import ConfigError
-    from divtune.io import InputError
-    from divtune.resources import MissingResourceError
-
     try:
         app()
     except (InputError, ConfigError, FileNotFoundError, MissingResourceError) as err:

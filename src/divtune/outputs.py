@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 
+import yaml
+
 from divtune.config import ConfigError
 from divtune.io import DONE_MARKER, RUN_MARKER, mark_stage_done, read_run_marker, read_stage_done, run_kind, write_json
 from divtune.prepared import PREPARED_FILES
@@ -215,8 +217,6 @@ def claim_output_file(
     ``defaults``: the values of settings a sidecar may lack (it was written before they existed,
     or left them out at their default); any other setting it lacks is not compared.
     """
-    import yaml
-
     output = Path(output)
     sidecar = sidecar_path(output)
     if output.is_dir():

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 from divtune.config import deep_merge, parse_overrides, read_yaml
 from divtune.experiment import ExperimentConfig, run_experiment, summary_table
+from divtune.quality_status import quality_status
 
 PRESETS = ("default", "smoke")
 
@@ -40,8 +41,6 @@ def quickstart_config(output: str | None = None, preset: str = "default", overri
 def run_quickstart(output: str | None = None, preset: str = "default", overrides: Iterable[str] = (), fresh: bool = False) -> dict[str, Any]:
     cfg = quickstart_config(output, preset, overrides)
     result = run_experiment(cfg, fresh=fresh)
-    from divtune.quality_status import quality_status
-
     result["table"] = summary_table(result["metrics"], quality=quality_status([result["paths"]["eval"]]))
     result["report_html"] = str(Path(result["paths"]["report"]) / "report.html")
     return result

@@ -18,14 +18,13 @@ import numpy as np
 
 from divtune.deviation import deviation_weights
 from divtune.embedders import DEFAULT_EMBEDDERS, check_embedder_spec, load_embedder
+from divtune.resources import cache_root
 
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 
 
 def default_embed_cache_dir() -> Path:
     """The on-disk embedding cache that ``divtune prepare`` and ``evaluate`` use too."""
-    from divtune.resources import cache_root
-
     return cache_root() / "embeddings"
 
 

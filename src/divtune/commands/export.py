@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from divtune.export import ExportConfig, run_export
+
 
 EXAMPLES = """Examples:
 
@@ -29,8 +31,6 @@ def register(app: typer.Typer) -> None:
         overrides: List[str] = typer.Option([], "--set", help="key=value override, repeatable."),
     ) -> None:
         """A trained run as a portable folder: safetensors, tokenizer, generation config and a model card."""
-        from divtune.export import ExportConfig, run_export
-
         cfg = ExportConfig.load(
             config, overrides, run=str(run_dir), output=str(output), merge=merge or None,
             eval=str(eval_dir) if eval_dir else None, system=system, name=name,

@@ -6,6 +6,8 @@ from typing import List, Optional
 
 import typer
 
+from divtune.quickstart import run_quickstart
+
 
 EXAMPLES = """Examples:
 
@@ -31,8 +33,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the whole pipeline offline on the shipped data and models: prepare, reward model,
         DPO and DDPO, sampling, evaluation against the human gold row, report."""
-        from divtune.quickstart import run_quickstart
-
         result = run_quickstart(output, preset, set_ or [], fresh=fresh)
         typer.echo("")
         typer.echo(result["table"])
