@@ -27,7 +27,8 @@ def score_quality(systems: list[System], reward_dir: str) -> None:
 
 
 def resolve_threshold(cfg: EvaluateConfig, systems: list[System]) -> float | None:
-    """``quality_threshold`` as given, else the median quality of the gold row (of every sample without gold)."""
+    """``quality_threshold`` as given, else the median quality of the gold rows (of every scored system when
+    no gold row is scored); None when nothing has quality."""
     if cfg.quality_threshold is not None:
         return cfg.quality_threshold
     # Default anchor: the median human (gold) response, i.e. "as good as a typical human story";
