@@ -3,7 +3,7 @@
 1,000 prompts x 4 samples with precomputed (random, 384-d) embeddings and
 synthetic texts. The embedding metrics (semantic diversity, Vendi, effective
 diversity) and the bootstrap interval are computed twice: with the batched
-matrix code of ``divtune.metrics`` and with a straightforward loop over
+matrix code of ``divtune.metrics`` (``divtune.statistics`` for the bootstrap) and with a straightforward loop over
 prompts, samples and pairs written here. Both must agree to 1e-9 before any
 timing is printed. The text metrics (distinct-n, self-BLEU, gzip ratio) are
 per-prompt string work in both worlds; their throughput is printed for scale.
@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from divtune import metrics
+from divtune import metrics, statistics
 
 WORDS = "the a dragon ship night sea storm castle girl robot moon star river old ran sang wept laughed forest king".split()
 
@@ -109,13 +109,13 @@ def main() -> None:
     np.testing.assert_allclose(
         metrics.mean_pairwise_cosine_distance(emb, mask=mask), loop_diversity(emb, mask), atol=1e-9, equal_nan=True
     )
-    assert np.allclose(metrics.bootstrap_ci(vec_div, args.bootstrap, seed=1), loop_bootstrap(list(vec_div), args.bootstrap, 1))
+    assert np.allclose(statistics.bootstrap_ci(vec_div, args.bootstrap, seed=1), loop_bootstrap(list(vec_div), args.bootstrap, 1))
 
     rows = [
         ("semantic diversity", lambda: metrics.mean_pairwise_cosine_distance(emb), lambda: loop_diversity(emb)),
         ("vendi score", lambda: metrics.vendi_score(emb), lambda: loop_vendi(emb)),
         ("effective diversity", lambda: metrics.mean_pairwise_cosine_distance(emb, mask=mask), lambda: loop_diversity(emb, mask)),
-        ("bootstrap CI", lambda: metrics.bootstrap_ci(vec_div, args.bootstrap, seed=1),
+        ("bootstrap CI", lambda: statistics.bootstrap_ci(vec_div, args.bootstrap, seed=1),
          lambda: loop_bootstrap(list(vec_div), args.bootstrap, 1)),
     ]
     print(f"{args.prompts} prompts x {args.samples} samples, dim {args.dim}, bootstrap {args.bootstrap}, best of {args.repeats}")

@@ -9,8 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from divtune import evaluate as ev
-from divtune.evaluate import METRIC_KEYS, EvaluateConfig, run_evaluate
+from divtune.evaluation.config import DISTINCT_K_THRESHOLD, EvaluateConfig
+from divtune.evaluation.gold import length_matched_gold, read_gold
+from divtune.evaluation.keys import METRIC_KEYS, NEWER_METRIC_KEYS, OPTIONAL_METRIC_KEYS
+from divtune.evaluation.run import run_evaluate
+from divtune.evaluation.scores import distinct_k_per_prompt
+from divtune.evaluation.systems import read_generations
 from divtune.io import InputError
 from conftest import write_jsonl
 
@@ -69,7 +73,7 @@ def test_end_to_end_metrics_json_has_every_key_and_interval(tmp_path):
     on_disk = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert on_disk == results
     assert set(results) == {"copies", "varied"}  # model field, else the file stem
-    always = [*METRIC_KEYS, *ev.NEWER_METRIC_KEYS]  # the newer keys are always computed, only not required of old folders
+    always = [*METRIC_KEYS, *NEWER_METRIC_KEYS]  # the newer keys are always computed, only not required of old folders
     expected_keys = {*always, *(f"{k}_ci" for k in always), "n_prompts", "n_samples"}
     for name, row in results.items():
         assert set(row) == expected_keys, name
@@ -151,9 +155,9 @@ def test_gold_row_uses_as_many_human_responses_as_samples(tmp_path, onehot):
     # pool 0 has 8 test responses, pools 1-3 have 7; 3 drawn from each: every other one is counted.
     assert summary["skipped"]["gold: test responses not drawn (only 3 per prompt)"] == (8 - 3) + 3 * (7 - 3)
 
-    chosen = ev.read_gold(prepared, {"0", "1"}, 3, seed=5, skipped=Counter())
-    again = ev.read_gold(prepared, {"0", "1"}, 3, seed=5, skipped=Counter())
-    other = ev.read_gold(prepared, {"0", "1"}, 3, seed=6, skipped=Counter())
+    chosen = read_gold(prepared, {"0", "1"}, 3, seed=5, skipped=Counter())
+    again = read_gold(prepared, {"0", "1"}, 3, seed=5, skipped=Counter())
+    other = read_gold(prepared, {"0", "1"}, 3, seed=6, skipped=Counter())
     assert chosen.texts == again.texts
     assert chosen.texts != other.texts
 
@@ -172,7 +176,7 @@ def test_bad_generation_line_names_file_line_and_field(tmp_path, bad_line, field
     good = {"prompt_id": 1, "prompt": "p", "sample_index": 0, "text": "t", "model": "m"}
     path = write_jsonl(tmp_path / "g.jsonl", [good, bad_line])
     with pytest.raises(InputError) as err:
-        ev.read_generations(path)
+        read_generations(path)
     assert err.value.line == 2 and err.value.field == field
     assert "g.jsonl" in str(err.value)
 
@@ -181,7 +185,7 @@ def test_malformed_json_line_is_reported(tmp_path):
     path = tmp_path / "g.jsonl"
     path.write_text('{"prompt_id": 1, "prompt": "p", "sample_index": 0, "text": "t"}\n{not json\n')
     with pytest.raises(InputError, match="line 2"):
-        ev.read_generations(path)
+        read_generations(path)
 
 
 def test_cli_accepts_several_files_after_one_flag(tmp_path, onehot):
@@ -325,7 +329,7 @@ def test_centrality_and_modes_of_typical_and_atypical_systems(tmp_path, monkeypa
 def test_without_the_options_no_optional_metric_appears(tmp_path, onehot):
     gens = _generations(tmp_path / "a.jsonl", "a", 3, diverse=True)
     out = run_evaluate(EvaluateConfig(generations=[str(gens)], output=str(tmp_path / "e"), embedders=CHEAP, bootstrap=20))
-    assert not set(ev.OPTIONAL_METRIC_KEYS) & set(out["a"])
+    assert not set(OPTIONAL_METRIC_KEYS) & set(out["a"])
     assert not (tmp_path / "e" / "modes.json").exists()
 
 
@@ -344,8 +348,8 @@ def test_length_matched_gold_cuts_human_texts_to_the_samples_token_count(tmp_pat
     gens = write_jsonl(tmp_path / "m.jsonl", rows)
     sample_lengths = {p: sorted(len(tiny_tokenizer(r["text"], add_special_tokens=False)["input_ids"])
                                 for r in rows if r["prompt_id"] == p) for p in (0, 1)}
-    matched = ev.length_matched_gold(
-        ev.read_gold(prepared, {"0", "1"}, 3, seed=0, skipped=Counter()), [ev.read_generations(gens)], tiny_tokenizer
+    matched = length_matched_gold(
+        read_gold(prepared, {"0", "1"}, 3, seed=0, skipped=Counter()), [read_generations(gens)], tiny_tokenizer
     )
     assert matched.name == "gold-matched" and matched.is_gold
     for p in (0, 1):
@@ -377,13 +381,13 @@ def test_distinct_k_counts_the_classes_of_darlings_partition():
         "x": angle(180), "y": angle(200), "z": angle(220),
     }
     groups = [["a1", "a2", "a3", "b1", "b2", "c"], ["x", "y", "z"], ["x", "z"], ["a1", "a1"], []]
-    values = ev.distinct_k_per_prompt(groups, table, 0.9)
+    values = distinct_k_per_prompt(groups, table, 0.9)
     assert values[:4].tolist() == [3.0, 1.0, 2.0, 1.0]
     assert np.isnan(values[4])
     # The threshold is DARLING's: at 0.999 every distinct vector is its own class; at -1 all are one.
-    assert ev.distinct_k_per_prompt(groups[:1], table, 0.999).tolist() == [6.0]
-    assert ev.distinct_k_per_prompt(groups[:1], table, -1.0).tolist() == [1.0]
-    assert ev.DISTINCT_K_THRESHOLD == 0.9
+    assert distinct_k_per_prompt(groups[:1], table, 0.999).tolist() == [6.0]
+    assert distinct_k_per_prompt(groups[:1], table, -1.0).tolist() == [1.0]
+    assert DISTINCT_K_THRESHOLD == 0.9
 
 
 class _ConstantEmbedder:
@@ -431,12 +435,12 @@ def test_a_report_reads_evaluation_folders_older_than_the_newer_metrics(tmp_path
     run_evaluate(EvaluateConfig(generations=[str(gens), str(gens_b)], output=str(tmp_path / "e"), embedders=CHEAP,
                                 bootstrap=20))
     table = json.loads((tmp_path / "e" / "metrics.json").read_text())
-    old = {name: {k: v for k, v in row.items() if not k.startswith(tuple(ev.NEWER_METRIC_KEYS))}
+    old = {name: {k: v for k, v in row.items() if not k.startswith(tuple(NEWER_METRIC_KEYS))}
            for name, row in table.items()}
     (tmp_path / "e" / "metrics.json").write_text(json.dumps(old))
     lines = [json.loads(l) for l in (tmp_path / "e" / "per_prompt.jsonl").read_text().splitlines()]
     (tmp_path / "e" / "per_prompt.jsonl").write_text("".join(
-        json.dumps({k: v for k, v in l.items() if k not in ev.NEWER_METRIC_KEYS}) + "\n" for l in lines))
+        json.dumps({k: v for k, v in l.items() if k not in NEWER_METRIC_KEYS}) + "\n" for l in lines))
     from divtune.report import run_report
 
     run_report([tmp_path / "e"], tmp_path / "r", baseline="b", n_boot=20)

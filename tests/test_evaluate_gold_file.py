@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from conftest import write_jsonl
-from divtune import evaluate as ev
-from divtune.evaluate import EvaluateConfig, run_evaluate
+from divtune.evaluation.config import EvaluateConfig
+from divtune.evaluation.gold_file import read_gold_file
+from divtune.evaluation.run import run_evaluate
+from divtune.evaluation.systems import read_generations
 from divtune.io import InputError
 
 CHEAP = {"semantic": "stylometric", "style": "stylometric"}
@@ -98,8 +100,8 @@ def test_gold_file_without_ids_matches_by_text_and_draws_with_the_seed(tmp_path)
     human = _human_csv(tmp_path / "human.csv", with_ids=False)
 
     def gold_texts(seed):
-        systems = [ev.read_generations(a), ev.read_generations(b)]
-        gold, report = ev.read_gold_file(human, systems, 3, seed, skipped=__import__("collections").Counter())
+        systems = [read_generations(a), read_generations(b)]
+        gold, report = read_gold_file(human, systems, 3, seed, skipped=__import__("collections").Counter())
         return gold, report, systems
 
     gold, report, systems = gold_texts(0)
@@ -113,7 +115,7 @@ def test_gold_file_without_ids_matches_by_text_and_draws_with_the_seed(tmp_path)
 
 def test_foreign_generation_lines_need_text_and_a_prompt_key(tmp_path):
     ok = write_jsonl(tmp_path / "ok.jsonl", [{"prompt": "p", "text": "one"}, {"prompt": "p", "text": "two"}])
-    system = ev.read_generations(ok)
+    system = read_generations(ok)
     assert system.texts == {"p": ["one", "two"]} and system.keyed_by == "prompt" and system.name == "ok"
     cases = [
         ([{"text": "no prompt at all"}], 1, "prompt_id"),
@@ -124,7 +126,7 @@ def test_foreign_generation_lines_need_text_and_a_prompt_key(tmp_path):
     for rows, line, field in cases:
         path = write_jsonl(tmp_path / "bad.jsonl", rows)
         with pytest.raises(InputError) as err:
-            ev.read_generations(path)
+            read_generations(path)
         assert (err.value.line, err.value.field) == (line, field), rows
         assert "bad.jsonl" in str(err.value)
 

@@ -205,7 +205,8 @@ def test_training_writes_portable_adapter_configs(tmp_path, tiny_lm_dir):
 
 
 def test_card_with_evaluation_shows_this_systems_metrics_with_intervals(trained_run, tmp_path):
-    from divtune.evaluate import EvaluateConfig, run_evaluate
+    from divtune.evaluation.config import EvaluateConfig
+    from divtune.evaluation.run import run_evaluate
     from divtune.generation.config import GenerateConfig
     from divtune.generation.run import run_generate
 

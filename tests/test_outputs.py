@@ -186,7 +186,8 @@ def _reward(tiny_bert):
 
 
 def _evaluate(inputs, out, variant, overwrite):
-    from divtune.evaluate import EvaluateConfig, run_evaluate
+    from divtune.evaluation.config import EvaluateConfig
+    from divtune.evaluation.run import run_evaluate
 
     gens = [str(_generations(inputs, "dpo")), str(_generations(inputs, "ddpo"))]
     cfg = EvaluateConfig(generations=gens, output=str(out), embedders={"semantic": "stylometric", "style": "stylometric"},

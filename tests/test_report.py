@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from divtune.config import ConfigError
-from divtune.evaluate import METRIC_KEYS
+from divtune.evaluation.keys import METRIC_KEYS
 from divtune.io import InputError, write_json, write_jsonl
 from divtune.report import PLOTS, choose_baseline, load_systems, paired_differences, run_report
 
@@ -247,7 +247,7 @@ def test_pooled_differences_carry_seed_level_intervals_and_interactions_are_repo
     means and the nested bootstrap; an interaction (A − B at b) − (A − B at 0) is computed seed by seed."""
     from scipy import stats
 
-    from divtune import metrics
+    from divtune import statistics as metrics
 
     rng = np.random.default_rng(4)
     prompts = range(10)

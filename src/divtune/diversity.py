@@ -107,7 +107,7 @@ def length_matched_human(
 
 
 def _system(name: str, groups: Mapping[str, Sequence[str]], is_gold: bool):
-    from divtune.evaluate import System
+    from divtune.evaluation.systems import System
 
     system = System(name=name, source="python", is_gold=is_gold)
     for prompt, texts in groups.items():
@@ -143,7 +143,7 @@ def diversity_report(
         metrics of ``divtune evaluate`` (semantic and style diversity, Vendi, distinct-1..4, self-BLEU,
         compression ratio); quality is not computed here.
     """
-    from divtune.evaluate import aggregate, embed_unique, system_per_prompt
+    from divtune.evaluation.scores import aggregate, embed_unique, system_per_prompt
 
     if not systems:
         raise ValueError("systems: give at least one system, as {name: {prompt: [samples]}}")

@@ -29,6 +29,8 @@ from typing import Any, Callable, ClassVar, Literal, Optional
 from pydantic import Field
 
 from divtune.config import ConfigError, StageConfig, deep_merge
+from divtune.evaluation.config import EvaluateConfig
+from divtune.evaluation.keys import GOLD, GOLD_MATCHED
 from divtune.io import clear_stage_done, mark_stage_done, read_stage_done, write_json
 from divtune.io import RUN_MARKER, read_run_marker, run_kind
 from divtune.methods import BASE, METHODS, SystemMethod
@@ -346,8 +348,6 @@ def report_comparisons(cfg: ExperimentConfig) -> tuple[dict[str, str] | None, di
         for seed, run in zip(cfg.seeds, runs):
             comparisons[run] = _system_label(by_name[target], seed, n_seeds)
     if cfg.baseline is not None:
-        from divtune.evaluate import GOLD, GOLD_MATCHED
-
         comparisons[GOLD] = cfg.baseline
         if cfg.evaluate.get("gold_matched"):
             comparisons[GOLD_MATCHED] = cfg.baseline
@@ -374,7 +374,7 @@ def report_interactions(cfg: ExperimentConfig) -> dict[str, dict[str, str]]:
 def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
     """The experiment as an ordered list of stages, plus the paths of its key outputs."""
     from divtune.diagnostics import run_diagnostics
-    from divtune.evaluate import EvaluateConfig, run_evaluate
+    from divtune.evaluation.run import run_evaluate
     from divtune.generation.config import GenerateConfig
     from divtune.generation.run import run_generate
     from divtune.prepare import PrepareConfig, run_prepare

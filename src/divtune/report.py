@@ -30,17 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from divtune import metrics as metric_fns
+from divtune import statistics as metric_fns
 from divtune.config import ConfigError
-from divtune.evaluate import (
-    GOLD,
-    GOLD_MATCHED,
-    METRIC_KEYS,
-    MODES_FILE,
-    aggregate,
-    extra_metric_base,
-    ordered_metric_keys,
-)
+from divtune.evaluation.keys import GOLD, GOLD_MATCHED, METRIC_KEYS, MODES_FILE, extra_metric_base, ordered_metric_keys
+from divtune.evaluation.scores import aggregate
 from divtune.io import InputError, atomic_write_text, iter_jsonl, write_json
 from divtune.quality_status import MARK, QUALITY_KEYS, quality_status
 

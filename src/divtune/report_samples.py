@@ -49,7 +49,7 @@ def shorten(text: str, limit: int = MAX_CHARS) -> str:
 
 def read_samples(eval_dirs: list[str | Path], n: int = SAMPLES_PER_SYSTEM) -> Samples:
     """The first ``n`` samples of every system, for the first prompt (sorted by key) that all share."""
-    from divtune.evaluate import read_generations
+    from divtune.evaluation.systems import read_generations
 
     systems, missing = [], []
     for eval_dir in eval_dirs:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from divtune.evaluate import EvaluateConfig, run_evaluate
+from divtune.evaluation.config import EvaluateConfig
+from divtune.evaluation.run import run_evaluate
 from divtune.experiment import ExperimentConfig, build_stages, report_comparisons
 from divtune.report import run_report
 

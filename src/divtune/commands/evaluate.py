@@ -8,6 +8,10 @@ from typing import Optional
 import typer
 
 from divtune.commands.columns import COLUMN_HELP, FORMAT_HELP, parse_columns
+from divtune.config import ConfigError
+from divtune.evaluation.config import EvaluateConfig
+from divtune.experiment import summary_table
+from divtune.quality_status import quality_status
 
 
 EXAMPLES = """Examples:
@@ -23,9 +27,6 @@ EXAMPLES = """Examples:
 def evaluate_table(results: dict, output: str) -> str:
     """The headline metrics per system; quality marked † with the report's footnote when the report
     would grey it out (a reward model not shown to beat chance: divtune.quality_status)."""
-    from divtune.experiment import summary_table
-    from divtune.quality_status import quality_status
-
     keys = ("semantic_diversity", "style_diversity", "quality", "n_prompts")
     return summary_table(results, keys=keys, quality=quality_status([output]))
 
@@ -66,9 +67,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Diversity and quality metrics of generation files, with bootstrap intervals."""
         from divtune.embedders import DEFAULT_EMBEDDERS, parse_embedder_specs
-        from divtune.evaluate import EvaluateConfig, run_evaluate
-
-        from divtune.config import ConfigError
+        from divtune.evaluation.run import run_evaluate
 
         files = [str(p) for p in (generations or [])] + list(ctx.args)
         embedders = None

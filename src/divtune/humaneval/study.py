@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from divtune.config import ConfigError, StageConfig
-from divtune.evaluate import System, read_generations
+from divtune.evaluation.systems import System, read_generations
 from divtune.io import InputError, atomic_write_text, write_json
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from divtune.data import clean_responses, load_pools
+# load_pools names a pool by a hash of its prompt when the file has no id column.
+from divtune.data.loading import _fallback_id
+from divtune.evaluation.keys import GOLD
+from divtune.evaluation.systems import System, pick_gold_indices
 from divtune.io import InputError
+from divtune.prepared import RESPONSES_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +49,9 @@ def read_gold_file(
 
     Returns ``(gold System, matching report)``.
     """
-    from divtune.evaluate import GOLD, System, _pick_gold_indices
-
     path = Path(path)
     if path.is_dir() and not any((path / m).is_file() for m in ("dataset_info.json", "state.json", "dataset_dict.json")):
-        raise InputError(path, "--gold takes a folder written by `divtune prepare` (with responses.jsonl), "
+        raise InputError(path, f"--gold takes a folder written by `divtune prepare` (with {RESPONSES_FILE}), "
                                "a `datasets` folder or a data file (JSONL, CSV, Parquet); this folder is none of them")
     pools, load_report = load_pools([path], layout=layout, columns=columns)
     dropped: Counter = Counter()
@@ -78,7 +81,7 @@ def read_gold_file(
             skipped[f"gold: prompts with fewer than {num_per_prompt} human responses"] += 1
             skipped[f"gold: responses of prompts with fewer than {num_per_prompt} human responses"] += len(responses)
             continue
-        chosen = _pick_gold_indices(key, len(responses), num_per_prompt, seed)
+        chosen = pick_gold_indices(key, len(responses), num_per_prompt, seed)
         if len(responses) > num_per_prompt:
             skipped[f"gold: responses not drawn (only {num_per_prompt} per prompt)"] += len(responses) - num_per_prompt
         gold.texts[key] = [responses[i] for i in chosen]
@@ -95,13 +98,6 @@ def read_gold_file(
             f"{report['matched_by_text']} by prompt text, none with at least {num_per_prompt} usable human responses",
         )
     return gold, report
-
-
-def _fallback_id(prompt: str) -> str:
-    # load_pools names a pool by a hash of its prompt when the file has no id column.
-    from divtune.data.loading import _fallback_id as prompt_hash_id
-
-    return prompt_hash_id(prompt)
 
 
 def match_prompts(systems: list, by_id: dict, by_text: dict) -> dict[tuple[int, str], tuple[str, str]]:
@@ -190,16 +186,3 @@ def fill_prompts_from_gold(systems: list, gold) -> None:
         for key in system.texts:
             if key not in system.prompts and key in gold.prompts:
                 system.prompts[key] = gold.prompts[key]
-
-
-def require_prompt_texts(systems: list) -> None:
-    """Quality scoring reads (prompt, response): every scored prompt needs its text."""
-    for system in systems:
-        missing = [key for key in system.texts if system.prompts.get(key) is None]
-        if missing:
-            raise InputError(
-                system.source,
-                f"{len(missing)} prompts have no prompt text (e.g. prompt_id {missing[0]!r}) and the reward "
-                "model scores (prompt, response): add a 'prompt' field, or match them to a --gold file",
-                field="prompt",
-            )
