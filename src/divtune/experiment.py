@@ -475,7 +475,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
                     if leader != f"train {label}":
                         after.append(leader)
                     sharing = sum(
-                        1 for other in cfg.systems if METHODS[other.method].family == "dpo"
+                        1 for other in cfg.systems if other.method != BASE and METHODS[other.method].family == "dpo"
                         and pair_keys.get(other.data) == pair_keys[system.data] and other.init == system.init
                     ) * n_seeds
                     if tcfg.prefix_cache is None and sharing >= PREFIX_CACHE_MIN_RUNS:
