@@ -39,7 +39,7 @@ COMMAND_PAGES: dict[str, tuple[str, ...]] = {
 
 def _config_pages():
     from divtune.evaluate import EvaluateConfig
-    from divtune.experiment import ExperimentConfig, SystemSpec
+    from divtune.experiments import ExperimentConfig, SystemSpec
     from divtune.export import ExportConfig
     from divtune.generate import GenerateConfig
     from divtune.prepare import PrepareConfig

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from divtune.evaluate import EvaluateConfig, run_evaluate
-from divtune.experiment import ExperimentConfig, build_stages, report_comparisons
+from divtune.experiments import ExperimentConfig, build_stages, report_comparisons
 from divtune.report import run_report
 
 ENDPOINT = {"base", "dpo-bX", "ddpo-sem-bX", "ddpo-both-bX"}

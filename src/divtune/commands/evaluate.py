@@ -23,7 +23,7 @@ EXAMPLES = """Examples:
 def evaluate_table(results: dict, output: str) -> str:
     """The headline metrics per system; quality marked † with the report's footnote when the report
     would grey it out (a reward model not shown to beat chance: divtune.quality_status)."""
-    from divtune.experiment import summary_table
+    from divtune.experiments import summary_table
     from divtune.quality_status import quality_status
 
     keys = ("semantic_diversity", "style_diversity", "quality", "n_prompts")
