@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from divtune.experiment import ExperimentConfig, build_stages, run_stages, run_stages_parallel
+from divtune.experiments import ExperimentConfig, build_stages, run_stages, run_stages_parallel
 
 
 def experiment(root: Path, steps: int, jobs: int) -> ExperimentConfig:

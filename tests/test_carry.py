@@ -1,4 +1,4 @@
-"""Carrying an unfinished experiment to another machine: --pack / --unpack (divtune.carry)."""
+"""Carrying an unfinished experiment to another machine: --pack / --unpack (divtune.experiments.carry)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from _cli_support import run_cli
-from divtune import carry
+from divtune.experiments import carry
 from divtune.config import ConfigError
-from divtune.experiment import Stage, run_stages
+from divtune.experiments import Stage, run_stages
 
 
 def _stages(root: Path, calls: list) -> list[Stage]:

@@ -39,7 +39,7 @@ COMMAND_PAGES: dict[str, tuple[str, ...]] = {
 
 def _config_pages():
     from divtune.evaluation.config import EvaluateConfig
-    from divtune.experiment import ExperimentConfig, SystemSpec
+    from divtune.experiments import ExperimentConfig, SystemSpec
     from divtune.export import ExportConfig
     from divtune.generation.config import GenerateConfig
     from divtune.prepare import PrepareConfig

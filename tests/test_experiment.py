@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from divtune.experiment import ExperimentConfig, Stage, run_stages, summary_table
+from divtune.experiments import ExperimentConfig, Stage, run_stages, summary_table
 from divtune.quickstart import quickstart_config
 
 
@@ -52,7 +52,7 @@ def test_quickstart_preset_and_overrides_validate():
 
 
 def test_experiment_config_shipped_in_repo_validates():
-    from divtune.experiment import build_stages
+    from divtune.experiments import build_stages
 
     path = Path(__file__).parents[1] / "configs" / "experiments" / "wp_smollm2.yaml"
     cfg = ExperimentConfig.load(path, output="/tmp/never-written")
@@ -74,7 +74,7 @@ def test_experiment_config_shipped_in_repo_validates():
 
 def test_speed_only_train_settings_leave_the_stage_fingerprints_alone():
     """Switching the frozen-prefix cache (or upgrading to a divtune that has it) reuses finished trainings."""
-    from divtune.experiment import build_stages
+    from divtune.experiments import build_stages
 
     path = Path(__file__).parents[1] / "configs" / "experiments" / "typicality_modes.yaml"
 
@@ -90,7 +90,7 @@ def test_speed_only_train_settings_leave_the_stage_fingerprints_alone():
 
 
 def test_prefix_cache_is_turned_on_only_for_pairs_several_runs_share():
-    from divtune.experiment import build_stages
+    from divtune.experiments import build_stages
 
     path = Path(__file__).parents[1] / "configs" / "experiments" / "typicality_modes.yaml"
 
@@ -109,7 +109,7 @@ def test_prefix_cache_is_turned_on_only_for_pairs_several_runs_share():
 def test_shared_train_settings_reach_only_the_methods_that_have_them():
     """A train block shared by DPO and SFT systems probes the DPO family and leaves SFT without
     probes and without DPO-only training keys, instead of failing SFT's stage hours into the run."""
-    from divtune.experiment import build_stages
+    from divtune.experiments import build_stages
     from divtune.train import TrainConfig
 
     path = Path(__file__).parents[1] / "configs" / "experiments" / "wp_record.yaml"
@@ -132,7 +132,7 @@ def test_shared_train_settings_reach_only_the_methods_that_have_them():
 
 
 def test_check_config_shrinks_every_stage_and_leaves_the_experiment_alone():
-    from divtune.experiment import SystemSpec, build_stages, check_config
+    from divtune.experiments import SystemSpec, build_stages, check_config
 
     path = Path(__file__).parents[1] / "configs" / "experiments" / "wp_smollm2.yaml"
     full = ExperimentConfig.load(path, overrides=["seeds=[3,4]"], output="/tmp/never-written")
@@ -205,15 +205,15 @@ def test_sigterm_stops_the_run_and_still_records_the_invocation(tmp_path, monkey
     import signal
     import time
 
-    import divtune.experiment
-    from divtune.experiment import run_experiment
+    import divtune.experiments.run
+    from divtune.experiments import run_experiment
 
     def killed(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(30)  # the signal arrives first; without the handler pytest itself would be killed
         raise AssertionError("SIGTERM did not stop the stages")
 
-    monkeypatch.setattr(divtune.experiment, "run_stages", killed)
+    monkeypatch.setattr(divtune.experiments.run, "run_stages", killed)
     before = signal.getsignal(signal.SIGTERM)
     cfg = ExperimentConfig(output=str(tmp_path / "exp"), prepare={"inputs": ["shipped:wp_scored"]},
                            systems=[{"name": "base", "method": "base"}], baseline=None, reward=None)
@@ -230,8 +230,8 @@ def test_stopped_parallel_run_stops_its_workers(tmp_path, monkeypatch):
     import subprocess
     import time
 
-    import divtune.experiment
-    from divtune.experiment import run_stages_parallel
+    import divtune.experiments.schedule
+    from divtune.experiments import run_stages_parallel
 
     workers: list = []
     real_popen = subprocess.Popen
@@ -248,8 +248,8 @@ def test_stopped_parallel_run_stops_its_workers(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         real_sleep(min(seconds, 0.05))
 
-    monkeypatch.setattr(divtune.experiment.subprocess, "Popen", sleeper)
-    monkeypatch.setattr(divtune.experiment.time, "sleep", interrupted)
+    monkeypatch.setattr(divtune.experiments.schedule.subprocess, "Popen", sleeper)
+    monkeypatch.setattr(divtune.experiments.schedule.time, "sleep", interrupted)
     stages = [Stage(name, tmp_path / name, {}, lambda: None) for name in ("a", "b")]
     (tmp_path / "config.yaml").write_text("{}")
     with pytest.raises(KeyboardInterrupt):
@@ -319,7 +319,7 @@ def _config(seeds, systems, baseline="dpo") -> ExperimentConfig:
 
 
 def test_report_comparisons_pair_runs_of_the_same_seed():
-    from divtune.experiment import report_comparisons
+    from divtune.experiments import report_comparisons
 
     systems = [
         {"name": "dpo", "method": "dpo"},
@@ -346,7 +346,7 @@ def test_report_comparisons_pair_runs_of_the_same_seed():
 
 
 def test_lever_experiment_config_validates():
-    from divtune.experiment import build_stages, report_comparisons
+    from divtune.experiments import build_stages, report_comparisons
 
     path = Path(__file__).parents[1] / "configs" / "experiments" / "wp_smollm2_levers.yaml"
     cfg = ExperimentConfig.load(path, output="/tmp/never-written")
@@ -359,7 +359,7 @@ def test_lever_experiment_config_validates():
 
 
 def test_ready_stages_wait_for_the_stages_they_read(tmp_path):
-    from divtune.experiment import ready_stages
+    from divtune.experiments import ready_stages
 
     stages = [Stage(n, tmp_path / n, {}, lambda: None, after=a) for n, a in
               [("prep", ()), ("train a", ("prep",)), ("train b", ("prep", "train a")), ("gen", ("train a",))]]
@@ -371,7 +371,7 @@ def test_ready_stages_wait_for_the_stages_they_read(tmp_path):
 @pytest.mark.parametrize("name", ["typicality.yaml", "typicality_modes.yaml", "typicality_tune.yaml", "wp_smollm2.yaml",
                                   "typicality_mpnet.yaml", "typicality_mpnet_tune.yaml"])
 def test_shipped_experiments_order_stages_after_what_they_read(name):
-    from divtune.experiment import build_stages
+    from divtune.experiments import build_stages
 
     path = Path(__file__).parents[1] / "configs" / "experiments" / name
     if not path.is_file():
@@ -392,7 +392,7 @@ def test_shipped_experiments_order_stages_after_what_they_read(name):
 def test_second_round_draft_starts_every_run_from_its_seeds_sft_and_measures_in_both_spaces():
     """typicality_mpnet.yaml: bias in mpnet, weights in MiniLM (+ stylometric), every preference run
     initialised from (and referenced to) the SFT adapter of its own seed, the interaction in the report."""
-    from divtune.experiment import build_stages, report_interactions
+    from divtune.experiments import build_stages, report_interactions
 
     path = Path(__file__).parents[1] / "configs" / "experiments" / "typicality_mpnet.yaml"
     cfg = ExperimentConfig.load(path, output="/tmp/never-written")

@@ -282,7 +282,7 @@ def test_under_sharded_loading_the_weights_are_not_moved(tiny_lm_dir, tmp_path, 
 
 
 def test_jobs_split_the_gpus_evenly():
-    from divtune.experiment import partition_gpus
+    from divtune.experiments import partition_gpus
 
     gpus = [str(i) for i in range(8)]
     assert partition_gpus(2, gpus) == [["0", "1", "2", "3"], ["4", "5", "6", "7"]]
@@ -305,7 +305,7 @@ def test_jobs_split_the_gpus_evenly():
     ],
 )
 def test_jobs_that_do_not_divide_the_gpus_are_refused_in_one_line(jobs, n_gpus, expected):
-    from divtune.experiment import partition_gpus
+    from divtune.experiments import partition_gpus
 
     with pytest.raises(ConfigError) as err:
         partition_gpus(jobs, [str(i) for i in range(n_gpus)])
@@ -313,7 +313,7 @@ def test_jobs_that_do_not_divide_the_gpus_are_refused_in_one_line(jobs, n_gpus, 
 
 
 def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
-    from divtune.experiment import visible_gpus
+    from divtune.experiments import visible_gpus
 
     # No CUDA device: no GPUs, whatever the environment lists (a CPU CI machine with the variable set).
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -337,7 +337,7 @@ def test_each_parallel_worker_sees_only_its_slot_of_gpus(tmp_path, monkeypatch):
     from pathlib import Path
 
     import divtune
-    from divtune import experiment
+    from divtune.experiments import schedule as experiment
 
     src = str(Path(divtune.__file__).parents[1])
     envs: dict[str, str] = {}
@@ -367,7 +367,7 @@ def test_each_parallel_worker_sees_only_its_slot_of_gpus(tmp_path, monkeypatch):
 
 
 def test_experiment_jobs_that_do_not_fit_the_gpus_stop_before_the_folder_is_made(tmp_path, monkeypatch, capsys):
-    from divtune import experiment
+    from divtune.experiments import run as experiment
 
     monkeypatch.setattr(experiment, "visible_gpus", lambda: ["0", "1", "2", "3"])
     config = tmp_path / "exp.yaml"

@@ -274,7 +274,7 @@ def _mtimes(folder: Path) -> dict[str, int]:
 
 
 def test_output_rule_refusals_are_one_line_exit_2(tmp_path, monkeypatch, capsys):
-    import divtune.experiment
+    import divtune.experiments.run
 
     out = tmp_path / "prep"
     prepare = ["prepare", "--input", _pools(tmp_path), "--output", out, "--embedder", "style=stylometric",
@@ -292,7 +292,7 @@ def test_output_rule_refusals_are_one_line_exit_2(tmp_path, monkeypatch, capsys)
     def no_stages(*args, **kwargs):
         raise AssertionError("the quickstart ran its stages in a folder holding a prepare run")
 
-    monkeypatch.setattr(divtune.experiment, "run_stages", no_stages)
+    monkeypatch.setattr(divtune.experiments.run, "run_stages", no_stages)
     code, err = run_cli(["quickstart", "--output", out], monkeypatch, capsys)
     assert (code, err) == (2, f"error: {out}: holds a finished prepare run; an experiment needs its own output folder\n")
     assert _mtimes(out) == before

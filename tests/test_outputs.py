@@ -491,7 +491,7 @@ def test_reward_score_follows_the_rule(tmp_path, tiny_bert):
 
 
 def test_experiment_refuses_a_folder_of_user_files(tmp_path):
-    from divtune.experiment import ExperimentConfig, run_experiment
+    from divtune.experiments import ExperimentConfig, run_experiment
 
     out = tmp_path / "exp"
     out.mkdir()
@@ -504,8 +504,8 @@ def test_experiment_refuses_a_folder_of_user_files(tmp_path):
 
 
 def test_experiment_names_another_stages_run_in_its_folder(tmp_path, monkeypatch):
-    import divtune.experiment
-    from divtune.experiment import ExperimentConfig, run_experiment
+    import divtune.experiments.run
+    from divtune.experiments import ExperimentConfig, run_experiment
 
     inputs, out = tmp_path / "inputs", tmp_path / "exp"
     inputs.mkdir()
@@ -515,7 +515,7 @@ def test_experiment_names_another_stages_run_in_its_folder(tmp_path, monkeypatch
     def no_stages(*args, **kwargs):
         raise AssertionError("the experiment ran its stages in a folder holding another stage's run")
 
-    monkeypatch.setattr(divtune.experiment, "run_stages", no_stages)
+    monkeypatch.setattr(divtune.experiments.run, "run_stages", no_stages)
     cfg = ExperimentConfig(output=str(out), prepare={"inputs": ["shipped:wp_scored"]},
                            systems=[{"name": "base", "method": "base"}], baseline=None, reward=None)
     with pytest.raises(ConfigError) as err:

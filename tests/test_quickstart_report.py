@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from divtune.commands.evaluate import evaluate_table
-from divtune.experiment import build_stages, demonstration_caveat, summary_table
+from divtune.experiments import build_stages, demonstration_caveat, summary_table
 from divtune.io import write_json, write_jsonl
 from divtune.quality_status import quality_status
 from divtune.quickstart import quickstart_config

@@ -1,7 +1,7 @@
 """``divtune quickstart``: the main job on the embedded default, end to end and
 offline, sized for a 2-core laptop CPU (see docs/experiment.md, "What the quickstart runs").
 
-It is an experiment (divtune.experiment) with a built-in preset:
+It is an experiment (divtune.experiments) with a built-in preset:
 shipped r/WritingPrompts sample → prepare → small reward model → LoRA DPO and
 DDPO (same seed, steps and data order) → 4 samples per test prompt for base,
 DPO and DDPO → evaluate with the human gold row → report.
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from divtune.config import deep_merge, parse_overrides, read_yaml
-from divtune.experiment import ExperimentConfig, run_experiment, summary_table
+from divtune.experiments import ExperimentConfig, run_experiment, summary_table
 from divtune.quality_status import quality_status
 
 PRESETS = ("default", "smoke")

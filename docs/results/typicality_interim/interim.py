@@ -11,7 +11,7 @@ import yaml
 
 from divtune.evaluation.config import EvaluateConfig
 from divtune.evaluation.run import run_evaluate
-from divtune.experiment import ExperimentConfig, build_stages, report_comparisons
+from divtune.experiments import ExperimentConfig, build_stages, report_comparisons
 from divtune.report import run_report
 
 ENDPOINT = {"base", "dpo-bX", "ddpo-sem-bX", "ddpo-both-bX"}

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from divtune.config import ConfigError
+from divtune.experiments import (
+    ExperimentConfig, build_stages, check_config, publish_results, run_experiment, run_one_stage, summary_table,
+)
+from divtune.experiments import carry
 
 
 EXAMPLES = """Examples:
@@ -57,23 +64,13 @@ def register(app: typer.Typer) -> None:
 
         Example: divtune experiment configs/experiments/typicality.yaml --set 'seeds=[0]' --jobs 2
         """
-        from divtune.experiment import ExperimentConfig, publish_results, run_experiment, run_one_stage, summary_table
-
         cfg = ExperimentConfig.load(config, overrides=set_ or [], output=output, device=device, jobs=jobs)
         if check:
-            from divtune.config import ConfigError
-            from divtune.experiment import check_config
-
             clashing = [flag for flag, value in (("--publish", publish), ("--pack", pack), ("--unpack", unpack)) if value]
             if clashing:
                 raise ConfigError(f"--check runs a throwaway copy of the experiment; it does not go with {clashing[0]}")
             cfg = check_config(cfg, output=output)
         if pack is not None or unpack is not None:
-            from pathlib import Path
-
-            from divtune import carry
-            from divtune.experiment import build_stages
-
             stages, _ = build_stages(cfg)
             if pack is not None:
                 manifest = carry.pack(stages, Path(cfg.output), Path(pack))

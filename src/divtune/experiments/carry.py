@@ -2,7 +2,7 @@
 
 A long experiment (hours on a CPU) may have to finish over several sittings on
 machines that do not keep the run folder. The runner resumes stage by stage from
-done markers (divtune.experiment), so what another machine needs is each
+done markers (divtune.experiments), so what another machine needs is each
 finished stage's folder with its marker. Most of a run's bytes are model
 weights, and most of those are needed by no stage still to run:
 
