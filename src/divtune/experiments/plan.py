@@ -21,7 +21,7 @@ from divtune.experiments.summary import demonstration_caveat
 from divtune.evaluation.config import EvaluateConfig
 from divtune.generation.config import GenerateConfig
 from divtune.generation.run import run_generate
-from divtune.methods import BASE, METHODS, names
+from divtune.methods import BASE, METHODS, Family, names
 from divtune.prepared import pairs_file
 from divtune.train import TrainConfig, run_train
 from divtune.train.config import PROBE_SETTINGS, method_field_names
@@ -145,7 +145,7 @@ def _plan_train(plan: _Plan, system: SystemSpec, seed: int, trained: dict[str, P
     after = [f"prepare {system.data}"]
     if system.init:
         after.append(f"train {system_label(plan.system(system.init), seed, n_seeds)}")
-    if tcfg.precompute_ref and tcfg.ref_cache and system.method in names(family="dpo"):
+    if tcfg.precompute_ref and tcfg.ref_cache and system.method in names(family=Family.DPO):
         tcfg = _share_reference_log_probs(plan, system, tcfg, f"train {label}", after)
     plan.stages.append(Stage(f"train {label}", out, fingerprint, lambda tcfg=tcfg: run_train(tcfg, overwrite=True), after=tuple(after)))
     trained[system.name] = out
@@ -187,7 +187,7 @@ def _share_reference_log_probs(plan: _Plan, system: SystemSpec, tcfg: TrainConfi
     leader = plan.reference_leaders.setdefault(key, name)
     if leader != name:
         after.append(leader)
-    dpo_family = names(family="dpo")
+    dpo_family = names(family=Family.DPO)
     sharing = sum(
         1 for other in plan.cfg.systems if other.method in dpo_family
         and plan.pair_keys.get(other.data) == plan.pair_keys[system.data] and other.init == system.init
@@ -326,7 +326,7 @@ def shared_train_for(method: str, shared: dict[str, Any]) -> dict[str, Any]:
     methods that have no such setting, instead of failing their stage after the model loads.
     Set on a system's own ``train:`` block, a setting its method lacks is refused up front.
     """
-    probed = method in names(family="dpo")
+    probed = method in names(family=Family.DPO)
     fitted = {k: v for k, v in shared.items() if probed or k not in PROBE_SETTINGS}
     if isinstance(shared.get("training"), dict):
         accepted = method_field_names(method)
