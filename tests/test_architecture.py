@@ -25,7 +25,7 @@ MAX_FUNCTION_LINES = 80
 HEAVY_LIBRARIES = frozenset({
     "torch", "transformers", "trl", "peft", "datasets", "accelerate", "sentence_transformers", "vllm",
     "matplotlib", "selenium", "bitsandbytes", "deepspeed", "numpy", "scipy", "sklearn", "safetensors",
-    "huggingface_hub", "tokenizers", "gguf", "krippendorff", "psutil", "wandb",
+    "huggingface_hub", "tokenizers", "gguf", "krippendorff", "psutil", "wandb", "pyarrow",
 })
 PREPARED_FILE_NAMES = ("train.jsonl", "test.jsonl", "responses.jsonl")
 METHOD_NAMES = ("sft", "dpo", "ddpo", "orpo", "dorpo", "divpo", "grpo", "dqo", "darling")

@@ -24,8 +24,21 @@ from typing import Any
 import yaml
 from pydantic import Field
 
+import divtune
+from divtune import models, resources
 from divtune.config import ConfigError, StageConfig
-from divtune.io import DONE_MARKER, InputError, atomic_write_text, read_stage_done
+from divtune.generation.config import GenerateConfig
+from divtune.io import DONE_MARKER, InputError, atomic_write_text, read_stage_done, run_kind
+from divtune.model_card import render_card
+from divtune.models import (
+    BASE_SPEC_FILE,
+    adapter_base_source,
+    is_adapter_dir,
+    make_adapter_portable,
+    portable_base_id,
+    read_base_spec,
+    write_base_spec,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +80,6 @@ def run_export(cfg: ExportConfig) -> Path:
         write_full_model(run, partial)
     write_tokenizer(run, partial)
     write_generation_config(run, partial, facts["generation"])
-    from divtune.model_card import render_card
-
     atomic_write_text(partial / "README.md", render_card(facts))
     atomic_write_text(partial / "training_config.yaml", yaml.safe_dump(train_cfg, sort_keys=False, allow_unicode=True))
     cfg.save(partial / "export_config.yaml")
@@ -104,8 +115,6 @@ def read_run(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def not_a_train_run(folder: Path) -> str | None:
     """Why ``folder`` is not a training run, named by the stage its markers record; None when it may be one."""
-    from divtune.outputs import run_kind
-
     found = run_kind(folder)
     if found is None or found[0] in (None, "train"):
         return None
@@ -120,8 +129,6 @@ def not_a_train_run(folder: Path) -> str | None:
 
 def collect_facts(cfg: ExportConfig, run: Path, train_cfg: dict, done: dict, is_adapter: bool) -> dict[str, Any]:
     """Everything the model card states, read from the run's own files."""
-    import divtune
-    from divtune.generation.config import GenerateConfig
 
     decoding = GenerateConfig.model_fields
     generation = {key: decoding[key].default for key in ("temperature", "top_p", "top_k", "repetition_penalty",
@@ -144,8 +151,6 @@ def collect_facts(cfg: ExportConfig, run: Path, train_cfg: dict, done: dict, is_
 
 
 def base_facts(run: Path, train_cfg: dict) -> dict[str, Any]:
-    from divtune import resources
-    from divtune.models import portable_base_id, read_base_spec
 
     spec = read_base_spec(run) or train_cfg.get("model") or ""
     base_id = portable_base_id(spec)
@@ -280,8 +285,6 @@ def system_of_run(summary: dict, run: Path) -> str | None:
 
 def write_adapter(run: Path, target: Path, base_spec: str) -> None:
     """The adapter files, its base named by portable id, and divtune's base record (local resolution)."""
-    from divtune.models import BASE_SPEC_FILE, make_adapter_portable, write_base_spec
-
     for name in ADAPTER_FILES:
         shutil.copy2(run / name, target / name)
     if (run / BASE_SPEC_FILE).is_file():
@@ -295,23 +298,17 @@ def write_full_model(run: Path, target: Path) -> None:
     """The base with the adapter folded in (or a full fine-tune re-saved), fp32 safetensors."""
     import torch
 
-    from divtune.models import load_causal_lm
-
-    model = load_causal_lm(run, dtype=torch.float32, device="cpu", merge_adapter=True)
+    model = models.load_causal_lm(run, dtype=torch.float32, device="cpu", merge_adapter=True)
     model.save_pretrained(target, safe_serialization=True)
 
 
 def write_tokenizer(run: Path, target: Path) -> None:
-    from divtune.models import load_tokenizer
-
-    load_tokenizer(run).save_pretrained(target)
+    models.load_tokenizer(run).save_pretrained(target)
 
 
 def write_generation_config(run: Path, target: Path, decoding: dict[str, Any]) -> None:
     """The base's special tokens with the paper's decoding settings (sampling on)."""
     from transformers import AutoConfig, GenerationConfig
-
-    from divtune.models import adapter_base_source, is_adapter_dir
 
     source = adapter_base_source(run) if is_adapter_dir(run) else str(run)
     try:

@@ -7,9 +7,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from divtune.data.layouts import (
-    LAYOUTS, REQUIRED_COLUMNS, RowError, detect_layout, parse_row, prompt_of_row,
-)
+from divtune.config import did_you_mean
+from divtune.data.layouts import LAYOUTS, REQUIRED_COLUMNS, RowError, detect_layout, parse_row, prompt_of_row
 from divtune.data.readers import detect_file_format, iter_rows
 from divtune.io import InputError
 
@@ -52,8 +51,6 @@ def column_error(path: Path, err: RowError, raw: dict, row: dict, columns: dict[
     named first (with the closest column). ``raw`` is the row as read, ``row`` after the
     mapping. In a CSV the columns are its header: line 1.
     """
-    from divtune.config import did_you_mean
-
     present = sorted(str(k) for k in raw)
     header_line = 1 if detect_file_format(path) == "csv" else line
     absent = [(name, source) for name, source in columns.items() if source not in raw]
@@ -75,8 +72,6 @@ def column_error(path: Path, err: RowError, raw: dict, row: dict, columns: dict[
 
 def closest_layout(present: set) -> str:
     """"; closest: flat, which lacks 'response'" for the layout with most of its columns present, or ""."""
-    from divtune.config import did_you_mean
-
     have = {name: [c for c in cols if c in present] for name, cols in REQUIRED_COLUMNS.items()}
     best = max(REQUIRED_COLUMNS, key=lambda name: len(have[name]))
     if not have[best]:

@@ -32,6 +32,7 @@ The folder is then loaded as any local sentence-transformers folder (no remote c
 from __future__ import annotations
 
 import fcntl
+import importlib.metadata as md
 import io
 import json
 import os
@@ -71,8 +72,6 @@ class UnsafeArchiveError(ValueError):
 
 def mpnet_part_files() -> list[Path]:
     """The five installed part files, in order; MissingResourceError naming the install command if any is missing."""
-    import importlib.metadata as md
-
     files, missing = [], []
     for number, part in enumerate(MPNET_PARTS, start=1):
         try:

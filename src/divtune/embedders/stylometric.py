@@ -22,8 +22,11 @@ import re
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from divtune.embedders.base import Embedder
+from divtune.embedders.stylometric_constants import FEATURE_STATS
+from divtune.io import iter_jsonl
 
 FUNCTION_WORDS = (
     "the a an and but or nor so yet of to in on at for with from by as into onto upon about over under "
@@ -185,8 +188,6 @@ class StylometricEmbedder(Embedder):
 
     def __init__(self, cache_dir: str | Path | None = None):
         super().__init__(cache_dir)
-        from divtune.embedders.stylometric_constants import FEATURE_STATS
-
         names = feature_names()
         missing = [n for n in names if n not in FEATURE_STATS]
         if missing:
@@ -201,15 +202,11 @@ class StylometricEmbedder(Embedder):
         return (z * self.group_weight).astype(np.float32)
 
     def _embed_batch(self, texts: list[str], batch_size: int, show_progress: bool) -> np.ndarray:
-        from tqdm.auto import tqdm
-
         rows = [self.vector(t) for t in tqdm(texts, desc="stylometric", disable=not show_progress, unit="text")]
         return np.stack(rows)
 
 
 def _print_constants(path: str) -> None:
-    from divtune.io import iter_jsonl
-
     texts = [
         t
         for _, row in iter_jsonl(path)

@@ -30,6 +30,7 @@ from divtune.humaneval.answers import AnswerSet, StudyView, read_answers
 from divtune.humaneval.stats import OUTCOMES, krippendorff_alpha, outcome_summary
 from divtune.humaneval.study import KEY_FORMAT, STUDY_FORMAT
 from divtune.io import InputError, atomic_write_text, write_json, write_jsonl
+from divtune.outputs import claim_output_dir, stamped
 from divtune.report import _CSS, _data_uri, _html_table, _md_table, _plt
 
 log = logging.getLogger(__name__)
@@ -297,8 +298,6 @@ def run_analyze(cfg: AnalyzeConfig, overwrite: bool = False) -> Path:
     file counts as a changed input: refused unless ``overwrite``, which removes
     the earlier analysis's files (a ``comments.jsonl`` among them) and nothing else.
     """
-    from divtune.outputs import claim_output_dir, stamped
-
     if not cfg.answers:
         raise ConfigError("give at least one answer file")
     study, key = load_study(cfg.study)

@@ -35,7 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from divtune.config import ConfigError, StageConfig
 from divtune.evaluation.systems import System, read_generations
+from divtune.humaneval.page import render_page
 from divtune.io import InputError, atomic_write_text, write_json
+from divtune.outputs import claim_output_dir, stamped
 
 log = logging.getLogger(__name__)
 
@@ -309,8 +311,6 @@ def run_build(cfg: BuildConfig, overwrite: bool = False) -> Path:
     ``overwrite``, which replaces it (answers collected with it then no longer
     match); files divtune did not write are never touched.
     """
-    from divtune.humaneval.page import render_page
-    from divtune.outputs import claim_output_dir, stamped
 
     systems = load_systems(cfg.generations)
     cfg = cfg.model_copy(update={"pairs": default_pairs(cfg.pairs, systems)})
