@@ -87,7 +87,7 @@ class ExperimentConfig(StageConfig):
     baseline: Optional[str] = "dpo"
     #: Difference-of-differences contrasts for the report: name → {system, baseline, system_control,
     #: baseline_control} (system names; with several seeds their runs are paired by seed), e.g. the
-    #: b × method interaction. Written to the report's interactions.json (divtune.report).
+    #: b × method interaction. Written to the report's interactions.json (divtune.reporting).
     interactions: dict[str, dict[str, str]] = Field(default_factory=dict)
     #: Stages run at once, each in its own process with cores/jobs threads (``--jobs``).
     jobs: int = Field(1, ge=1)
@@ -356,7 +356,7 @@ def report_comparisons(cfg: ExperimentConfig) -> tuple[dict[str, str] | None, di
 
 def report_interactions(cfg: ExperimentConfig) -> dict[str, dict[str, str]]:
     """The experiment's ``interactions`` as the report takes them; refuses unknown systems and incomplete terms."""
-    from divtune.report import INTERACTION_TERMS
+    from divtune.reporting.comparisons import INTERACTION_TERMS
 
     by_name = {s.name: s for s in cfg.systems}
     out: dict[str, dict[str, str]] = {}
@@ -373,11 +373,11 @@ def report_interactions(cfg: ExperimentConfig) -> dict[str, dict[str, str]]:
 
 def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
     """The experiment as an ordered list of stages, plus the paths of its key outputs."""
-    from divtune.diagnostics import run_diagnostics
     from divtune.evaluate import EvaluateConfig, run_evaluate
     from divtune.generate import GenerateConfig, run_generate
     from divtune.prepare import PrepareConfig, run_prepare
-    from divtune.report import run_report
+    from divtune.reporting.diagnostics import run_diagnostics
+    from divtune.reporting.run import run_report
     from divtune.reward_model import RewardTrainConfig, train_reward_model
     from divtune.train import TrainConfig, run_train
     from divtune.train.runner import SPEED_ONLY_SETTINGS
@@ -834,7 +834,7 @@ def run_one_stage(cfg: ExperimentConfig, name: str) -> float:
 
 def publish_results(cfg: ExperimentConfig, destination: str | Path) -> Path:
     """Copy the report (md, html, png, json), diagnostics, metrics and run record into ``destination``."""
-    from divtune.diagnostics import FILES
+    from divtune.reporting.diagnostics import FILES
 
     root = Path(cfg.output)
     destination = Path(destination)

@@ -11,7 +11,7 @@ import yaml
 
 from divtune.evaluate import EvaluateConfig, run_evaluate
 from divtune.experiment import ExperimentConfig, build_stages, report_comparisons
-from divtune.report import run_report
+from divtune.reporting.run import run_report
 
 ENDPOINT = {"base", "dpo-bX", "ddpo-sem-bX", "ddpo-both-bX"}
 CONTROL = {"dpo-b0", "ddpo-sem-b0", "ddpo-both-b0"}

@@ -30,7 +30,11 @@ from divtune.humaneval.answers import AnswerSet, StudyView, read_answers
 from divtune.humaneval.stats import OUTCOMES, krippendorff_alpha, outcome_summary
 from divtune.humaneval.study import KEY_FORMAT, STUDY_FORMAT
 from divtune.io import InputError, atomic_write_text, write_json, write_jsonl
-from divtune.report import _CSS, _data_uri, _html_table, _md_table, _plt
+from divtune.reporting.plots import pyplot as _plt
+from divtune.reporting.render import CSS as _CSS
+from divtune.reporting.render import data_uri as _data_uri
+from divtune.reporting.render import html_table as _html_table
+from divtune.reporting.render import markdown_table as _md_table
 
 log = logging.getLogger(__name__)
 
