@@ -10,10 +10,11 @@ from typing import Any
 from divtune.evaluate import extra_metric_base, ordered_metric_keys
 from divtune.reporting.systems import HIGHER_IS_MORE_DIVERSE, SystemResult, metric_keys
 
+#: A table: its header, and its rows of formatted cells (the metric first).
 Rows = tuple[list[str], list[list[str]]]
 
 
-def fmt(value: Any, digits: int = 3) -> str:
+def _fmt(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     if isinstance(value, int):
@@ -21,18 +22,18 @@ def fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def fmt_ci(row: dict[str, Any], key: str) -> str:
+def _fmt_ci(row: dict[str, Any], key: str) -> str:
     """``value [low, high]`` of a metric in a metrics.json row."""
     value = row.get(key)
     ci = row.get(f"{key}_ci")
     if value is None:
         return "n/a"
     if not ci or ci[0] is None:
-        return fmt(value)
-    return f"{fmt(value)} [{fmt(ci[0])}, {fmt(ci[1])}]"
+        return _fmt(value)
+    return f"{_fmt(value)} [{_fmt(ci[0])}, {_fmt(ci[1])}]"
 
 
-def fmt_diff(d: dict[str, float]) -> str:
+def _fmt_diff(d: dict[str, float]) -> str:
     """``+diff [+low, +high]``, starred when the interval excludes 0."""
     if not d or d.get("n", 0) == 0 or not math.isfinite(d["diff"]):
         return "n/a"
@@ -40,20 +41,20 @@ def fmt_diff(d: dict[str, float]) -> str:
     return f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]{mark}"
 
 
-def direction(key: str) -> str:
+def _direction(key: str) -> str:
     """↑ when higher is more diverse, ↓ when lower is, else nothing."""
     return {True: "↑", False: "↓"}.get(HIGHER_IS_MORE_DIVERSE.get(extra_metric_base(key) or key), "")
 
 
 def _metric_label(key: str) -> str:
-    return f"{key} {direction(key)}".strip()
+    return f"{key} {_direction(key)}".strip()
 
 
 def metrics_table(systems: list[SystemResult]) -> Rows:
     """One row per metric, one column per system (a few systems fit a page; 14 metric columns do not)."""
     header = ["metric", *[s.name for s in systems]]
-    rows = [[_metric_label(key), *[fmt_ci(s.metrics, key) for s in systems]] for key in metric_keys(systems)]
-    rows += [[key, *[fmt(s.metrics.get(key)) for s in systems]] for key in ("n_prompts", "n_samples")]
+    rows = [[_metric_label(key), *[_fmt_ci(s.metrics, key) for s in systems]] for key in metric_keys(systems)]
+    rows += [[key, *[_fmt(s.metrics.get(key)) for s in systems]] for key in ("n_prompts", "n_samples")]
     return header, rows
 
 
@@ -67,7 +68,7 @@ def diff_table(diffs: dict[str, dict[str, dict[str, float]]], baselines: dict[st
     With ``baselines`` (system → baseline) the columns read ``system − baseline``."""
     names = list(diffs)
     header = ["metric", *[f"{n} − {baselines[n]}" if baselines else n for n in names]]
-    rows = [[_metric_label(key), *[fmt_diff(diffs[n].get(key, {})) for n in names]] for key in _difference_keys(diffs, names)]
+    rows = [[_metric_label(key), *[_fmt_diff(diffs[n].get(key, {})) for n in names]] for key in _difference_keys(diffs, names)]
     rows.append(["common prompts", *[str(max((d.get("n", 0) for d in diffs[n].values()), default=0)) for n in names]])
     return header, rows
 
@@ -88,7 +89,7 @@ def seed_interval_table(
             return "n/a"
         if not math.isfinite(inner.get("low", float("nan"))):
             return f"{inner['diff']:+.3f} [n/a]"
-        return fmt_diff({**inner, "n": 1})
+        return _fmt_diff({**inner, "n": 1})
 
     rows = [[_metric_label(key), *[cell(diffs[n].get(key, {})) for n in names]] for key in _difference_keys(diffs, names)]
     rows.append(["seeds", *[str(max((d.get(kind, {}).get("n_seeds", 0) for d in diffs[n].values()), default=0))
