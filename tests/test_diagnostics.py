@@ -8,15 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from divtune.diagnostics import (
-    FILES,
-    edge_means,
-    read_training_log,
-    running_mean,
-    run_diagnostics,
-    training_summary,
-    weight_summary,
-)
+from divtune.reporting.diagnostics import FILES, run_diagnostics
+from divtune.reporting.pair_weights import weight_summary
+from divtune.reporting.training_logs import edge_means, read_training_log, running_mean, training_summary
 from divtune.io import InputError, write_jsonl
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -120,7 +114,7 @@ def test_diagnostics_cli(tmp_path):
 
 
 def test_probe_summary_and_the_moved_threshold():
-    from divtune.diagnostics import MOVED_ACCURACY, MOVED_MARGIN, probe_summary
+    from divtune.reporting.training_logs import MOVED_ACCURACY, MOVED_MARGIN, probe_summary
 
     nan = float("nan")
     log = {
@@ -142,7 +136,7 @@ def test_probe_summary_and_the_moved_threshold():
 
 
 def test_weights_by_mode_of_the_chosen_response(tmp_path):
-    from divtune.diagnostics import read_chosen_weights, weights_by_mode
+    from divtune.reporting.pair_weights import read_chosen_weights, weights_by_mode
 
     path = tmp_path / "train.jsonl"
     rows = [

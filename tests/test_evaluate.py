@@ -318,7 +318,7 @@ def test_centrality_and_modes_of_typical_and_atypical_systems(tmp_path, monkeypa
     lines = [json.loads(line) for line in (tmp_path / "e" / "per_prompt.jsonl").read_text().splitlines()]
     assert all("centrality" in line and "modes_seen" in line for line in lines)
 
-    from divtune.report import run_report
+    from divtune.reporting.run import run_report
 
     run_report([tmp_path / "e"], tmp_path / "r", baseline="typical")
     report = (tmp_path / "r" / "report.md").read_text()
@@ -419,7 +419,7 @@ def test_evaluate_reports_distinct_k_chatbot_share_and_extra_spaces(tmp_path, mo
     line = json.loads((tmp_path / "e" / "per_prompt.jsonl").read_text().splitlines()[0])
     assert {"distinct_k", "chatbot_share", "semantic_diversity_flat"} <= set(line)
 
-    from divtune.report import run_report
+    from divtune.reporting.run import run_report
 
     run_report([tmp_path / "e"], tmp_path / "r", baseline="stories", n_boot=20)
     report = (tmp_path / "r" / "report.md").read_text()
@@ -441,7 +441,7 @@ def test_a_report_reads_evaluation_folders_older_than_the_newer_metrics(tmp_path
     lines = [json.loads(l) for l in (tmp_path / "e" / "per_prompt.jsonl").read_text().splitlines()]
     (tmp_path / "e" / "per_prompt.jsonl").write_text("".join(
         json.dumps({k: v for k, v in l.items() if k not in NEWER_METRIC_KEYS}) + "\n" for l in lines))
-    from divtune.report import run_report
+    from divtune.reporting.run import run_report
 
     run_report([tmp_path / "e"], tmp_path / "r", baseline="b", n_boot=20)
     report = (tmp_path / "r" / "report.md").read_text()

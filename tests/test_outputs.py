@@ -196,7 +196,7 @@ def _evaluate(inputs, out, variant, overwrite):
 
 
 def _report(inputs, out, variant, overwrite):
-    from divtune.report import run_report
+    from divtune.reporting.run import run_report
 
     if not (inputs / "eval" / "metrics.json").is_file():
         _evaluate(inputs, inputs / "eval", "a", False)
@@ -204,7 +204,7 @@ def _report(inputs, out, variant, overwrite):
 
 
 def _diagnostics(inputs, out, variant, overwrite):
-    from divtune.diagnostics import run_diagnostics
+    from divtune.reporting.diagnostics import run_diagnostics
 
     run = inputs / "exp" / "models" / "dpo"
     if not run.is_dir():
@@ -380,7 +380,7 @@ def test_humaneval_analyze_into_the_study_folder_is_refused(tmp_path):
 def test_failed_prepare_and_report_leave_no_folder(tmp_path):
     from divtune.io import InputError
     from divtune.prepare import PrepareConfig, run_prepare
-    from divtune.report import run_report
+    from divtune.reporting.run import run_report
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "P", "responses": ["a"], "scores": [1]}\n{oops\n')

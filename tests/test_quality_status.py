@@ -9,7 +9,7 @@ import yaml
 
 from divtune.io import write_json
 from divtune.quality_status import QualityStatus, quality_measurable, quality_status, reward_dir_of
-from divtune.report import run_report
+from divtune.reporting.run import run_report
 from test_report import _eval_dir
 
 AT_CHANCE = {"pairwise_accuracy": 0.49, "pairwise_accuracy_ci": [0.43, 0.56]}
@@ -133,7 +133,8 @@ def test_plots_grey_out_quality_that_is_not_measurable(tmp_path, monkeypatch):
     from matplotlib.colors import to_hex
 
     from divtune.quality_status import QUALITY_KEYS
-    from divtune.report import GREYED_COLOUR, load_systems, plot_metric_bars, plot_quality_vs_diversity
+    from divtune.reporting.plots import GREYED_COLOUR, plot_metric_bars, plot_quality_vs_diversity
+    from divtune.reporting.systems import load_systems
 
     systems = load_systems([_with_reward(tmp_path, AT_CHANCE)])
     plt = _kept_figure(monkeypatch)

@@ -16,7 +16,8 @@ from divtune.experiments import build_stages, demonstration_caveat, summary_tabl
 from divtune.io import write_json, write_jsonl
 from divtune.quality_status import quality_status
 from divtune.quickstart import quickstart_config
-from divtune.report import RESULTS_INDEX, run_report
+from divtune.reporting.document import RESULTS_INDEX
+from divtune.reporting.run import run_report
 from test_quality_status import ABOVE_CHANCE, AT_CHANCE
 from test_report import _eval_dir
 

@@ -13,7 +13,10 @@ import pytest
 from divtune.config import ConfigError
 from divtune.evaluation.keys import METRIC_KEYS
 from divtune.io import InputError, write_json, write_jsonl
-from divtune.report import PLOTS, choose_baseline, load_systems, paired_differences, run_report
+from divtune.reporting.comparisons import paired_differences
+from divtune.reporting.plots import PLOTS
+from divtune.reporting.run import run_report
+from divtune.reporting.systems import choose_baseline, load_systems
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -144,7 +147,7 @@ def _eval_from_values(root: Path, values: dict[str, dict[int, float | None]]) ->
 
 
 def test_pool_seeds_averages_each_prompt_over_runs(tmp_path):
-    from divtune.report import pool_seeds
+    from divtune.reporting.systems import pool_seeds
 
     eval_dir = _eval_from_values(
         tmp_path / "eval",

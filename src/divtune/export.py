@@ -164,7 +164,7 @@ def base_facts(run: Path, train_cfg: dict) -> dict[str, Any]:
 
 def data_facts(train_cfg: dict) -> dict[str, Any]:
     """The prepared data the run trained on: inputs, counts, embedders, weights and attribution."""
-    from divtune.diagnostics import read_weights, weight_summary
+    from divtune.reporting.pair_weights import read_weights, weight_summary
 
     path = Path(train_cfg.get("data") or "")
     folder = path if path.is_dir() else path.parent
@@ -212,7 +212,7 @@ def shipped_attribution() -> str:
 
 def run_facts(run: Path, train_cfg: dict, done: dict, data: dict) -> dict[str, Any]:
     """Steps run, pairs seen against pairs available, and the start/end of the training curves."""
-    from divtune.diagnostics import read_training_log, training_summary
+    from divtune.reporting.training_logs import read_training_log, training_summary
 
     steps = done.get("global_step")
     training = train_cfg.get("training") or {}

@@ -12,7 +12,7 @@ import yaml
 from divtune.evaluation.config import EvaluateConfig
 from divtune.evaluation.run import run_evaluate
 from divtune.experiments import ExperimentConfig, build_stages, report_comparisons
-from divtune.report import run_report
+from divtune.reporting.run import run_report
 
 ENDPOINT = {"base", "dpo-bX", "ddpo-sem-bX", "ddpo-both-bX"}
 CONTROL = {"dpo-b0", "ddpo-sem-b0", "ddpo-both-b0"}

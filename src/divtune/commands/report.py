@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from divtune.config import ConfigError
 
 EXAMPLES = """Examples:
 
@@ -46,14 +47,13 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Tables, plots and a self-contained HTML report from evaluation folders."""
-        from divtune.report import parse_assignments, run_report
+        from divtune.reporting.run import run_report
 
         comparisons = parse_assignments(compare, "--compare") if compare else None
         seed_groups = {k: v.split(",") for k, v in parse_assignments(pool, "--pool").items()} if pool else None
         interactions = None
         if interaction:
-            from divtune.config import ConfigError
-            from divtune.report import INTERACTION_TERMS
+            from divtune.reporting.comparisons import INTERACTION_TERMS
 
             interactions = {}
             for name, value in parse_assignments(interaction, "--interaction").items():
@@ -66,3 +66,16 @@ def register(app: typer.Typer) -> None:
             comparisons=comparisons, seed_groups=seed_groups, overwrite=overwrite, interactions=interactions,
         )
         typer.echo(f"wrote {html_path} and {Path(output) / 'report.md'}")
+
+
+def parse_assignments(items: list[str], option: str) -> dict[str, str]:
+    """``["a=b", ...]`` → ``{"a": "b"}``, with an error naming the option for a malformed item."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"{option} {item!r}: expected NAME=VALUE")
+        if key.strip() in out:
+            raise ConfigError(f"{option} {item!r}: {key.strip()!r} given twice")
+        out[key.strip()] = value.strip()
+    return out

@@ -61,7 +61,7 @@ class ExperimentConfig(StageConfig):
     baseline: Optional[str] = "dpo"
     #: Difference-of-differences contrasts for the report: name → {system, baseline, system_control,
     #: baseline_control} (system names; with several seeds their runs are paired by seed), e.g. the
-    #: b × method interaction. Written to the report's interactions.json (divtune.report).
+    #: b × method interaction. Written to the report's interactions.json (divtune.reporting).
     interactions: dict[str, dict[str, str]] = Field(default_factory=dict)
     #: Stages run at once, each in its own process with cores/jobs threads (``--jobs``).
     jobs: int = Field(1, ge=1)

@@ -247,7 +247,7 @@ def _plan_evaluate(plan: _Plan) -> dict[str, Any]:
 
 
 def _plan_report(plan: _Plan, evaluated: dict[str, Any]) -> None:
-    from divtune.report import run_report
+    from divtune.reporting.run import run_report
 
     cfg = plan.cfg
     eval_dir, report_dir = plan.paths["eval"], plan.root / "report"
@@ -283,7 +283,7 @@ def _plan_report(plan: _Plan, evaluated: dict[str, Any]) -> None:
 
 def _plan_diagnostics(plan: _Plan) -> None:
     """Training curves and weight distributions: the "why" behind the report's numbers."""
-    from divtune.diagnostics import run_diagnostics
+    from divtune.reporting.diagnostics import run_diagnostics
 
     root = plan.root
     diagnostics_dir = root / "diagnostics"

@@ -31,7 +31,8 @@ from divtune.humaneval.stats import OUTCOMES, krippendorff_alpha, outcome_summar
 from divtune.humaneval.study import KEY_FORMAT, STUDY_FORMAT
 from divtune.io import InputError, atomic_write_text, write_json, write_jsonl
 from divtune.outputs import claim_output_dir, stamped
-from divtune.report import _CSS, _data_uri, _html_table, _md_table, _plt
+from divtune.reporting.plots import pyplot
+from divtune.reporting.render import CSS, data_uri, html_table, markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ def agreement_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]
 
 def plot_outcomes(report: dict[str, Any], path: Path) -> str:
     """Stacked horizontal bars: win / tie / loss share per question and pair."""
-    plt = _plt()
+    plt = pyplot()
     rows = [r for r in report["results"] if r["n"]]
     texts = {q["id"]: q["text"] for q in report["questions"]}
     fig, ax = plt.subplots(figsize=(9, 0.65 * max(len(rows), 1) + 1.6))
@@ -263,25 +264,25 @@ def render(report: dict[str, Any], output: Path) -> Path:
     html_parts = [f"<p>{html.escape(intro)}</p><ul>{''.join(f'<li>{html.escape(h)}</li>' for h in headlines)}</ul>"]
     for q in report["questions"]:
         header, rows = results_table(report, q["id"])
-        md += [f"## {q['text']} (`{q['id']}`)", "", _md_table(header, rows), ""]
-        html_parts.append(f"<h2>{html.escape(q['text'])} <code>{html.escape(q['id'])}</code></h2>{_html_table(header, rows)}")
+        md += [f"## {q['text']} (`{q['id']}`)", "", markdown_table(header, rows), ""]
+        html_parts.append(f"<h2>{html.escape(q['text'])} <code>{html.escape(q['id'])}</code></h2>{html_table(header, rows)}")
     md += ["## Plot", "", f"![win / tie / loss]({PLOT})", "", caption, ""]
-    html_parts.append(f'<h2>Plot</h2><figure><img alt="win / tie / loss" src="{_data_uri(output / PLOT)}">'
+    html_parts.append(f'<h2>Plot</h2><figure><img alt="win / tie / loss" src="{data_uri(output / PLOT)}">'
                       f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-    md += ["## Agreement between annotators", "", _md_table(g_header, g_rows), ""]
-    html_parts.append(f"<h2>Agreement between annotators</h2>{_html_table(g_header, g_rows)}")
-    md += ["## Per annotator", "", _md_table(a_header, a_rows) if a_rows else "_No answers._", ""]
-    html_parts.append(f"<h2>Per annotator</h2>{_html_table(a_header, a_rows)}")
+    md += ["## Agreement between annotators", "", markdown_table(g_header, g_rows), ""]
+    html_parts.append(f"<h2>Agreement between annotators</h2>{html_table(g_header, g_rows)}")
+    md += ["## Per annotator", "", markdown_table(a_header, a_rows) if a_rows else "_No answers._", ""]
+    html_parts.append(f"<h2>Per annotator</h2>{html_table(a_header, a_rows)}")
     if report["dropped"]:
         d_header = ["annotator", "item", "dropped answer", "kept answer"]
         d_rows = [[d["annotator"], d["item_id"], f"{d['file']} {d['where']}", d["kept"]] for d in report["dropped"]]
-        md += ["## Dropped answers (answered again later)", "", _md_table(d_header, d_rows), ""]
-        html_parts.append(f"<h2>Dropped answers (answered again later)</h2>{_html_table(d_header, d_rows)}")
+        md += ["## Dropped answers (answered again later)", "", markdown_table(d_header, d_rows), ""]
+        html_parts.append(f"<h2>Dropped answers (answered again later)</h2>{html_table(d_header, d_rows)}")
     md += ["## Notes", "", *[f"- {n}" for n in notes], ""]
     html_parts.append(f"<h2>Notes</h2><ul class=\"notes\">{''.join(f'<li>{html.escape(n)}</li>' for n in notes)}</ul>")
     atomic_write_text(output / "humaneval.md", "\n".join(md))
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>divtune human evaluation</title>'
-            f"<style>{_CSS}</style></head>\n<body>\n<h1>divtune human evaluation</h1>\n{''.join(html_parts)}\n</body></html>\n")
+            f"<style>{CSS}</style></head>\n<body>\n<h1>divtune human evaluation</h1>\n{''.join(html_parts)}\n</body></html>\n")
     return atomic_write_text(output / "humaneval.html", page)
 
 

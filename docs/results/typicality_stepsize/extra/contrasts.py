@@ -9,7 +9,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from divtune.report import run_report
+from divtune.reporting.run import run_report
 
 HERE = Path(__file__).parent
 CONTROL = "dpo-lr56-bX"

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import yaml
 
+from divtune.evaluation.systems import read_generations
+from divtune.reporting.render import Block, Heading, NumberedList, Quote, paragraph
+
 #: Samples shown per system, and the longest text shown in full.
 SAMPLES_PER_SYSTEM = 3
 MAX_CHARS = 1200
@@ -49,8 +52,6 @@ def shorten(text: str, limit: int = MAX_CHARS) -> str:
 
 def read_samples(eval_dirs: list[str | Path], n: int = SAMPLES_PER_SYSTEM) -> Samples:
     """The first ``n`` samples of every system, for the first prompt (sorted by key) that all share."""
-    from divtune.evaluation.systems import read_generations
-
     systems, missing = [], []
     for eval_dir in eval_dirs:
         for path in generation_files(eval_dir):
@@ -70,32 +71,15 @@ def read_samples(eval_dirs: list[str | Path], n: int = SAMPLES_PER_SYSTEM) -> Sa
     return Samples(prompt, texts, missing)
 
 
-def samples_markdown(samples: Samples) -> list[str]:
+def samples_blocks(samples: Samples) -> list[Block]:
+    """The report's Samples section: the shared prompt, then each system's texts; nothing without samples."""
     if not samples.texts:
         return []
-    lines = ["## Samples", ""]
+    blocks: list[Block] = [Heading(2, "Samples")]
     if samples.prompt is not None:
-        lines += ["Prompt:", "", *[f"> {line}" for line in samples.prompt.splitlines()], ""]
+        blocks += [paragraph("Prompt:"), Quote(samples.prompt, css_class="sample")]
     for name, texts in samples.texts.items():
-        lines += [f"### {name}", ""]
-        for i, text in enumerate(texts, start=1):
-            lines += [f"{i}. " + " ".join(text.split()), ""]
+        blocks += [Heading(3, name), NumberedList(tuple(texts), css_class="sample")]
     if samples.missing:
-        lines += [f"Not shown (file no longer there): {', '.join(samples.missing)}.", ""]
-    return lines
-
-
-def samples_html(samples: Samples) -> str:
-    import html
-
-    if not samples.texts:
-        return ""
-    parts = ["<h2>Samples</h2>"]
-    if samples.prompt is not None:
-        parts.append(f'<p>Prompt:</p><blockquote class="sample">{html.escape(samples.prompt)}</blockquote>')
-    for name, texts in samples.texts.items():
-        items = "".join(f'<li class="sample">{html.escape(text)}</li>' for text in texts)
-        parts.append(f"<h3>{html.escape(name)}</h3><ol>{items}</ol>")
-    if samples.missing:
-        parts.append(f'<p class="footnote">Not shown (file no longer there): {html.escape(", ".join(samples.missing))}.</p>')
-    return "".join(parts)
+        blocks.append(paragraph(f"Not shown (file no longer there): {', '.join(samples.missing)}.", css_class="footnote"))
+    return blocks
