@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from divtune.experiments import ExperimentConfig, Stage, run_stages, summary_table
+from divtune.experiments import ExperimentConfig, Stage, run_stages
 from divtune.quickstart import quickstart_config
+from divtune.reporting.tables import summary_table
 
 
 def _counting_stage(directory: Path, config: dict, calls: list, fail: bool = False) -> Stage:

@@ -10,16 +10,17 @@ import re
 from pathlib import Path
 
 import yaml
+from test_quality_status import ABOVE_CHANCE, AT_CHANCE
+from test_report import _eval_dir
 
 from divtune.commands.evaluate import evaluate_table
-from divtune.experiments import build_stages, demonstration_caveat, summary_table
+from divtune.experiments import build_stages, demonstration_caveat
 from divtune.io import write_json, write_jsonl
 from divtune.quality_status import quality_status
 from divtune.quickstart import quickstart_config
 from divtune.reporting.document import RESULTS_INDEX
 from divtune.reporting.run import run_report
-from test_quality_status import ABOVE_CHANCE, AT_CHANCE
-from test_report import _eval_dir
+from divtune.reporting.tables import summary_table
 
 SYSTEMS = {"base": 0.2, "dpo": 0.30, "ddpo": 0.40, "gold": 0.50}
 

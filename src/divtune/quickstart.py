@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from divtune.config import deep_merge, parse_overrides, read_yaml
-from divtune.experiments import ExperimentConfig, run_experiment, summary_table
+from divtune.experiments import ExperimentConfig, run_experiment
 from divtune.quality_status import quality_status
+from divtune.reporting.tables import summary_table
 
 PRESETS = ("default", "smoke")
 

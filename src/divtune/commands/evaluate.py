@@ -10,9 +10,8 @@ import typer
 from divtune.commands.columns import COLUMN_HELP, FORMAT_HELP, parse_columns
 from divtune.config import ConfigError
 from divtune.evaluation.config import EvaluateConfig
-from divtune.experiments.summary import summary_table
 from divtune.quality_status import quality_status
-
+from divtune.reporting.tables import summary_table
 
 EXAMPLES = """Examples:
 

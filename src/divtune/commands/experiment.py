@@ -9,10 +9,15 @@ import typer
 
 from divtune.config import ConfigError
 from divtune.experiments import (
-    ExperimentConfig, build_stages, check_config, publish_results, run_experiment, run_one_stage, summary_table,
+    ExperimentConfig,
+    build_stages,
+    carry,
+    check_config,
+    publish_results,
+    run_experiment,
+    run_one_stage,
 )
-from divtune.experiments import carry
-
+from divtune.reporting.tables import summary_table
 
 EXAMPLES = """Examples:
 

@@ -11,7 +11,7 @@ The package, a module per idea: ``config`` (the YAML), ``plan`` (the stage graph
 stage and its done marker), ``schedule`` (running stages, in order or in worker processes),
 ``gpus`` (the GPUs of each worker), ``record`` (the output folder and ``run.json``), ``run`` (an
 experiment end to end), ``check`` (``--check``), ``carry`` (``--pack``/``--unpack``), ``publish``
-(``--publish``), ``comparisons`` and ``summary`` (what the report compares, the text summary).
+(``--publish``), ``comparisons`` and ``summary`` (what the report compares, a demonstration's caveat).
 Its public names are importable from here.
 """
 
@@ -24,10 +24,10 @@ from divtune.experiments.publish import publish_results
 from divtune.experiments.run import run_experiment, run_one_stage
 from divtune.experiments.schedule import ready_stages, run_stages, run_stages_parallel
 from divtune.experiments.stage import Stage
-from divtune.experiments.summary import demonstration_caveat, summary_table
+from divtune.experiments.summary import demonstration_caveat
 
 __all__ = [
     "ExperimentConfig", "Stage", "SystemSpec", "build_stages", "check_config", "demonstration_caveat",
     "partition_gpus", "publish_results", "ready_stages", "report_comparisons", "report_interactions", "run_experiment",
-    "run_one_stage", "run_stages", "run_stages_parallel", "summary_table", "visible_gpus",
+    "run_one_stage", "run_stages", "run_stages_parallel", "visible_gpus",
 ]

@@ -1,5 +1,6 @@
 """The report's tables as (header, rows) of formatted cells: metrics, paired differences,
-seed-level intervals and surface modes. One row per metric, one column per system: a few
+seed-level intervals and surface modes; and the plain-text headline table printed at the end of an
+experiment and by ``divtune evaluate`` (:func:`summary_table`). One row per metric, one column per system: a few
 systems fit a page; a dozen metric columns do not."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import math
 from typing import Any
 
 from divtune.evaluation.keys import extra_metric_base, ordered_metric_keys
+from divtune.quality_status import MARK, QUALITY_KEYS
 from divtune.reporting.systems import HIGHER_IS_MORE_DIVERSE, SystemResult, metric_keys
 
 #: A table: its header, and its rows of formatted cells (the metric first).
@@ -106,3 +108,26 @@ def modes_table(counts: dict[str, dict[str, int]]) -> Rows:
         total = sum(row.values())
         rows.append([name, *[f"{100 * row[m] / total:.1f}%" if total else "n/a" for m in modes], str(total)])
     return header, rows
+
+
+def summary_table(metrics: dict[str, dict[str, Any]], keys: tuple[str, ...] = (
+    "quality", "semantic_diversity", "style_diversity", "vendi_semantic", "distinct_2", "self_bleu"
+), quality=None) -> str:
+    """A plain-text table of the headline metrics, one row per system.
+
+    ``quality`` (a divtune.quality_status.QualityStatus): when the report greys quality out,
+    so does this table: its quality columns are marked † and its footnote follows the table.
+    """
+    greyed = quality is not None and quality.greyed
+    header = ["system", *[f"{key} {MARK}" if greyed and key in QUALITY_KEYS else key for key in keys]]
+    rows = [header]
+    for system, values in metrics.items():
+        row = [system]
+        for key in keys:
+            value = values.get(key)
+            cell = "—" if value is None else str(value) if isinstance(value, int) else f"{value:.3f}"
+            row.append(f"{cell} {MARK}" if greyed and key in QUALITY_KEYS and value is not None else cell)
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    table = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
+    return f"{table}\n{quality.footnote}" if greyed else table
