@@ -444,9 +444,9 @@ def centrality_per_prompt(
 
 def distinct_k_per_prompt(groups: list[list[str]], table: dict[str, np.ndarray], threshold: float) -> np.ndarray:
     """NoveltyBench's distinct-k per prompt: how many classes its k samples fall into under DARLING's
-    partition (divtune.rewards: cosine >= ``threshold`` is "the same", classes are the connected
+    partition (divtune.reward.online: cosine >= ``threshold`` is "the same", classes are the connected
     components). k samples give 1 (all alike) to k (all distinct); identical texts are always one class."""
-    from divtune.rewards import cosine_judge, partition_classes
+    from divtune.reward.online import cosine_judge, partition_classes
 
     judge = cosine_judge(threshold)
     values = np.full(len(groups), np.nan)
@@ -542,7 +542,7 @@ def aggregate(values: dict[str, np.ndarray], has_quality: bool, n_boot: int, see
 
 def _score_quality(systems: list[System], reward_dir: str) -> None:
     """Fill missing qualities with the reward model, in one batched call over all systems."""
-    from divtune.reward_model import RewardModel
+    from divtune.reward.model import RewardModel
 
     todo: list[tuple[System, str, int]] = [
         (s, k, i) for s in systems for k, qs in s.quality.items() for i, q in enumerate(qs) if q is None

@@ -33,6 +33,7 @@ from divtune.io import clear_stage_done, mark_stage_done, read_stage_done, write
 from divtune.io import RUN_MARKER, read_run_marker, run_kind
 from divtune.methods import BASE, METHODS, SystemMethod
 from divtune.outputs import adopt_folder
+from divtune.reward.config import RewardTrainConfig
 
 #: Methods trained from preference pairs; ``base`` is the untouched model.
 
@@ -378,7 +379,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
     from divtune.generate import GenerateConfig, run_generate
     from divtune.prepare import PrepareConfig, run_prepare
     from divtune.report import run_report
-    from divtune.reward_model import RewardTrainConfig, train_reward_model
+    from divtune.reward.fit import train_reward_model
     from divtune.train import TrainConfig, run_train
     from divtune.train.runner import SPEED_ONLY_SETTINGS
 

@@ -38,6 +38,11 @@ class Method:
         return self.family == "grpo"
 
     @property
+    def needs_rejected(self) -> bool:
+        """A row of its pairs file must hold a rejected response (all but chosen-only SFT data)."""
+        return self.pairs != "sft"
+
+    @property
     def trl_config_name(self) -> str:
         """The TRL config class that trains it."""
         return {"sft": "SFTConfig", "dpo": "DPOConfig", "orpo": "ORPOConfig", "grpo": "GRPOConfig"}[self.family]
