@@ -49,7 +49,8 @@ VARIANTS: dict[str, dict] = {
 
 
 def run_variant(name: str, data: str, out: Path, force: bool) -> dict:
-    from divtune.reward_model import RewardTrainConfig, train_reward_model
+    from divtune.reward.config import RewardTrainConfig
+    from divtune.reward.fit import train_reward_model
 
     target = out / name
     if (target / "metrics.json").is_file() and not force:
@@ -62,9 +63,10 @@ def run_variant(name: str, data: str, out: Path, force: bool) -> dict:
     return metrics
 
 
-_EPOCH_LINE = re.compile(r"^(\S+ \S+) INFO divtune\.reward_model: reward epoch (\d+): train \w+ ([\d.eE+-]+), "
+#: Logs of runs before and after the reward model moved to the divtune.reward package.
+_EPOCH_LINE = re.compile(r"^(\S+ \S+) INFO divtune\.reward(?:_model|\.fit): reward epoch (\d+): train \w+ ([\d.eE+-]+), "
                          r"val L1 ([\d.eE+-]+), val pairwise accuracy ([\d.eE+-]+)")
-_START_LINE = re.compile(r"^(\S+ \S+) INFO divtune\.reward_model: reward model: \d+ train / \d+ validation responses")
+_START_LINE = re.compile(r"^(\S+ \S+) INFO divtune\.reward(?:_model|\.fit): reward model: \d+ train / \d+ validation responses")
 
 
 def history_from_log(lines: list[str]) -> tuple[list[dict], float]:
@@ -88,8 +90,10 @@ def evaluate_saved(name: str, out: Path, log: Path) -> dict:
 
     The model is the saved best epoch; the history and wall time come from the training log.
     """
-    from divtune.reward_model import (RewardModel, RewardTrainConfig, early_stopping_metric, load_training_sets,
-                                      reward_test_metrics)
+    from divtune.reward.config import RewardTrainConfig, early_stopping_metric
+    from divtune.reward.data import load_training_sets
+    from divtune.reward.model import RewardModel
+    from divtune.reward.score import reward_test_metrics
 
     target = out / name
     cfg = RewardTrainConfig.load(target / "config.yaml")

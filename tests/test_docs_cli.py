@@ -43,7 +43,7 @@ def _config_pages():
     from divtune.export import ExportConfig
     from divtune.generation.config import GenerateConfig
     from divtune.prepare import PrepareConfig
-    from divtune.reward_model import RewardTrainConfig
+    from divtune.reward.config import RewardTrainConfig
     from divtune.train import TrainConfig
     from divtune.train.online_config import OnlineConfig
     from divtune.typicality import TypicalityConfig

@@ -247,7 +247,7 @@ def test_reward_model_scores_every_system_and_gold_in_one_call(tmp_path, onehot,
             assert len(prompts) == len(responses)
             return np.array([len(r) / 100.0 for r in responses])
 
-    monkeypatch.setattr("divtune.reward_model.RewardModel.load", classmethod(lambda cls, d, device=None: LengthReward()))
+    monkeypatch.setattr("divtune.reward.model.RewardModel.load", classmethod(lambda cls, d, device=None: LengthReward()))
     prepared = _prepared_folder(tmp_path / "prep")
     rows = [
         # pools 1..3: every human text there is "human story P-I", 15 characters

@@ -58,7 +58,8 @@ def test_online_training_prints_no_checkpointing_deprecation(tiny_lm_dir, tmp_pa
 def test_a_lora_reward_model_prints_no_checkpointing_deprecation(tiny_lm_dir, tmp_path):
     from test_reward_model import _toy_cfg, _toy_prepared
 
-    from divtune.reward_model import RewardModel, train_reward_model
+    from divtune.reward.fit import train_reward_model
+    from divtune.reward.model import RewardModel
 
     data = _toy_prepared(tmp_path / "data", n_pools=4)
     cfg = _toy_cfg(data, tmp_path / "rm", tiny_lm_dir, lora=True, lora_r=4, max_epochs=1, batch_size=8)

@@ -16,7 +16,7 @@ import pytest
 from conftest import write_jsonl
 
 from divtune.io import InputError, is_stage_done
-from divtune.rewards import group_rewards
+from divtune.reward.online import group_rewards
 from divtune.train import TrainConfig, run_train
 from divtune.train.online import (
     DIVERSITY_KEY,
@@ -230,7 +230,8 @@ def test_smoke_training_with_lora_trains_the_adapter(tiny_lm_dir, prepared_dir, 
 
 
 def test_quality_comes_from_the_reward_model_folder(tiny_lm_dir, prepared_dir, minilm_path, tmp_path):
-    from divtune.reward_model import RewardModel, RewardTrainConfig
+    from divtune.reward.config import RewardTrainConfig
+    from divtune.reward.model import RewardModel
 
     reward_dir = tmp_path / "reward"
     rcfg = RewardTrainConfig(data=str(prepared_dir), output=str(reward_dir), backbone=str(minilm_path), device="cpu")

@@ -176,7 +176,8 @@ def _train(tiny_lm_dir):
 
 def _reward(tiny_bert):
     def run(inputs, out, variant, overwrite):
-        from divtune.reward_model import RewardTrainConfig, train_reward_model
+        from divtune.reward.config import RewardTrainConfig
+        from divtune.reward.fit import train_reward_model
 
         cfg = RewardTrainConfig(data=str(_pairs_file(inputs / "pairs")), output=str(out), backbone=str(tiny_bert),
                                 max_length=16, head_hidden=8, max_epochs=2 if variant == "a" else 3, patience=5,
@@ -468,7 +469,7 @@ def test_generate_failed_run_then_corrected_rerun(tmp_path, tiny_lm_dir, monkeyp
 
 
 def test_reward_score_follows_the_rule(tmp_path, tiny_bert):
-    from divtune.reward_model import score_generations
+    from divtune.reward.score import score_generations
 
     inputs = tmp_path / "inputs"
     inputs.mkdir()

@@ -12,17 +12,12 @@ import pytest
 
 from conftest import build_tiny_tokenizer, write_jsonl
 from divtune.io import InputError
-from divtune.reward_model import (
-    EarlyStopping,
-    RewardModel,
-    RewardTrainConfig,
-    bootstrap_pair_accuracy,
-    pairwise_accuracy,
-    read_scored_responses,
-    score_generations,
-    split_by_pool,
-    train_reward_model,
-)
+from divtune.reward.config import RewardTrainConfig
+from divtune.reward.data import read_scored_responses, split_by_pool
+from divtune.reward.fit import EarlyStopping, train_reward_model
+from divtune.reward.model import RewardModel
+from divtune.reward.pairs import pairwise_accuracy
+from divtune.reward.score import bootstrap_pair_accuracy, score_generations
 
 # ---------------------------------------------------------------- pure parts
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from divtune.reward_model import EarlyStopping, RewardTrainConfig, early_stopping_metric, moment_matching
-from divtune.reward_pairs import (
+from divtune.reward.config import RewardTrainConfig, early_stopping_metric
+from divtune.reward.fit import EarlyStopping, moment_matching
+from divtune.reward.pairs import (
     all_pairs_within_pools,
     bradley_terry_loss,
     listed_pairs,

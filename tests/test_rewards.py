@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from divtune.rewards import (
+from divtune.reward.online import (
     cosine_judge,
     darling_diversity,
     darling_rewards,

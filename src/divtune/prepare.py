@@ -25,6 +25,9 @@ from divtune.deviation import deviation_weights, mean_cosine_distance
 from divtune.embedders import DEFAULT_EMBEDDERS, check_embedder_spec
 from divtune.io import InputError, write_json, write_jsonl
 from divtune.outputs import claim_output_dir, stamped
+from divtune.prepared import SPLITS, SUMMARY_FILE, pairs_file, responses_file
+from divtune.resources import shipped_dataset
+from divtune.prepare_summary import prepare_summary
 from divtune.stage_yield import prepare_problem, prepare_warning
 from divtune.weighting import default_embed_cache_dir, embed_texts
 from divtune.pairs import (
@@ -86,8 +89,6 @@ class PrepareConfig(StageConfig):
 
 def resolve_input(spec: str) -> Path:
     if spec.startswith(SHIPPED_PREFIX):
-        from divtune.resources import shipped_dataset
-
         return shipped_dataset(spec[len(SHIPPED_PREFIX) :])
     return Path(spec).expanduser()
 
@@ -123,21 +124,26 @@ def clean_pools(pools: list[Pool], min_words: int, cap: int | None, dropped: Cou
     return kept_pools
 
 
-def _choose_pairs(work: PoolWork, cfg: PrepareConfig) -> None:
-    scores = np.asarray(work.pool.scores)
-    rng = pool_rng(cfg.seed, work.pool.pool_id)
-    if cfg.pairs == "gap":
-        pairs = gap_pairs(scores, cfg.gap, rng)
-        cap = cfg.pair_cap()
-        work.pairs = pairs[:cap] if cap is not None else pairs
-    elif cfg.pairs == "all":
-        work.pairs = all_pairs(scores, cfg.gap, cfg.pair_cap(), rng)
+def _gap_pairs(work: PoolWork, cfg: PrepareConfig) -> None:
+    pairs = gap_pairs(np.asarray(work.pool.scores), cfg.gap, pool_rng(cfg.seed, work.pool.pool_id))
+    cap = cfg.pair_cap()
+    work.pairs = pairs[:cap] if cap is not None else pairs
+    work.members = sorted({i for pair in work.pairs for i in pair})
+
+
+def _all_pairs(work: PoolWork, cfg: PrepareConfig) -> None:
+    work.pairs = all_pairs(np.asarray(work.pool.scores), cfg.gap, cfg.pair_cap(), pool_rng(cfg.seed, work.pool.pool_id))
     work.members = sorted({i for pair in work.pairs for i in pair})
 
 
 def _divpo_sets(work: PoolWork, cfg: PrepareConfig) -> None:
+    """DivPO's high and low sets: its pairs are drawn from them once the members are embedded (_weigh)."""
     work.divpo_sets = divpo_sets(work.pool.scores, cfg.rho, cfg.pair_cap())
     work.members = sorted({int(i) for group in work.divpo_sets for i in group})
+
+
+#: How each ``pairs`` setting picks a pool's pairs, or the responses its pairs are drawn from.
+PAIRING = {"gap": _gap_pairs, "all": _all_pairs, "divpo": _divpo_sets}
 
 
 def _embed_members(works: list[PoolWork], cfg: PrepareConfig) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
@@ -155,7 +161,7 @@ def _embed_members(works: list[PoolWork], cfg: PrepareConfig) -> tuple[dict[str,
 
 def _weigh(work: PoolWork, embeddings: dict[str, np.ndarray], cfg: PrepareConfig) -> None:
     position = {idx: n for n, idx in enumerate(work.members)}
-    if cfg.pairs == "divpo":
+    if work.divpo_sets is not None:
         high, low = work.divpo_sets
         raw = {name: np.zeros(len(work.members)) for name in embeddings}
         for group in (high, low):
@@ -173,19 +179,6 @@ def _weigh(work: PoolWork, embeddings: dict[str, np.ndarray], cfg: PrepareConfig
         work.weights = np.ones(len(work.members))  # DivPO trains with plain DPO
         return
     work.deviation, work.weights = deviation_weights(embeddings, floor=cfg.weight_floor)
-
-
-def _stats(values: list[float]) -> dict:
-    if not values:
-        return {"count": 0, "mean": None, "min": None, "max": None, "std": None}
-    arr = np.asarray(values, dtype=np.float64)
-    return {
-        "count": int(arr.size),
-        "mean": float(arr.mean()),
-        "min": float(arr.min()),
-        "max": float(arr.max()),
-        "std": float(arr.std()),
-    }
 
 
 def _as_messages(role: str, text: str) -> list[dict[str, str]]:
@@ -262,14 +255,44 @@ def run_prepare(cfg: PrepareConfig, overwrite: bool = False) -> dict:
     claim = claim_output_dir(out, "prepare", stamped(settings, input_paths), overwrite)
     if claim.state == "reuse":
         log.info("%s already holds a finished prepare run with these settings and inputs; reusing it", out)
-        return json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        return json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
     pools, report = load_pools(input_paths, cfg.format, cfg.columns, cfg.skip_invalid)
-
-    dropped: Counter = Counter()
-    kept = clean_pools(pools, cfg.min_words, cfg.max_responses_per_prompt, dropped)
     prompts_read = len(pools)
+    dropped: Counter = Counter()
+    kept, prompts_dropped = _keep_pools(pools, cfg, dropped)
     del pools  # the kept pools hold stripped copies; never keep the texts twice
-    prompts_dropped = Counter({"no_response_left": prompts_read - len(kept)})
+
+    test_ids = split_by_prompt([p.pool_id for p in kept], cfg.test_fraction, cfg.seed)
+    works = [PoolWork(p, "test" if p.pool_id in test_ids else "train") for p in kept]
+    score_min, score_max = _compress_votes(works, cfg)
+    without_pairs = _choose_pairs(works, cfg)
+    embed_info = _embed_and_weigh(works, cfg, without_pairs)
+
+    names = list(cfg.embedders)
+    pair_rows = {split: [] for split in SPLITS}
+    response_rows = []
+    for w in works:
+        pair_rows[w.split].extend(_pair_rows(w, cfg))
+        response_rows.extend(_response_rows(w, names))
+    summary = prepare_summary(
+        cfg, input_paths, report, prompts_read, works, dropped, prompts_dropped, without_pairs,
+        pair_rows, response_rows, embed_info, score_min, score_max,
+    )
+    _check_yield(summary, cfg)
+    claim.begin()
+    for split in SPLITS:
+        write_jsonl(pairs_file(out, split), pair_rows[split])
+    write_jsonl(responses_file(out), response_rows)
+    cfg.save(out / "config.yaml")
+    write_json(out / SUMMARY_FILE, summary)
+    claim.finish({"pairs": summary["pairs"]})
+    return summary
+
+
+def _keep_pools(pools: list[Pool], cfg: PrepareConfig, dropped: Counter) -> tuple[list[Pool], Counter]:
+    """The cleaned pools (at most ``max_prompts`` of them, seeded) and the prompts dropped, by reason."""
+    kept = clean_pools(pools, cfg.min_words, cfg.max_responses_per_prompt, dropped)
+    prompts_dropped = Counter({"no_response_left": len(pools) - len(kept)})
     if cfg.max_prompts is not None and len(kept) > cfg.max_prompts:
         chosen_ids = seeded_subset([p.pool_id for p in kept], cfg.max_prompts, cfg.seed)
         for pool in kept:
@@ -277,115 +300,50 @@ def run_prepare(cfg: PrepareConfig, overwrite: bool = False) -> dict:
                 dropped["over_max_prompts"] += len(pool.texts)
         prompts_dropped["over_max_prompts"] = len(kept) - cfg.max_prompts
         kept = [p for p in kept if p.pool_id in chosen_ids]
+    return kept, prompts_dropped
 
-    test_ids = split_by_prompt([p.pool_id for p in kept], cfg.test_fraction, cfg.seed)
-    works = [PoolWork(p, "test" if p.pool_id in test_ids else "train") for p in kept]
 
+def _compress_votes(works: list[PoolWork], cfg: PrepareConfig) -> tuple[float, float]:
+    """Each pool's compressed votes (``quality``) on the global score range, which is returned."""
     all_scores = np.concatenate([np.asarray(w.pool.scores) for w in works]) if works else np.zeros(0)
     score_min = float(all_scores.min()) if all_scores.size else 0.0
     score_max = float(all_scores.max()) if all_scores.size else 0.0
-    without_pairs: dict[str, Counter] = {"train": Counter(), "test": Counter()}
     # One vectorised compression over all scores (the C-fold log is costly per small pool).
     all_quality = compress_votes(all_scores, cfg.vote_transform, cfg.compression_factor, score_min, score_max)
     offsets = np.cumsum([0] + [len(w.pool.texts) for w in works])
     for w, start, stop in zip(works, offsets[:-1], offsets[1:]):
         w.quality = all_quality[start:stop]
+    return score_min, score_max
+
+
+def _choose_pairs(works: list[PoolWork], cfg: PrepareConfig) -> dict[str, Counter]:
+    """Each pool's pairs (or DivPO sets); returns, per split, why pools give no pair."""
+    without_pairs: dict[str, Counter] = {split: Counter() for split in SPLITS}
+    for w in works:
         reason = pool_skip_reason(w.pool.scores)
         if reason is not None:
             without_pairs[w.split][reason] += 1
             continue
-        if cfg.pairs == "divpo":
-            _divpo_sets(w, cfg)
-        else:
-            _choose_pairs(w, cfg)
+        PAIRING[cfg.pairs](w, cfg)
+    return without_pairs
 
+
+def _embed_and_weigh(works: list[PoolWork], cfg: PrepareConfig, without_pairs: dict[str, Counter]) -> dict:
+    """Embed every pool's members once, then weigh (and for DivPO, pair) them; returns the embedders' info."""
     embeddings, embed_info = _embed_members([w for w in works if w.members], cfg)
     for w in works:
         if w.members:
             _weigh(w, embeddings[w.pool.pool_id], cfg)
             if not w.pairs:
                 without_pairs[w.split]["no DivPO pair with chosen score > rejected score"] += 1
+    return embed_info
 
-    names = list(cfg.embedders)
-    pair_rows = {"train": [], "test": []}
-    response_rows = []
-    for w in works:
-        pair_rows[w.split].extend(_pair_rows(w, cfg))
-        response_rows.extend(_response_rows(w, names))
-    summary = _summary(
-        cfg, input_paths, report, prompts_read, works, dropped, prompts_dropped, without_pairs,
-        pair_rows, response_rows, embed_info, score_min, score_max,
-    )
+
+def _check_yield(summary: dict, cfg: PrepareConfig) -> None:
+    """Refuse a run that gives nothing to train on; warn about a thin one."""
     problem = prepare_problem(summary)
     if problem:
         raise InputError(", ".join(cfg.inputs), problem)
     warning = prepare_warning(summary)
     if warning:
         log.warning(warning)
-    claim.begin()
-    write_jsonl(out / "train.jsonl", pair_rows["train"])
-    write_jsonl(out / "test.jsonl", pair_rows["test"])
-    write_jsonl(out / "responses.jsonl", response_rows)
-    cfg.save(out / "config.yaml")
-    write_json(out / "summary.json", summary)
-    claim.finish({"pairs": summary["pairs"]})
-    return summary
-
-
-def _summary(
-    cfg, input_paths, report, prompts_read, works, dropped, prompts_dropped, without_pairs,
-    pair_rows, response_rows, embed_info, score_min, score_max,
-) -> dict:
-    kept_responses = sum(len(w.pool.texts) for w in works)
-    by_split = {s: [w for w in works if w.split == s] for s in ("train", "test")}
-    summary = {
-        "inputs": [str(p) for p in input_paths],
-        "layouts": report.files,
-        "rows": {"read": report.rows_read, "invalid": dict(report.rows_invalid)},
-        "prompts": {
-            "read": prompts_read,
-            "kept": len(works),
-            "train": len(by_split["train"]),
-            "test": len(by_split["test"]),
-            "dropped": {k: v for k, v in prompts_dropped.items() if v},
-        },
-        "responses": {
-            "read": report.responses_read,
-            "kept": kept_responses,
-            "train": sum(len(w.pool.texts) for w in by_split["train"]),
-            "test": sum(len(w.pool.texts) for w in by_split["test"]),
-            "dropped": dict(dropped),
-            "in_pairs": sum(r["in_pairs"] for r in response_rows),
-        },
-        "pairs": {s: len(pair_rows[s]) for s in ("train", "test")},
-        "pools_with_pairs": {s: sum(1 for w in by_split[s] if w.pairs) for s in ("train", "test")},
-        "pools_without_pairs": {s: dict(without_pairs[s]) for s in ("train", "test")},
-        "pair_weights": {s: _stats([r["weight"] for r in pair_rows[s]]) for s in ("train", "test")},
-        "response_weights": {
-            s: _stats([r["weight"] for r in response_rows if r["split"] == s and r["weight"] is not None])
-            for s in ("train", "test")
-        },
-        "quality": {"vote_transform": cfg.vote_transform, "score_min": score_min, "score_max": score_max},
-        "pair_mode": cfg.pairs,
-        "embedders": embed_info,
-    }
-    summary["notes"] = _notes(summary)
-    return summary
-
-
-def _notes(summary: dict) -> list[str]:
-    """Plain sentences on what limited the output (e.g. tied scores on fresh posts)."""
-    notes = []
-    for split in ("train", "test"):
-        reasons = summary["pools_without_pairs"][split]
-        if reasons:
-            total = summary["prompts"][split]
-            detail = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
-            notes.append(f"{sum(reasons.values())} of {total} {split} prompts give no pairs ({detail})")
-    if summary["pairs"]["train"] + summary["pairs"]["test"] == 0:
-        notes.append("no preference pairs at all: every prompt has fewer than 2 usable responses with different scores")
-    dropped = summary["responses"]["dropped"]
-    if dropped:
-        detail = ", ".join(f"{n} {reason}" for reason, n in sorted(dropped.items(), key=lambda kv: -kv[1]))
-        notes.append(f"{sum(dropped.values())} of {summary['responses']['read']} responses dropped ({detail})")
-    return notes

@@ -35,6 +35,7 @@ fewer votes than the rejected one: how often the bias flipped the preference.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections import Counter
@@ -45,8 +46,14 @@ import numpy as np
 from pydantic import Field
 
 from divtune.config import StageConfig
+from divtune.data import Pool, load_pools
+from divtune.deviation import mean_cosine_distance
 from divtune.io import write_json, write_jsonl
 from divtune.modes import MODES, mode_counts, most_common_mode, opening_mode
+from divtune.outputs import claim_output_dir, stamped
+from divtune.pairs import compress_votes, gap_pairs, pool_rng, pool_skip_reason
+from divtune.prepare import clean_pools, resolve_input
+from divtune.resources import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +115,6 @@ def standardise(values: np.ndarray) -> np.ndarray:
 
 def semantic_typicality(embeddings: np.ndarray) -> np.ndarray:
     """Centrality of each response in its pool: minus its deviation (docs/method.md §3), standardised."""
-    from divtune.deviation import mean_cosine_distance
-
     return standardise(-mean_cosine_distance(embeddings))
 
 
@@ -185,8 +190,6 @@ def pair_flips(pairs: list[tuple[int, int]], votes: np.ndarray, typicality: np.n
 
 def _cut_openings(pools, words: int | None, dropped: Counter):
     """Cut stories to their openings; an opening equal to an earlier one of its pool is dropped (counted)."""
-    from divtune.data import Pool
-
     if words is None:
         return pools
     cut = []
@@ -216,8 +219,6 @@ def _typicality_terms(pools, cfg: TypicalityConfig, modes: list[list[str]], typi
     row = {t: i for i, t in enumerate(texts)}
     cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
     if cache_dir is None:
-        from divtune.resources import cache_root
-
         cache_dir = cache_root() / "embeddings"
     embedder = load_embedder(cfg.embedder, cache_dir=cache_dir)
     matrix = embedder.embed(texts, batch_size=cfg.embed_batch_size, show_progress=cfg.show_progress)
@@ -229,26 +230,13 @@ def run_typicality(cfg: TypicalityConfig, overwrite: bool = False) -> dict:
 
     The output folder follows divtune.outputs' rule; nothing is written before the inputs are read.
     """
-    import json
-
-    from divtune.data import load_pools
-    from divtune.outputs import claim_output_dir, stamped
-    from divtune.pairs import compress_votes, gap_pairs, pool_rng, pool_skip_reason
-    from divtune.prepare import clean_pools, resolve_input
-
     input_paths = [resolve_input(spec) for spec in cfg.inputs]
     output = Path(cfg.output)
     settings = {k: v for k, v in cfg.to_dict().items() if k not in ("output", "show_progress", "cache_dir")}
     claim = claim_output_dir(output, "typicality", stamped(settings, input_paths), overwrite)
     if claim.state == "reuse":
         return json.loads((output / SUMMARY_FILE).read_text(encoding="utf-8"))
-    pools, report = load_pools(input_paths, cfg.format, cfg.columns, cfg.skip_invalid)
-    dropped: Counter = Counter()
-    pools = clean_pools(pools, cfg.min_words, cfg.max_responses_per_prompt, dropped)
-    pools = _cut_openings(pools, cfg.opening_words, dropped)
-    pools = [pool for pool in pools if pool.texts]
-    if not pools:
-        raise ValueError(f"no story left in {cfg.inputs} after cleaning (min_words={cfg.min_words})")
+    pools, report, dropped = _stories(input_paths, cfg)
 
     votes_all = np.concatenate([np.asarray(pool.scores, dtype=np.float64) for pool in pools])
     quality_all = compress_votes(votes_all, cfg.vote_transform, cfg.compression_factor)
@@ -267,25 +255,13 @@ def run_typicality(cfg: TypicalityConfig, overwrite: bool = False) -> dict:
         flips[1] += ordered_pairs
         if pool_skip_reason(scores.tolist()) is None:
             predicted += pair_flips(gap_pairs(scores, cfg.gap, pool_rng(cfg.seed, pool.pool_id)), votes, term)
-        rows.append(
-            {
-                "id": pool.pool_id,
-                "prompt": pool.prompt,
-                "responses": pool.texts,
-                "scores": scores.tolist(),
-                "votes": votes.tolist(),
-                "quality": quality.tolist(),
-                "typicality": term.tolist(),
-                "modes": pool_modes,
-            }
-        )
+        rows.append(_pool_row(pool, scores, votes, quality, term, pool_modes))
     claim.begin()
     write_jsonl(output / POOLS_FILE, rows)
     cfg.save(output / "config.yaml")
 
     all_texts = [text for pool in pools for text in pool.texts]
     counts = mode_counts(all_texts)
-    n_pairs = sum(predicted[key] for key in ("more_votes", "equal_votes", "fewer_votes"))
     summary = {
         "inputs": [str(p) for p in input_paths],
         "term": cfg.term,
@@ -306,18 +282,50 @@ def run_typicality(cfg: TypicalityConfig, overwrite: bool = False) -> dict:
             "pairs_with_different_votes": flips[1],
             "share": flips[0] / flips[1] if flips[1] else None,
         },
-        "predicted_prepare_pairs": {
-            "seed": cfg.seed,
-            "gap": cfg.gap,
-            "pairs": n_pairs,
-            **{key: predicted.get(key, 0) for key in ("more_votes", "equal_votes", "fewer_votes")},
-            "flip_share": predicted.get("fewer_votes", 0) / n_pairs if n_pairs else None,
-            "chosen_more_typical_share": predicted.get("chosen_more_typical", 0) / n_pairs if n_pairs else None,
-        },
+        "predicted_prepare_pairs": _predicted_pairs_summary(predicted, cfg),
     }
     write_json(output / SUMMARY_FILE, summary)
     claim.finish()
     return summary
+
+
+def _stories(input_paths: list[Path], cfg: TypicalityConfig):
+    """The cleaned pools (stories cut to their openings), the reader's report and the drops, by reason."""
+    pools, report = load_pools(input_paths, cfg.format, cfg.columns, cfg.skip_invalid)
+    dropped: Counter = Counter()
+    pools = clean_pools(pools, cfg.min_words, cfg.max_responses_per_prompt, dropped)
+    pools = _cut_openings(pools, cfg.opening_words, dropped)
+    pools = [pool for pool in pools if pool.texts]
+    if not pools:
+        raise ValueError(f"no story left in {cfg.inputs} after cleaning (min_words={cfg.min_words})")
+    return pools, report, dropped
+
+
+def _pool_row(pool: Pool, scores, votes, quality, term, modes: list[str]) -> dict:
+    """One line of ``pools.jsonl``: the biased scores, with the ingredients to recompute them."""
+    return {
+        "id": pool.pool_id,
+        "prompt": pool.prompt,
+        "responses": pool.texts,
+        "scores": scores.tolist(),
+        "votes": votes.tolist(),
+        "quality": quality.tolist(),
+        "typicality": term.tolist(),
+        "modes": modes,
+    }
+
+
+def _predicted_pairs_summary(predicted: Counter, cfg: TypicalityConfig) -> dict:
+    """How the pairs ``prepare`` will draw (same seed and gap) side with the votes and with typicality."""
+    n_pairs = sum(predicted[key] for key in ("more_votes", "equal_votes", "fewer_votes"))
+    return {
+        "seed": cfg.seed,
+        "gap": cfg.gap,
+        "pairs": n_pairs,
+        **{key: predicted.get(key, 0) for key in ("more_votes", "equal_votes", "fewer_votes")},
+        "flip_share": predicted.get("fewer_votes", 0) / n_pairs if n_pairs else None,
+        "chosen_more_typical_share": predicted.get("chosen_more_typical", 0) / n_pairs if n_pairs else None,
+    }
 
 
 def _mean_within_pool_spearman(votes: np.ndarray, terms: np.ndarray, offsets: np.ndarray) -> float | None:

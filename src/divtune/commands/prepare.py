@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from divtune.commands.columns import COLUMN_HELP, parse_columns
+from divtune.prepared import RESPONSES_FILE, SUMMARY_FILE, TEST_FILE, TRAIN_FILE
 
 
 EXAMPLES = """Examples:
@@ -70,37 +71,27 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Turn prompt/response/score data into weighted preference pairs (train.jsonl, test.jsonl,
         responses.jsonl, summary.json, config.yaml)."""
-        from divtune.embedders import parse_embedder_specs
-        from divtune.prepare import PrepareConfig, run_prepare
+        _run(config, set_ or [], overwrite, embedder, column, inputs=list(input) if input else None,
+             output=str(output) if output else None, format=format, min_words=min_words,
+             test_fraction=test_fraction, seed=seed, vote_transform=vote_transform, gap=gap, pairs=pairs,
+             max_pairs_per_prompt=max_pairs_per_prompt, rho=rho, weight_floor=weight_floor,
+             conversational=conversational, skip_invalid=skip_invalid, max_prompts=max_prompts,
+             max_responses_per_prompt=max_responses_per_prompt, cache_dir=str(cache_dir) if cache_dir else None,
+             embed_batch_size=embed_batch_size)
 
-        try:
-            embedders = parse_embedder_specs(embedder) if embedder else None
-        except ValueError as err:
-            raise typer.BadParameter(str(err), param_hint="--embedder") from None
-        cfg = PrepareConfig.load(
-            config,
-            overrides=set_ or [],
-            inputs=list(input) if input else None,
-            output=str(output) if output else None,
-            format=format,
-            columns=parse_columns(column),
-            min_words=min_words,
-            test_fraction=test_fraction,
-            seed=seed,
-            vote_transform=vote_transform,
-            gap=gap,
-            pairs=pairs,
-            max_pairs_per_prompt=max_pairs_per_prompt,
-            rho=rho,
-            embedders=embedders,
-            weight_floor=weight_floor,
-            conversational=conversational,
-            skip_invalid=skip_invalid,
-            max_prompts=max_prompts,
-            max_responses_per_prompt=max_responses_per_prompt,
-            cache_dir=str(cache_dir) if cache_dir else None,
-            embed_batch_size=embed_batch_size,
-        )
-        summary = run_prepare(cfg, overwrite=overwrite)
-        typer.echo(json.dumps({k: summary[k] for k in ("prompts", "responses", "pairs", "pools_without_pairs")}, indent=2))
-        typer.echo(f"wrote {cfg.output}/train.jsonl, test.jsonl, responses.jsonl, summary.json, config.yaml")
+
+def _run(config: Optional[Path], overrides: List[str], overwrite: bool, embedder: List[str], column: List[str],
+         **settings) -> None:
+    """Build the config from the YAML file, the flags and ``--set``, run the stage and print what it made."""
+    from divtune.embedders import parse_embedder_specs
+    from divtune.prepare import PrepareConfig, run_prepare
+
+    try:
+        embedders = parse_embedder_specs(embedder) if embedder else None
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--embedder") from None
+    cfg = PrepareConfig.load(config, overrides=overrides, columns=parse_columns(column), embedders=embedders,
+                             **settings)
+    summary = run_prepare(cfg, overwrite=overwrite)
+    typer.echo(json.dumps({k: summary[k] for k in ("prompts", "responses", "pairs", "pools_without_pairs")}, indent=2))
+    typer.echo(f"wrote {cfg.output}/{TRAIN_FILE}, {TEST_FILE}, {RESPONSES_FILE}, {SUMMARY_FILE}, config.yaml")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from divtune.prepared import TEST_FILE, TRAIN_FILE
+from divtune.reward.config import RewardTrainConfig
 
 
 TRAIN_EXAMPLES = """Examples:
@@ -28,7 +32,7 @@ def register(app: typer.Typer) -> None:
 
     @reward_app.command("train", epilog=TRAIN_EXAMPLES)
     def train(
-        data: Optional[Path] = typer.Option(None, "--data", help="Prepared folder (train.jsonl, test.jsonl)."),
+        data: Optional[Path] = typer.Option(None, "--data", help=f"Prepared folder ({TRAIN_FILE}, {TEST_FILE})."),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Reward model folder to write."),
         backbone: Optional[str] = typer.Option(None, "--backbone", help="'minilm', a folder or a hub id (default minilm)."),
         backbone_kind: Optional[str] = typer.Option(
@@ -60,9 +64,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Train the reward model (vote regression or pairwise, early stopping) and report test metrics."""
-        import json
-
-        from divtune.reward_model import RewardTrainConfig, train_reward_model
+        from divtune.reward.fit import train_reward_model
 
         cfg = RewardTrainConfig.load(
             config, overrides, data=str(data) if data else None, output=str(output) if output else None,
@@ -87,6 +89,6 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Add the reward model's quality score to every line of a generations file."""
-        from divtune.reward_model import score_generations
+        from divtune.reward.score import score_generations
 
         typer.echo(str(score_generations(reward, generations, output, batch_size=batch_size, overwrite=overwrite)))

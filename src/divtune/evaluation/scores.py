@@ -15,7 +15,7 @@ from divtune.evaluation.config import DISTINCT_K_THRESHOLD
 from divtune.evaluation.keys import LEXICAL_KEYS, ordered_metric_keys
 from divtune.evaluation.systems import System
 from divtune.modes import MODES, opening_mode
-from divtune.rewards import cosine_judge, partition_classes
+from divtune.reward.online import cosine_judge, partition_classes
 from divtune.statistics import bootstrap_ci
 
 
@@ -74,7 +74,7 @@ def centrality_per_prompt(
 
 def distinct_k_per_prompt(groups: list[list[str]], table: dict[str, np.ndarray], threshold: float) -> np.ndarray:
     """NoveltyBench's distinct-k per prompt: how many classes its k samples fall into under DARLING's
-    partition (divtune.rewards: cosine >= ``threshold`` is "the same", classes are the connected
+    partition (divtune.reward.online: cosine >= ``threshold`` is "the same", classes are the connected
     components). k samples give 1 (all alike) to k (all distinct); identical texts are always one class."""
     judge = cosine_judge(threshold)
     values = np.full(len(groups), np.nan)

@@ -14,15 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from divtune.config import deep_merge
+from divtune.evaluation.config import EvaluateConfig
 from divtune.experiments.comparisons import report_comparisons, report_interactions
 from divtune.experiments.config import ExperimentConfig, SystemSpec, system_label
 from divtune.experiments.stage import Stage
 from divtune.experiments.summary import demonstration_caveat
-from divtune.evaluation.config import EvaluateConfig
 from divtune.generation.config import GenerateConfig
 from divtune.generation.run import run_generate
 from divtune.methods import BASE, METHODS, Family, names
 from divtune.prepared import pairs_file
+from divtune.reward.config import RewardTrainConfig
 from divtune.train import TrainConfig, run_train
 from divtune.train.config import PROBE_SETTINGS, method_field_names
 from divtune.train.runner import SPEED_ONLY_SETTINGS
@@ -119,7 +120,7 @@ def _plan_prepare(plan: _Plan, variant: str, overrides: dict[str, Any]) -> None:
 
 
 def _plan_reward_model(plan: _Plan) -> None:
-    from divtune.reward_model import RewardTrainConfig, train_reward_model
+    from divtune.reward.fit import train_reward_model
 
     reward_dir = plan.root / "reward"
     rcfg = RewardTrainConfig.from_dict(

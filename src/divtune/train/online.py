@@ -27,13 +27,13 @@ import numpy as np
 
 from divtune.deprecations import quiet_checkpointing_rename
 from divtune.io import InputError, iter_jsonl
-from divtune.rewards import group_rewards
+from divtune.reward.online import group_rewards
 from divtune.methods import METHODS, names
 from divtune.train.online_config import OnlineConfig
 
 #: ``(prompts, completions) -> (n,) quality``; prompts are the plain prompt texts.
 QualityFn = Callable[[list[str], list[str]], np.ndarray]
-#: ``texts -> (n, d)`` embeddings (rows are normalised again in divtune.rewards).
+#: ``texts -> (n, d)`` embeddings (rows are normalised again in divtune.reward.online).
 EmbedFn = Callable[[list[str]], np.ndarray]
 
 # Keys added to the trainer's logs (and so to metrics.jsonl).
@@ -106,7 +106,7 @@ def reward_model_quality(reward_dir: str | Path, use_gpu: bool = False) -> Quali
         if not loaded:
             import torch
 
-            from divtune.reward_model import RewardModel
+            from divtune.reward.model import RewardModel
 
             device = f"cuda:{torch.cuda.current_device()}" if use_gpu else "cpu"
             loaded.append(RewardModel.load(reward_dir, device=device))

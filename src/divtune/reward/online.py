@@ -1,4 +1,4 @@
-"""Online diversity reward terms for the GRPO family (docs/method.md §6), pure numpy.
+"""Online rewards of the GRPO family (docs/method.md §6): quality and a diversity term, pure numpy.
 
 Everything here works on the G samples of ONE prompt (a *group*), or on a
 batch of groups laid out as ``(num_groups, G, ...)``. Nothing here knows
@@ -18,6 +18,8 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+
+from divtune.methods import METHODS, DiversityReward, names
 
 #: A pairwise "same meaning" judge: (G, d) unit embeddings -> (G, G) bool matrix.
 SameJudge = Callable[[np.ndarray], np.ndarray]
@@ -174,7 +176,8 @@ def group_rewards(
 
     ``quality``: (N,), ``emb``: (N, d) with N = num_groups * G and the G samples
     of one prompt contiguous (TRL's layout after gathering). Returns the
-    reward (N,) and the diversity term (N,) (None for plain ``grpo``).
+    reward (N,) and the diversity term (N,) (None for a method without one, plain GRPO).
+    ``method``'s diversity term comes from :data:`divtune.methods.METHODS`.
     """
     quality = np.asarray(quality, dtype=np.float64)
     if quality.ndim != 1 or quality.shape[0] % num_generations != 0:
@@ -182,7 +185,8 @@ def group_rewards(
             f"{quality.shape[0]} rewards cannot be split into whole groups of {num_generations}; "
             "a group must be scored whole"
         )
-    if method == "grpo":
+    diversity_reward = _diversity_reward(method)
+    if diversity_reward is None:
         return quality, None
     if emb is None:
         raise ValueError(f"method {method!r} needs embeddings of the completions")
@@ -192,12 +196,21 @@ def group_rewards(
     num_groups = quality.shape[0] // num_generations
     q_groups = quality.reshape(num_groups, num_generations)
     e_groups = emb.reshape(num_groups, num_generations, -1)
-    if method == "dqo":
+    if diversity_reward == "dpp":
         diversity = dpp_loo_gain(e_groups)
         reward = q_groups + alpha * diversity
-    elif method == "darling":
+    elif diversity_reward == "partition":
         diversity = darling_diversity(e_groups, threshold, floor)
         reward = q_groups * diversity
     else:
-        raise ValueError(f"unknown online method {method!r}; expected grpo, dqo or darling")
+        raise ValueError(f"method {method!r}: no online reward for the diversity term {diversity_reward!r}")
     return reward.reshape(-1), diversity.reshape(-1)
+
+
+def _diversity_reward(method: str) -> DiversityReward:
+    """The diversity term (``dpp``, ``partition`` or None) of an online method; a ValueError otherwise."""
+    row = METHODS.get(method)
+    if row is None or not row.online:
+        online = names(online=True)
+        raise ValueError(f"unknown online method {method!r}; expected {', '.join(online[:-1])} or {online[-1]}")
+    return row.diversity_reward
