@@ -18,14 +18,10 @@ from conftest import write_jsonl
 from divtune.io import InputError, is_stage_done
 from divtune.rewards import group_rewards
 from divtune.train import TrainConfig, run_train
-from divtune.train.online import (
-    DIVERSITY_KEY,
-    QUALITY_KEY,
-    REWARD_KEY,
-    build_grpo_config,
-    load_online_prompts,
-    run_online_train,
-)
+from divtune.train.online import run_online_train
+from divtune.train.online_args import build_grpo_config
+from divtune.train.online_data import load_online_prompts
+from divtune.train.online_trainer import DIVERSITY_KEY, QUALITY_KEY, REWARD_KEY
 from divtune.train.online_config import OnlineConfig
 
 TESTS = Path(__file__).resolve().parent

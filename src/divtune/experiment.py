@@ -380,7 +380,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
     from divtune.report import run_report
     from divtune.reward_model import RewardTrainConfig, train_reward_model
     from divtune.train import TrainConfig, run_train
-    from divtune.train.runner import SPEED_ONLY_SETTINGS
+    from divtune.train.run_output import SPEED_ONLY_SETTINGS
 
     root = Path(cfg.output)
     device = None if cfg.device == "auto" else cfg.device
