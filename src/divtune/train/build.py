@@ -153,7 +153,8 @@ def prefix_cache_settings(cfg: "TrainConfig", model):
         logger.info("frozen-prefix cache not used: %s", off)
         return prefix_cache.PrefixCacheSettings(off=off)
     layer = int(model.config.num_hidden_layers) - cfg.lora.last_layers
-    return prefix_cache.PrefixCacheSettings(layer=layer, cache_dir=cfg.prefix_cache_dir or str(prefix_cache.default_cache_dir()))
+    cache_dir = cfg.prefix_cache_dir or str(prefix_cache.default_cache_dir())
+    return prefix_cache.PrefixCacheSettings(layer=layer, cache_dir=cache_dir)
 
 
 def _with_wandb(report_to: Any) -> list[str]:
