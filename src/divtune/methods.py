@@ -1,18 +1,36 @@
 """The training methods, defined once: every property a stage branches on.
 
-A stage asks this table (``METHODS[name].weighted``, ``.family``, ...), never
-compares a method name to a string literal. Adding a method is one row here,
+A stage asks this table (``METHODS[name].weighted``, ``.family is Family.DPO``,
+...), never compares a method name to a string literal (tests/test_architecture.py). Adding a method is one row here,
 then the trainer that its ``family`` selects.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Literal, Mapping, Optional
 
-Family = Literal["sft", "dpo", "orpo", "grpo"]
-PairKind = Literal["sft", "preference", "divpo", "prompts"]
+
+class Family(StrEnum):
+    """The TRL trainer that runs a method."""
+
+    SFT = "sft"
+    DPO = "dpo"
+    ORPO = "orpo"
+    GRPO = "grpo"
+
+
+class Pairs(StrEnum):
+    """What a method trains on."""
+
+    CHOSEN = "chosen"  # the chosen responses alone (supervised)
+    PREFERENCE = "preference"  # chosen/rejected pairs
+    DIVPO = "divpo"  # DivPO's pairs (prepare --pairs divpo)
+    PROMPTS = "prompts"  # prompts only: the policy samples (online)
+
+
 DiversityReward = Optional[Literal["dpp", "partition"]]
 
 
@@ -21,8 +39,7 @@ class Method:
     name: str
     #: The TRL trainer family that runs it: SFTTrainer, DPOTrainer, ORPOTrainer or GRPOTrainer.
     family: Family
-    #: What it trains on: chosen responses only (sft), preference pairs, DivPO's pairs, or prompts (online).
-    pairs: PairKind
+    pairs: Pairs
     #: Its loss multiplies each pair by the deviation weight of ``prepare``'s ``weight`` column.
     weighted: bool
     #: The model card's name for it.
@@ -35,30 +52,32 @@ class Method:
     @property
     def online(self) -> bool:
         """Samples from the policy while training (GRPO and its diversity variants)."""
-        return self.family == "grpo"
+        return self.family is Family.GRPO
 
     @property
     def trl_config_name(self) -> str:
         """The TRL config class that trains it."""
-        return {"sft": "SFTConfig", "dpo": "DPOConfig", "orpo": "ORPOConfig", "grpo": "GRPOConfig"}[self.family]
+        return f"{self.family.upper()}Config"
 
 
 _DPO = {"learning_rate": 5e-6, "num_train_epochs": 3}
 _ORPO = {"learning_rate": 5e-6, "num_train_epochs": 4}
 
 METHODS: Mapping[str, Method] = MappingProxyType({m.name: m for m in (
-    Method("sft", "sft", "sft", False, "SFT (supervised fine-tuning)",
+    Method("sft", Family.SFT, Pairs.CHOSEN, False, "SFT (supervised fine-tuning)",
            paper_defaults={"learning_rate": 3e-5, "num_train_epochs": 1, "lr_scheduler_type": "cosine"}),
-    Method("dpo", "dpo", "preference", False, "DPO (Direct Preference Optimization)", paper_defaults=_DPO),
-    Method("ddpo", "dpo", "preference", True, "DDPO (diversified DPO, Chung et al. 2025)", paper_defaults=_DPO),
-    Method("orpo", "orpo", "preference", False, "ORPO (odds-ratio preference optimization)", paper_defaults=_ORPO),
-    Method("dorpo", "orpo", "preference", True, "DORPO (diversified ORPO, Chung et al. 2025)",
+    Method("dpo", Family.DPO, Pairs.PREFERENCE, False, "DPO (Direct Preference Optimization)", paper_defaults=_DPO),
+    Method("ddpo", Family.DPO, Pairs.PREFERENCE, True, "DDPO (diversified DPO, Chung et al. 2025)",
+           paper_defaults=_DPO),
+    Method("orpo", Family.ORPO, Pairs.PREFERENCE, False, "ORPO (odds-ratio preference optimization)",
            paper_defaults=_ORPO),
-    Method("divpo", "dpo", "divpo", False, "DivPO (diverse preference optimization)", paper_defaults=_DPO),
-    Method("grpo", "grpo", "prompts", False, "GRPO (group relative policy optimization)"),
-    Method("dqo", "grpo", "prompts", False, "DQO (GRPO with a determinantal-point-process diversity reward)",
-           diversity_reward="dpp"),
-    Method("darling", "grpo", "prompts", False, "DARLING (GRPO with a partition diversity reward)",
+    Method("dorpo", Family.ORPO, Pairs.PREFERENCE, True, "DORPO (diversified ORPO, Chung et al. 2025)",
+           paper_defaults=_ORPO),
+    Method("divpo", Family.DPO, Pairs.DIVPO, False, "DivPO (diverse preference optimization)", paper_defaults=_DPO),
+    Method("grpo", Family.GRPO, Pairs.PROMPTS, False, "GRPO (group relative policy optimization)"),
+    Method("dqo", Family.GRPO, Pairs.PROMPTS, False,
+           "DQO (GRPO with a determinantal-point-process diversity reward)", diversity_reward="dpp"),
+    Method("darling", Family.GRPO, Pairs.PROMPTS, False, "DARLING (GRPO with a partition diversity reward)",
            diversity_reward="partition"),
 )})
 
@@ -71,7 +90,7 @@ SystemMethod = Literal[(BASE, *METHOD_NAMES)]  # type: ignore[valid-type]
 
 
 def names(**properties: Any) -> tuple[str, ...]:
-    """The methods whose properties equal ``properties``, in table order, e.g. ``names(family="dpo")``."""
+    """The methods whose properties equal ``properties``, in table order, e.g. ``names(family=Family.DPO)``."""
     return tuple(m.name for m in METHODS.values() if all(getattr(m, k) == v for k, v in properties.items()))
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from divtune.methods import METHODS
+from divtune.methods import METHODS, Family, Pairs
 
 PAPER = "Chung et al., *Modifying Large Language Model Post-Training for Diverse Creative Writing*, COLM 2025 (arXiv 2503.17126)"
 
@@ -157,16 +157,16 @@ def _summary_line(facts: dict[str, Any]) -> str:
 def _method(facts: dict[str, Any]) -> str:
     method, train = METHODS[facts["method"]], facts["train_config"]
     lines = ["## Method", ""]
-    if method.family == "dpo":
+    if method.family is Family.DPO:
         lines.append(f"Preference pairs (chosen = the higher-voted response to a prompt) trained with the DPO "
                      f"loss, β = {train.get('beta')}.")
-    if method.family == "orpo":
+    if method.family is Family.ORPO:
         lines.append(f"Preference pairs trained with the ORPO loss (NLL of the chosen response plus λ × the "
                      f"odds-ratio term), λ = {train.get('orpo_lambda')}, NLL over "
                      f"{'prompt + chosen' if train.get('orpo_nll_tokens') == 'full' else 'the chosen completion'}.")
-    if method.family == "sft":
+    if method.family is Family.SFT:
         lines.append("Supervised fine-tuning on the chosen (higher-voted) response of each pair.")
-    if method.pairs == "divpo":
+    if method.pairs is Pairs.DIVPO:
         lines.append("DivPO pairs: the chosen response is among the most deviating of a prompt's high-scored "
                      "responses, the rejected among the least deviating of its low-scored ones.")
     if method.weighted:
@@ -183,7 +183,7 @@ def _weighting(facts: dict[str, Any]) -> list[str]:
     embedders = data.get("embedders") or {}
     listed = ", ".join(f"{name}: `{spec}`" for name, spec in embedders.items()) or "not recorded"
     mode = ""
-    if METHODS[facts["method"]].family == "orpo":
+    if METHODS[facts["method"]].family is Family.ORPO:
         mode = (" (mode `outside`: w × the whole per-pair ORPO loss)" if train.get("dorpo_mode") == "outside"
                 else " (mode `released`: log σ(w × log-odds), NLL × the batch-mean weight)")
     lines = [

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from divtune.io import InputError, iter_jsonl, run_kind
-from divtune.methods import METHODS
+from divtune.methods import METHODS, Pairs
 
 SPLITS = ("train", "test")
 TRAIN_FILE = "train.jsonl"
@@ -93,7 +93,7 @@ def check_finished_prepare(folder: Path) -> None:
 def read_pairs(path: str | Path, method: str) -> list[PairRow]:
     """All rows of a pairs file, checked; raises InputError on the first bad row or an empty file."""
     path = Path(path)
-    needs_rejected = METHODS[method].pairs != "sft"
+    needs_rejected = METHODS[method].pairs is not Pairs.CHOSEN
     needs_weight = METHODS[method].weighted
     rows: list[PairRow] = []
     for line, obj in iter_jsonl(path):

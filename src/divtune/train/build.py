@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from divtune.config import ConfigError
-from divtune.methods import METHODS, names
+from divtune.methods import METHODS, Family
 from divtune.train import prefix_cache, ref_cache
 from divtune.train.config import trl_config_kwargs
 from divtune.train.lora import lora_config
@@ -35,12 +35,12 @@ def build_training_args(cfg: "TrainConfig", device: str, n_pairs: int, probes=No
     if cfg.wandb:
         kwargs["report_to"] = _with_wandb(kwargs.get("report_to"))
     try:
-        if cfg.method in names(family="dpo"):
+        if METHODS[cfg.method].family is Family.DPO:
             from divtune.train.trainer_configs import DeviationDPOConfig
 
             # prefix_cache_layer needs the model's layer count: build_trainer sets it.
             return DeviationDPOConfig(**kwargs, **dpo_weight_settings(cfg))
-        if cfg.method in names(family="orpo"):
+        if METHODS[cfg.method].family is Family.ORPO:
             from divtune.train.trainer_configs import DeviationORPOConfig
 
             return DeviationORPOConfig(
@@ -80,7 +80,7 @@ def build_trainer(
     )
     if probes:
         common["eval_dataset"] = probes
-    if cfg.method in names(family="dpo"):
+    if METHODS[cfg.method].family is Family.DPO:
         from divtune.train.trainers import DeviationDPOTrainer
 
         prefix = prefix_cache_settings(cfg, model)
@@ -91,7 +91,7 @@ def build_trainer(
         if prefix.off is not None:
             trainer.prefix_cache_record = prefix_cache.new_record(None, prefix.off)
         return trainer
-    if cfg.method in names(family="orpo"):
+    if METHODS[cfg.method].family is Family.ORPO:
         from divtune.train.trainers import DeviationORPOTrainer
 
         return DeviationORPOTrainer(args=args, **common)

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from divtune.config import ConfigError, StageConfig, did_you_mean
-from divtune.methods import METHOD_NAMES, METHODS, MethodName, names
+from divtune.methods import METHOD_NAMES, METHODS, Family, MethodName, names
 from divtune.train.devices import device_defaults, gpu_option_problem, precision_defaults
 from divtune.train.lora import LoraSettings
 from divtune.train.online_config import OnlineConfig
@@ -149,9 +149,9 @@ class TrainConfig(StageConfig):
     def _settings_fit_the_method(self) -> "TrainConfig":
         # Refused when the settings are read, not after the model has loaded.
         probes = [name for name in PROBE_PAIR_SETTINGS if getattr(self, name)]
-        if probes and self.method not in names(family="dpo"):
+        if probes and METHODS[self.method].family is not Family.DPO:
             raise ValueError(
-                f"{', '.join(probes)}: probes are implemented for {', '.join(names(family='dpo'))}, not {self.method}"
+                f"{', '.join(probes)}: probes are implemented for {', '.join(names(family=Family.DPO))}, not {self.method}"
             )
         problem = gpu_option_problem(self)
         if problem:
@@ -235,12 +235,13 @@ def trl_config_kwargs(cfg: TrainConfig, device: str) -> dict[str, Any]:
     kwargs["output_dir"] = cfg.output
     kwargs["seed"] = cfg.seed
     kwargs["max_length"] = cfg.max_length
-    if cfg.method in names(family="dpo"):
+    family = METHODS[cfg.method].family
+    if family is Family.DPO:
         kwargs["beta"] = cfg.beta
         kwargs["precompute_ref_log_probs"] = cfg.precompute_ref
-    elif cfg.method in names(family="orpo"):
+    elif family is Family.ORPO:
         # TRL's ORPOConfig calls the paper's lambda ``beta``.
         kwargs["beta"] = cfg.orpo_lambda
-    elif cfg.method in names(family="sft"):
+    elif family is Family.SFT:
         kwargs["completion_only_loss"] = True
     return kwargs

@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from divtune import models
-from divtune.methods import names
+from divtune.methods import METHODS, Family
 from divtune.train.devices import quantization_config, weights_dtype
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def load_policy(cfg: "TrainConfig", device: str, args=None):
     quantization = quantization_config(cfg, device)
     prepare = None
     # TRL's ORPOTrainer prepares a k-bit base itself when it puts the adapter on.
-    if quantization is not None and (from_adapter or cfg.method not in names(family="orpo")):
+    if quantization is not None and (from_adapter or METHODS[cfg.method].family is not Family.ORPO):
         prepare = functools.partial(prepare_kbit_base, args=args)
     options = dict(
         dtype=weights_dtype(cfg, device),

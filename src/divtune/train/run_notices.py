@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from divtune.io import is_stage_done
-from divtune.methods import names
+from divtune.methods import METHODS, Family
 from divtune.models import adapter_base_spec, is_adapter_dir, resolve_model_source
 from divtune.train.config import resolved_training
 from divtune.train.memory import model_shape
@@ -121,7 +121,7 @@ def length_warnings(cfg: Any, device: str, n_pairs: int) -> list[str]:
                                   float(training.get("num_train_epochs", 3)))
     notices = [epochs_warning(n_pairs, steps, epochs, per_step)]
     if device == "cpu":
-        notices.append(cpu_duration_warning(steps, per_step * (1 if cfg.method in names(family="sft") else 2) * int(cfg.max_length),
+        notices.append(cpu_duration_warning(steps, per_step * (1 if METHODS[cfg.method].family is Family.SFT else 2) * int(cfg.max_length),
                                             _parameters(cfg)))
     return [n for n in notices if n]
 
