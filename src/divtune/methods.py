@@ -55,6 +55,11 @@ class Method:
         return self.family is Family.GRPO
 
     @property
+    def needs_rejected(self) -> bool:
+        """A row of its pairs file must hold a rejected response (all but chosen-only SFT data)."""
+        return self.pairs is not Pairs.CHOSEN
+
+    @property
     def trl_config_name(self) -> str:
         """The TRL config class that trains it."""
         return f"{self.family.upper()}Config"

@@ -10,12 +10,12 @@ names those files; a stage that reads a prepared folder goes through it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from divtune.io import InputError, iter_jsonl, run_kind
-from divtune.methods import METHODS, Pairs
+from divtune.methods import METHODS
 
 SPLITS = ("train", "test")
 TRAIN_FILE = "train.jsonl"
@@ -60,6 +60,8 @@ class PairRow:
     rejected: str | None
     weight: float
     pool_id: Any = None
+    #: The numeric fields ``read_pairs`` was asked for (``numbers=``), by name.
+    numbers: dict[str, float] = field(default_factory=dict)
 
 
 def train_file(data: str | Path) -> Path:
@@ -90,29 +92,57 @@ def check_finished_prepare(folder: Path) -> None:
         raise InputError(folder, "holds an unfinished prepare run (no done marker); run `divtune prepare` again")
 
 
-def read_pairs(path: str | Path, method: str) -> list[PairRow]:
-    """All rows of a pairs file, checked; raises InputError on the first bad row or an empty file."""
+def read_pairs(path: str | Path, method: str | None = None, *, pool_ids: bool = False,
+               numbers: tuple[str, ...] = (), allow_empty: bool = False) -> list[PairRow]:
+    """All rows of a pairs file, checked; raises InputError on the first bad row or an empty file.
+
+    ``method`` decides what a row must hold: a rejected response unless the method trains on
+    chosen responses only, a deviation weight when its loss is weighted. Without a method a
+    row is a plain preference pair (prompt, chosen, rejected). ``pool_ids``: each row must
+    name its prompt's pool (a string or an integer). ``numbers``: fields that must be numbers,
+    kept in ``PairRow.numbers``. ``allow_empty``: an empty file gives no rows, not an error.
+    """
     path = Path(path)
-    needs_rejected = METHODS[method].pairs is not Pairs.CHOSEN
-    needs_weight = METHODS[method].weighted
+    needs_rejected = method is None or METHODS[method].needs_rejected
+    needs_weight = method is not None and METHODS[method].weighted
     rows: list[PairRow] = []
     for line, obj in iter_jsonl(path):
         if not isinstance(obj, dict):
             raise InputError(path, "each line must be a JSON object", line=line)
+        pool_id = _pool_id(obj, path, line) if pool_ids else obj.get("pool_id")
         prompt = _text(obj, "prompt", path, line)
         chosen = _text(obj, "chosen", path, line)
         rejected = _text(obj, "rejected", path, line) if needs_rejected else None
         weight = _weight(obj, path, line, method) if needs_weight else 1.0
-        rows.append(PairRow(line, prompt, chosen, rejected, weight, obj.get("pool_id")))
-    if not rows:
+        values = {name: _number(obj, name, path, line) for name in numbers}
+        rows.append(PairRow(line, prompt, chosen, rejected, weight, pool_id, values))
+    if not rows and not allow_empty:
         raise InputError(path, "no preference pairs: the file is empty")
     return rows
 
 
-def _text(obj: dict, name: str, path: Path, line: int) -> str:
+def _present(obj: dict, name: str, path: Path, line: int) -> Any:
     if name not in obj:
         raise InputError(path, "missing field", line=line, field=name)
-    value = obj[name]
+    return obj[name]
+
+
+def _pool_id(obj: dict, path: Path, line: int) -> str | int:
+    value = _present(obj, "pool_id", path, line)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InputError(path, f"must be a string or an integer, got {value!r:.60}", line=line, field="pool_id")
+    return value
+
+
+def _number(obj: dict, name: str, path: Path, line: int) -> float:
+    value = _present(obj, name, path, line)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(path, f"must be a number, got {value!r:.60}", line=line, field=name)
+    return float(value)
+
+
+def _text(obj: dict, name: str, path: Path, line: int) -> str:
+    value = _present(obj, name, path, line)
     if not isinstance(value, str):
         raise InputError(path, f"must be a string, got {type(value).__name__}", line=line, field=name)
     return value
