@@ -673,7 +673,7 @@ def worker(spec_path: str) -> int:
 
     import divtune.models
     from divtune.train import TrainConfig, run_train
-    from divtune.train.runner import sharded_loading
+    from divtune.train.policy import sharded_loading
 
     spec = json.loads(Path(spec_path).read_text())
     seen: dict[str, Any] = {}

@@ -3,7 +3,7 @@
     torchrun --nproc_per_node 2 tests/_mp_online_rewards.py TINY_LM_DIR OUT.json 2
     python tests/_mp_online_rewards.py TINY_LM_DIR OUT.json 1
 
-Builds the real DiversityGRPOTrainer (divtune.train.online.make_trainer) on a
+Builds the real DiversityGRPOTrainer (divtune.train.online_trainer.make_trainer) on a
 tiny model and calls its ``_calculate_rewards`` (the method GRPO calls during
 training) on a fixed batch of GROUP_COUNT groups of G completions. Each
 process gets its contiguous slice of the batch, as TRL gives it; with 2
@@ -37,7 +37,8 @@ def main(model_dir: str, out_path: str, expected_world_size: int) -> None:
 
     from divtune.models import load_causal_lm, load_tokenizer
     from divtune.train import TrainConfig
-    from divtune.train.online import embedder_fn, make_trainer
+    from divtune.train.online_rewards import embedder_fn
+    from divtune.train.online_trainer import make_trainer
     from divtune.train.online_config import OnlineConfig
 
     # Loaded from a folder, as in training: TRL rebuilds the reference model from that path.

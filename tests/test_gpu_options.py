@@ -29,7 +29,7 @@ def refusal(*sets: str) -> str:
 @pytest.fixture
 def packages(monkeypatch):
     """Pretend these modules are (True) or are not (False) installed, whatever this machine has."""
-    import divtune.train.config as config
+    import divtune.train.devices as config
 
     real = config._installed
     table: dict[str, bool] = {}
@@ -130,7 +130,7 @@ def test_a_deepspeed_launch_without_deepspeed_is_one_line(tmp_path, packages, mo
 
 
 def test_weights_dtype_keeps_fp32_master_weights_for_full_fine_tuning_by_default():
-    from divtune.train.config import weights_dtype
+    from divtune.train.devices import weights_dtype
 
     assert weights_dtype(load("lora.enabled=false"), "cpu") == torch.float32
     assert weights_dtype(load(), "cpu") == torch.float32  # a LoRA base on CPU: fp32 (bf16 is ~10x slower there)
@@ -153,7 +153,7 @@ def test_mixed_precision_follows_the_weights_dtype_on_a_gpu():
 
 
 def test_grpo_config_takes_the_same_precision_defaults(tmp_path):
-    from divtune.train.online import grpo_config_kwargs
+    from divtune.train.online_args import grpo_config_kwargs
 
     cfg = TrainConfig.load(None, ["lora.enabled=false", "dtype=bfloat16"], method="grpo", output=str(tmp_path))
     kwargs = grpo_config_kwargs(cfg, "cuda")
@@ -162,7 +162,7 @@ def test_grpo_config_takes_the_same_precision_defaults(tmp_path):
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 def test_attn_implementation_and_dtype_reach_the_loaded_policy(tiny_lm_dir, tmp_path, attn):
-    from divtune.train.runner import load_policy
+    from divtune.train.policy import load_policy
 
     cfg = TrainConfig.load(None, [f"attn_implementation={attn}", "dtype=bfloat16", "lora.enabled=false"],
                            model=str(tiny_lm_dir), output=str(tmp_path))
@@ -176,7 +176,7 @@ def test_attn_implementation_and_dtype_reach_the_loaded_policy(tiny_lm_dir, tmp_
 
 def test_without_bitsandbytes_the_qlora_load_itself_is_one_line(tmp_path, packages):
     """Past the settings check (e.g. bitsandbytes removed since), the load still fails with one line."""
-    from divtune.train.config import quantization_config
+    from divtune.train.devices import quantization_config
 
     packages["bitsandbytes"] = True
     cfg = load("quantization=4bit", "device=cuda")
@@ -268,7 +268,7 @@ def test_under_sharded_loading_the_weights_are_not_moved(tiny_lm_dir, tmp_path, 
     import transformers.integrations
 
     import divtune.models
-    from divtune.train.runner import load_policy
+    from divtune.train.policy import load_policy
 
     calls = []
     real_load = divtune.models.load_causal_lm
@@ -386,7 +386,7 @@ def test_experiment_jobs_that_do_not_fit_the_gpus_stop_before_the_folder_is_made
 def test_runs_recorded_before_these_settings_are_still_recognised(tmp_path):
     """At their defaults the new settings stay out of a run's identity (finished runs and experiment
     stages are reused after the upgrade); any other value is part of it."""
-    from divtune.train.runner import claim_train_output
+    from divtune.train.run_output import claim_train_output
 
     data = write_pairs(tmp_path / "data", make_pairs(2))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from divtune.embedders.mpnet import (
+from divtune.mpnet import (
     INSTALL_COMMAND,
     MPNET_PARTS,
     RECORD_FILE,
@@ -131,7 +131,7 @@ def test_a_pickle_named_safetensors_and_an_escaping_path_are_refused(tmp_path):
 def test_missing_parts_name_the_install_command(monkeypatch):
     import importlib.metadata as md
 
-    from divtune.embedders import mpnet
+    from divtune import mpnet
     from divtune.resources import MissingResourceError
 
     real = md.distribution
@@ -170,7 +170,7 @@ def test_installed_parts_assemble_to_the_real_model_and_embed_like_a_direct_load
     from sentence_transformers import SentenceTransformer
 
     from divtune.embedders import load_embedder
-    from divtune.embedders.mpnet import mpnet_dir, mpnet_part_files
+    from divtune.mpnet import mpnet_dir, mpnet_part_files
 
     parts = mpnet_part_files()
     assert [p.name for p in parts] == [f"all-mpnet-base-v2.zip.{i:03d}" for i in range(1, 6)]

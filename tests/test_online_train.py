@@ -18,14 +18,10 @@ from conftest import write_jsonl
 from divtune.io import InputError, is_stage_done
 from divtune.reward.online import group_rewards
 from divtune.train import TrainConfig, run_train
-from divtune.train.online import (
-    DIVERSITY_KEY,
-    QUALITY_KEY,
-    REWARD_KEY,
-    build_grpo_config,
-    load_online_prompts,
-    run_online_train,
-)
+from divtune.train.online import run_online_train
+from divtune.train.online_args import build_grpo_config
+from divtune.train.online_data import load_online_prompts
+from divtune.train.online_trainer import DIVERSITY_KEY, QUALITY_KEY, REWARD_KEY
 from divtune.train.online_config import OnlineConfig
 
 TESTS = Path(__file__).resolve().parent
@@ -99,7 +95,9 @@ def free_port() -> int:
 
 
 def run_worker(launcher: list[str], model_dir: Path, out: Path, world: int) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(TESTS)}
+    # This checkout's divtune, not an installed one.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent / "src")])}
     cmd = [*launcher, str(TESTS / "_mp_online_rewards.py"), str(model_dir), str(out), str(world)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

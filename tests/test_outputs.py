@@ -408,7 +408,7 @@ def test_train_refuses_an_unfinished_prepare(tmp_path, tiny_lm_dir):
 def test_train_resume_rules_on_an_unfinished_run(tmp_path, tiny_lm_dir):
     from divtune.outputs import OutputClaim
     from divtune.train import TrainConfig
-    from divtune.train.runner import claim_train_output
+    from divtune.train.run_output import claim_train_output
 
     data = _pairs_file(tmp_path / "prep")
     cfg = TrainConfig(method="dpo", data=str(data), model=str(tiny_lm_dir), output=str(tmp_path / "out"))

@@ -51,13 +51,14 @@ def _trainer(cfg):
     from datasets import Dataset
 
     from divtune.train import data as pairs_data
-    from divtune.train import runner
+    from divtune.train.build import build_trainer
+    from divtune.train.policy import load_policy, policy_tokenizer
 
-    tokenizer = runner._load_tokenizer(cfg)
+    tokenizer = policy_tokenizer(cfg)
     rows = prepared.read_pairs(prepared.train_file(cfg.data), cfg.method)
     dataset = Dataset.from_list(pairs_data.to_trl_rows(rows, cfg.method, pairs_data.has_chat_template(tokenizer)))
-    model, _ = runner.load_policy(cfg, "cpu")
-    return runner.build_trainer(cfg, "cpu", model, tokenizer, dataset, [])
+    model, _ = load_policy(cfg, "cpu")
+    return build_trainer(cfg, "cpu", model, tokenizer, dataset, [])
 
 
 def _record(output):

@@ -323,7 +323,7 @@ def test_diversity_report_ranks_systems_and_cuts_human_text(tmp_path):
 def test_a_model_given_by_path_gets_its_tokenizer_and_the_weighted_collator(tmp_path, tiny_lm_dir):
     """The README's form: no processing_class; TRL loads the tokenizer and divtune's collator still carries weights."""
     from divtune import DeviationDPOConfig, DeviationDPOTrainer
-    from divtune.train.trainers import WeightedPreferenceCollator
+    from divtune.train.collators import WeightedPreferenceCollator
 
     args = DeviationDPOConfig(str(tmp_path), max_steps=1, per_device_train_batch_size=2, report_to=[],
                               save_strategy="no", disable_tqdm=True, max_length=64)

@@ -360,7 +360,7 @@ def test_lora_on_the_last_layers_only(tiny_lm_dir):
     from divtune.config import ConfigError
     from divtune.models import load_causal_lm
     from divtune.train import TrainConfig
-    from divtune.train.runner import lora_config
+    from divtune.train.lora import lora_config
 
     model = load_causal_lm(str(tiny_lm_dir), device="cpu")  # 2 layers
     cfg = TrainConfig.from_dict({"lora": {"r": 4, "last_layers": 1}})

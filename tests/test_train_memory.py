@@ -14,7 +14,8 @@ import pytest
 from _train_support import make_pairs, write_pairs
 from divtune.config import ConfigError
 from divtune.train import TrainConfig
-from divtune.train.config import resolved_training, with_device_sizes
+from divtune.train.config import resolved_training
+from divtune.train.devices import with_device_sizes
 from divtune.train.memory import GIB, estimate_options, estimate_peak, lora_parameters, model_shape
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 """Issue 24.8: a bad `--set` is refused before torch, transformers or TRL load.
 
 The names and types of TRL's config fields ship as a generated table
-(divtune.train.trl_fields); these tests regenerate it from the installed TRL
+(src/divtune/train/trl_fields.json); these tests regenerate it from the installed TRL
 and compare, check that the stored types judge values exactly as the classes'
 own annotations do, and run the refusal in a fresh interpreter to see what it
 imported.
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_shipped_table_is_what_the_installed_trl_gives():
     fresh = table.render(table.build_table())
     assert fresh == table.GENERATED.read_text(encoding="utf-8"), (
-        "src/divtune/train/trl_fields.py is out of date with the installed transformers/TRL: "
+        "src/divtune/train/trl_fields.json is out of date with the installed transformers/TRL: "
         "run `python -m divtune.train.trl_field_table` and commit the result"
     )
 

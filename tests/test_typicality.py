@@ -206,7 +206,7 @@ def test_mpnet_as_the_bias_space(pools_file, tmp_path):
     SentenceTransformer load of the assembled folder; same seed, same bytes; and B is not MiniLM's space."""
     from sentence_transformers import SentenceTransformer
 
-    from divtune.embedders.mpnet import mpnet_dir
+    from divtune.mpnet import mpnet_dir
 
     cfg = dict(embedder="mpnet", strength=0.5, seed=3, cache_dir=str(tmp_path / "emb"))
     run_typicality(_cfg(pools_file, tmp_path / "a", **cfg))

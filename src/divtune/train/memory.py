@@ -31,7 +31,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from divtune.methods import METHODS
+from divtune.config import ConfigError
+from divtune.methods import METHODS, Family
+from divtune.models import adapter_base_spec, is_adapter_dir, resolve_model_source
 
 GIB = 1024**3
 
@@ -206,9 +208,9 @@ def estimate_options(cfg: Any) -> dict[str, Any]:
     if online:
         reference_copy = not lora and cfg.online.kl_beta > 0
     else:
-        reference_copy = not lora and method.family == "dpo" and not cfg.precompute_ref
+        reference_copy = not lora and method.family is Family.DPO and not cfg.precompute_ref
     return {
-        "sequences_per_example": 1 if online or method.family == "sft" else 2,
+        "sequences_per_example": 1 if online or method.family is Family.SFT else 2,
         "lora_r": cfg.lora.r if lora else None,
         "lora_targets": cfg.lora.target_modules,
         "reference_copy": reference_copy,
@@ -221,9 +223,6 @@ def check_training_memory(cfg: Any, batch: int, log) -> MemoryEstimate:
     ``cfg`` has ``max_length`` resolved; ``batch`` is the resolved
     per_device_train_batch_size. Loads no weights.
     """
-    from divtune.config import ConfigError
-    from divtune.models import adapter_base_spec, is_adapter_dir, resolve_model_source
-
     source = resolve_model_source(cfg.init or cfg.model)
     if is_adapter_dir(source):
         source = resolve_model_source(adapter_base_spec(source))

@@ -41,6 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from divtune import resources
+from divtune.train import memory
+from divtune.train.ref_cache import hashed_key, save_atomic
+
 logger = logging.getLogger(__name__)
 
 #: Model types whose backbone forward was checked for the tail-only swap (see module docstring).
@@ -74,15 +78,11 @@ def new_record(layer: int | None, reason: str | None = None) -> dict:
 
 
 def default_cache_dir() -> Path:
-    from divtune.resources import cache_root
-
-    return cache_root() / "prefix_hidden"
+    return resources.cache_root() / "prefix_hidden"
 
 
 def available_memory() -> int:
-    from divtune.train.memory import available_memory as available
-
-    return available()
+    return memory.available_memory()
 
 
 def unwrap(model):
@@ -172,8 +172,6 @@ def cache_key(
     prefix_weights: str, pairs: str, max_length: int | None, truncation_mode: str, layer: int, extra: dict[str, Any]
 ) -> str:
     """The cache file name: a hash of everything the cached hidden states depend on."""
-    from divtune.train.ref_cache import hashed_key
-
     return hashed_key({
         "prefix_weights": prefix_weights,
         "pairs": pairs,
@@ -265,8 +263,6 @@ def compute_hidden(backbone, layer: int, rows: list, pad_id: int, device) -> lis
 def save(path: Path, rows: list, hidden: list, meta: dict[str, str]) -> None:
     """One file per dataset: the rows' token ids and hidden states concatenated, with row offsets. Atomic."""
     import torch
-
-    from divtune.train.ref_cache import save_atomic
 
     lengths = torch.tensor([0] + [len(r) for r in rows], dtype=torch.int64)
     save_atomic(path, {

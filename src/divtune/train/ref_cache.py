@@ -32,12 +32,16 @@ one computing and one reading the cache, log bit-identical losses).
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata as md
 import json
 import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
+
+from divtune import resources
+from divtune.models import adapter_base_source, is_adapter_dir, resolve_model_source
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +126,6 @@ def model_identity(spec: str) -> dict[str, Any] | None:
 
     A copy of the same files elsewhere has the same identity; a changed byte changes it.
     """
-    from divtune.models import adapter_base_source, is_adapter_dir, resolve_model_source
-
     source = resolve_model_source(spec)
     folder = Path(source) if Path(source).is_dir() else _hub_snapshot(source)
     if folder is None:
@@ -168,8 +170,6 @@ def hashed_key(fields: dict[str, Any]) -> str:
 
 
 def library_versions() -> dict[str, str]:
-    import importlib.metadata as md
-
     return {name: md.version(name) for name in ("torch", "transformers", "trl", "peft")}
 
 
@@ -202,6 +202,4 @@ def save_atomic(path: Path, tensors: dict, meta: dict[str, str]) -> None:
 
 
 def default_cache_dir() -> Path:
-    from divtune.resources import cache_root
-
-    return cache_root() / "ref_logps"
+    return resources.cache_root() / "ref_logps"

@@ -12,6 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from divtune.io import is_stage_done
+from divtune.methods import METHODS, Family
+from divtune.models import adapter_base_spec, is_adapter_dir, resolve_model_source
+from divtune.train.config import resolved_training
+from divtune.train.memory import model_shape
+
 #: More epochs than this is almost always a mistake (``max_steps`` meant for a larger data set).
 MAX_SENSIBLE_EPOCHS = 50
 #: A CPU run expected to take longer than this is announced before it starts.
@@ -43,8 +49,6 @@ def last_logged_step(output: str | Path) -> int | None:
 
 def unfinished_step(output: str | Path) -> int | None:
     """The last step an unfinished run in ``output`` logged (None for a finished run or none at all)."""
-    from divtune.io import is_stage_done
-
     return None if is_stage_done(output) else last_logged_step(output)
 
 
@@ -64,6 +68,11 @@ def restart_warning(output: str | Path, reached: int | None, resume_step: int | 
         return (f"{output}: resuming from step {resume_step} (checkpoint-{resume_step}); the interrupted run had "
                 f"reached step {reached}, so steps {resume_step + 1}-{reached} are trained again")
     return None
+
+
+def lost_steps_warning(output: str | Path, resume_from: str | Path | None) -> str | None:
+    """:func:`restart_warning` of a run in ``output`` about to resume from ``resume_from`` (None: start over)."""
+    return restart_warning(output, unfinished_step(output), checkpoint_step(resume_from))
 
 
 def planned_steps(n_pairs: int, per_step_pairs: int, max_steps: int, epochs: float) -> tuple[int, float]:
@@ -106,24 +115,19 @@ def world_size() -> int:
 
 def length_warnings(cfg: Any, device: str, n_pairs: int) -> list[str]:
     """The epochs warning, and on CPU the duration warning, of an offline run on ``n_pairs`` pairs."""
-    from divtune.train.config import resolved_training
-
     training = resolved_training(cfg, device)
     per_step = int(training["per_device_train_batch_size"]) * int(training["gradient_accumulation_steps"]) * world_size()
     steps, epochs = planned_steps(n_pairs, per_step, int(training.get("max_steps", -1)),
                                   float(training.get("num_train_epochs", 3)))
     notices = [epochs_warning(n_pairs, steps, epochs, per_step)]
     if device == "cpu":
-        notices.append(cpu_duration_warning(steps, per_step * (1 if cfg.method == "sft" else 2) * int(cfg.max_length),
+        notices.append(cpu_duration_warning(steps, per_step * (1 if METHODS[cfg.method].family is Family.SFT else 2) * int(cfg.max_length),
                                             _parameters(cfg)))
     return [n for n in notices if n]
 
 
 def _parameters(cfg: Any) -> int:
     """The base model's parameter count, from its config on the meta device (no weights loaded)."""
-    from divtune.models import adapter_base_spec, is_adapter_dir, resolve_model_source
-    from divtune.train.memory import model_shape
-
     source = resolve_model_source(cfg.init or cfg.model)
     if is_adapter_dir(source):
         source = resolve_model_source(adapter_base_spec(source))
@@ -132,7 +136,6 @@ def _parameters(cfg: Any) -> int:
 
 def save_by_time(cfg: Any, device: str) -> list[Any]:
     """The time-based checkpoint callback of this run (train/save_by_time.py), or none."""
-    from divtune.train.config import resolved_training
     from divtune.train.save_by_time import resolved_save_minutes, save_by_time_callbacks
 
     minutes = resolved_save_minutes(cfg.save_minutes, device)

@@ -15,6 +15,10 @@ import functools
 import typing
 from typing import Any
 
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+from divtune.train.trl_field_table import field_annotations
+
 #: Lowest value some numeric fields accept. (``max_steps`` is checked on its
 #: own: -1 is the transformers meaning "no step limit, train
 #: ``num_train_epochs`` epochs"; 0 and other negative values mean the same to
@@ -33,15 +37,11 @@ def passthrough_field_types() -> dict[str, tuple[Any, ...]]:
 
     From the shipped table (divtune.train.trl_field_table), so checking a value imports no TRL or torch.
     """
-    from divtune.train.trl_field_table import field_annotations
-
     return field_annotations()
 
 
 @functools.lru_cache(maxsize=None)
 def _adapter(annotation: Any):
-    from pydantic import ConfigDict, TypeAdapter
-
     # Strict: "5" is not an integer here, because TrainingArguments would not convert it either.
     return TypeAdapter(annotation, config=ConfigDict(strict=True, arbitrary_types_allowed=True))
 
@@ -63,8 +63,6 @@ def describe_type(annotation: Any) -> str:
 
 
 def _fits(value: Any, annotation: Any) -> bool:
-    from pydantic import ValidationError
-
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return True  # YAML reads 1 as an int; an int is a fine float
     try:

@@ -6,11 +6,11 @@ not import each other for it.
 
 from __future__ import annotations
 
+import warnings
+
 
 def import_orpo():
     """``trl.experimental.orpo``, without its "experimental API" warning: divtune pins TRL 1.16."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*trl.experimental.*")
         import trl.experimental.orpo as orpo
