@@ -47,7 +47,7 @@ def _embeddings(samples: Sequence[str] | np.ndarray, embedder: str, cache_dir: s
         raise TypeError(f"samples[{bad[0]}]: expected text, got {type(texts[bad[0]]).__name__}")
     if len(texts) < 2:
         raise ValueError(f"samples: diversity needs at least 2 samples, got {len(texts)}")
-    from divtune.weighting import default_embed_cache_dir
+    from divtune.weighting import default_embed_cache_dir  # heavy: loads numpy
 
     model = _loaded_embedder(embedder, str(cache_dir if cache_dir is not None else default_embed_cache_dir()))
     return model.embed(texts, show_progress=False)
@@ -56,7 +56,7 @@ def _embeddings(samples: Sequence[str] | np.ndarray, embedder: str, cache_dir: s
 @functools.lru_cache(maxsize=8)
 def _loaded_embedder(spec: str, cache_dir: str):
     """One embedder per (spec, cache): a loop over prompts loads the model once, not once per call."""
-    from divtune.embedders import load_embedder
+    from divtune.embedders import load_embedder  # heavy: loads numpy
 
     return load_embedder(spec, cache_dir=cache_dir)
 
@@ -107,7 +107,7 @@ def length_matched_human(
 
 
 def _system(name: str, groups: Mapping[str, Sequence[str]], is_gold: bool):
-    from divtune.evaluation.systems import System
+    from divtune.evaluation.systems import System  # heavy: loads numpy
 
     system = System(name=name, source="python", is_gold=is_gold)
     for prompt, texts in groups.items():
@@ -143,7 +143,7 @@ def diversity_report(
         metrics of ``divtune evaluate`` (semantic and style diversity, Vendi, distinct-1..4, self-BLEU,
         compression ratio); quality is not computed here.
     """
-    from divtune.evaluation.scores import aggregate, embed_unique, system_per_prompt
+    from divtune.evaluation.scores import aggregate, embed_unique, system_per_prompt  # heavy: loads numpy
 
     if not systems:
         raise ValueError("systems: give at least one system, as {name: {prompt: [samples]}}")
@@ -157,7 +157,7 @@ def diversity_report(
     texts = [text for row in rows for group in row.texts.values() for text in group]
     cache = cache_dir
     if cache is None:
-        from divtune.weighting import default_embed_cache_dir
+        from divtune.weighting import default_embed_cache_dir  # heavy: loads numpy
 
         cache = default_embed_cache_dir()
     semantic = embed_unique(texts, semantic_embedder, str(cache), batch_size)

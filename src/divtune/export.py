@@ -29,6 +29,7 @@ from divtune import models, resources
 from divtune.config import ConfigError, StageConfig
 from divtune.generation.config import GenerateConfig
 from divtune.io import DONE_MARKER, InputError, atomic_write_text, read_stage_done, run_kind
+from divtune.methods import METHODS
 from divtune.model_card import render_card
 from divtune.models import (
     BASE_SPEC_FILE,
@@ -39,6 +40,7 @@ from divtune.models import (
     read_base_spec,
     write_base_spec,
 )
+from divtune.prepared import pairs_file
 
 logger = logging.getLogger(__name__)
 
@@ -164,12 +166,12 @@ def base_facts(run: Path, train_cfg: dict) -> dict[str, Any]:
 
 def data_facts(train_cfg: dict) -> dict[str, Any]:
     """The prepared data the run trained on: inputs, counts, embedders, weights and attribution."""
-    from divtune.reporting.pair_weights import read_weights, weight_summary
+    from divtune.reporting.pair_weights import read_weights, weight_summary  # heavy: loads numpy
 
     path = Path(train_cfg.get("data") or "")
     folder = path if path.is_dir() else path.parent
     facts: dict[str, Any] = {"path": str(path), "found": (folder / "config.yaml").is_file()}
-    train_file = folder / "train.jsonl" if path.is_dir() else path
+    train_file = pairs_file(folder, "train") if path.is_dir() else path
     if train_file.is_file():
         facts["weights"] = weight_summary(read_weights(train_file))
     if not facts["found"]:
@@ -212,14 +214,14 @@ def shipped_attribution() -> str:
 
 def run_facts(run: Path, train_cfg: dict, done: dict, data: dict) -> dict[str, Any]:
     """Steps run, pairs seen against pairs available, and the start/end of the training curves."""
-    from divtune.reporting.training_logs import read_training_log, training_summary
+    from divtune.reporting.training_logs import read_training_log, training_summary  # heavy: loads numpy
 
     steps = done.get("global_step")
     training = train_cfg.get("training") or {}
     per_step = int(training.get("per_device_train_batch_size", 1)) * int(training.get("gradient_accumulation_steps", 1))
     facts: dict[str, Any] = {"global_step": steps, "edge_steps": 0}
     available = (data.get("weights") or {}).get("n")
-    if steps is not None and available and train_cfg["method"] not in ("grpo", "dqo", "darling"):
+    if steps is not None and available and not METHODS[train_cfg["method"]].online:
         facts.update(pairs_seen=steps * per_step, pairs_available=available,
                      epoch_fraction=steps * per_step / available)
     log_path = run / "metrics.jsonl"
@@ -296,7 +298,7 @@ def write_adapter(run: Path, target: Path, base_spec: str) -> None:
 
 def write_full_model(run: Path, target: Path) -> None:
     """The base with the adapter folded in (or a full fine-tune re-saved), fp32 safetensors."""
-    import torch
+    import torch  # heavy
 
     model = models.load_causal_lm(run, dtype=torch.float32, device="cpu", merge_adapter=True)
     model.save_pretrained(target, safe_serialization=True)
@@ -308,7 +310,7 @@ def write_tokenizer(run: Path, target: Path) -> None:
 
 def write_generation_config(run: Path, target: Path, decoding: dict[str, Any]) -> None:
     """The base's special tokens with the paper's decoding settings (sampling on)."""
-    from transformers import AutoConfig, GenerationConfig
+    from transformers import AutoConfig, GenerationConfig  # heavy
 
     source = adapter_base_source(run) if is_adapter_dir(run) else str(run)
     try:

@@ -130,7 +130,7 @@ def render_card(facts: dict[str, Any]) -> str:
 
 
 def _header(facts: dict[str, Any]) -> str:
-    from huggingface_hub import ModelCardData
+    from huggingface_hub import ModelCardData  # heavy
 
     base_id = facts["base"]["id"]
     data = ModelCardData(
@@ -375,7 +375,7 @@ def _limitations(facts: dict[str, Any]) -> str:
         lines.append("- Its base is a 4-bit quantised SmolLM2-135M (see Training): a very small model.")
     if len(lines) == 4:
         lines.append("- (no run-specific caveat was recorded)")
-    if facts["method"] != "sft":
+    if METHODS[facts["method"]].family is not Family.SFT:
         lines += ["", "From divtune's recorded experiments on its shipped data (other runs than this one):", ""]
         lines += [f"- {caveat}" for caveat in RECORDED_CAVEATS]
     content = ("The training texts are public Reddit comments (r/WritingPrompts) and may contain mature or "

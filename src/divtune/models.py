@@ -52,8 +52,8 @@ def unresolvable_spec(spec: str, label: str, aliases: Sequence[str], why: str) -
 
 def _hub_id_in_cache(repo_id: str) -> bool:
     """Whether the local Hugging Face cache holds this repo (its config.json), without network."""
-    from huggingface_hub import try_to_load_from_cache
-    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub import try_to_load_from_cache  # heavy
+    from huggingface_hub.errors import HFValidationError  # heavy
 
     try:
         found = try_to_load_from_cache(repo_id, "config.json")
@@ -65,9 +65,9 @@ def _hub_id_in_cache(repo_id: str) -> bool:
 def check_hub_id(spec: str, label: str = "model", aliases: Sequence[str] = MODEL_ALIASES) -> None:
     """A hub id must be in the local cache, or (online) exist on the hub: fail now, before
     anything is written, instead of on the first download."""
-    from huggingface_hub import is_offline_mode
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
+    from huggingface_hub import is_offline_mode  # heavy
+    from huggingface_hub.errors import HFValidationError  # heavy
+    from huggingface_hub.utils import validate_repo_id  # heavy
 
     try:
         validate_repo_id(spec)
@@ -77,7 +77,7 @@ def check_hub_id(spec: str, label: str = "model", aliases: Sequence[str] = MODEL
         return
     if is_offline_mode():
         raise unresolvable_spec(spec, label, aliases, "offline: HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache")
-    from huggingface_hub import repo_exists
+    from huggingface_hub import repo_exists  # heavy
 
     try:
         exists = repo_exists(spec)
@@ -123,14 +123,14 @@ def hub_errors(spec: str, source: str, label: str = "model", aliases: Sequence[s
 
 
 def default_device() -> str:
-    import torch
+    import torch  # heavy
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def default_dtype(device: str | None = None):
     """bf16 on GPUs that support it, fp32 elsewhere (bf16 on CPU is ~10x slower here)."""
-    import torch
+    import torch  # heavy
 
     device = device or default_device()
     if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
@@ -231,7 +231,7 @@ def convert_gguf(gguf_path: str | Path, cache_dir: str | Path | None = None) -> 
     A file lock makes concurrent processes (torchrun ranks) wait for one
     conversion, and a marker written last means a killed conversion is redone.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy
 
     gguf_path = Path(gguf_path)
     if not gguf_path.is_file():
@@ -295,7 +295,7 @@ def resolve_model_source(spec: str | Path) -> str:
 
 def load_tokenizer(spec: str | Path, trust_remote_code: bool = False, padding_side: str | None = None):
     """Tokenizer of a model spec (of the base model, for an adapter folder), with a pad token."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy
 
     source = resolve_model_source(spec)
     if is_adapter_dir(source) and not (Path(source) / "tokenizer_config.json").is_file():
@@ -337,13 +337,13 @@ def load_causal_lm(
     the base model, for an adapter folder before the adapter is put on it
     (e.g. PEFT's k-bit preparation).
     """
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM  # heavy
 
     device = device or default_device()
     dtype = dtype if dtype is not None else default_dtype(device)
     source = resolve_model_source(spec)
     if is_adapter_dir(source):
-        from peft import PeftModel
+        from peft import PeftModel  # heavy
 
         base = load_causal_lm(
             adapter_base_source(source), dtype=dtype, device=device, trust_remote_code=trust_remote_code,

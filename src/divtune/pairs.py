@@ -282,7 +282,7 @@ def set_deviation(embeddings: dict[str, np.ndarray]) -> np.ndarray:
     """Deviation within one set for DivPO ranking: the docs/method.md §3 combination of min-max
     normalised mean cosine distances over all embedders (with one embedder this
     ranks exactly like the raw mean cosine distance)."""
-    from divtune.deviation import combine_geometric, mean_cosine_distance, minmax_to_unit
+    from divtune.deviation import combine_geometric, mean_cosine_distance, minmax_to_unit  # heavy: loads numpy
 
     raw = [mean_cosine_distance(e) for e in embeddings.values()]
     if len(raw) == 1:

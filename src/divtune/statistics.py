@@ -143,7 +143,7 @@ def seed_t_interval(differences: np.ndarray, confidence: float = 0.95) -> dict[s
     Prompts are treated as fixed: what varies between replications is the training run.
     With fewer than 2 seeds the interval is undefined (``nan``).
     """
-    from scipy import stats
+    from scipy import stats  # heavy
 
     means = seed_means(differences)
     n = int(means.size)

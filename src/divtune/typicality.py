@@ -213,7 +213,7 @@ def _typicality_terms(pools, cfg: TypicalityConfig, modes: list[list[str]], typi
     if cfg.term == "lexical":
         # The same centrality as the semantic term, in TF-IDF space instead of an embedder's.
         return [semantic_typicality(matrix) for matrix in tfidf_vectors([pool.texts for pool in pools])]
-    from divtune.embedders import load_embedder
+    from divtune.embedders import load_embedder  # heavy: loads numpy
 
     texts = sorted({t for pool in pools for t in pool.texts})
     row = {t: i for i, t in enumerate(texts)}
@@ -330,7 +330,7 @@ def _predicted_pairs_summary(predicted: Counter, cfg: TypicalityConfig) -> dict:
 
 def _mean_within_pool_spearman(votes: np.ndarray, terms: np.ndarray, offsets: np.ndarray) -> float | None:
     """Mean over pools of Spearman(votes, typicality): is the typical story already the upvoted one?"""
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # heavy
 
     values = []
     for start, stop in zip(offsets[:-1], offsets[1:]):

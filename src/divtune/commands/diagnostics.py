@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Training curves and pair-weight distributions: did each run move, and how were pairs weighted?"""
-        from divtune.reporting.diagnostics import run_diagnostics
+        from divtune.reporting.diagnostics import run_diagnostics  # heavy: loads numpy
 
         path = run_diagnostics(run_dir, output or run_dir / "diagnostics", window=window, overwrite=overwrite)
         typer.echo(f"wrote {path}")

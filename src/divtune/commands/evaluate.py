@@ -65,8 +65,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Diversity and quality metrics of generation files, with bootstrap intervals."""
-        from divtune.embedders import DEFAULT_EMBEDDERS, parse_embedder_specs
-        from divtune.evaluation.run import run_evaluate
+        from divtune.embedders import DEFAULT_EMBEDDERS, parse_embedder_specs  # heavy: loads numpy
+        from divtune.evaluation.run import run_evaluate  # heavy: loads numpy
 
         files = [str(p) for p in (generations or [])] + list(ctx.args)
         embedders = None

@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """A blinded side-by-side study: index.html, items.csv, study.json and the key (key.json)."""
-        from divtune.humaneval.study import BuildConfig, parse_pairs, run_build
+        from divtune.humaneval.study import BuildConfig, parse_pairs, run_build  # heavy: loads numpy
 
         files = [str(p) for p in (generations or [])] + list(ctx.args)
         cfg = BuildConfig.load(
@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Win / tie / loss per question and pair with Wilson intervals, sign tests and agreement."""
-        from divtune.humaneval.analyze import AnalyzeConfig, run_analyze
+        from divtune.humaneval.analyze import AnalyzeConfig, run_analyze  # heavy: loads numpy
 
         cfg = AnalyzeConfig.load(None, [], study=str(study), answers=[str(a) for a in answers],
                                  output=str(output), confidence=confidence)

@@ -83,8 +83,8 @@ def register(app: typer.Typer) -> None:
 def _run(config: Optional[Path], overrides: List[str], overwrite: bool, embedder: List[str], column: List[str],
          **settings) -> None:
     """Build the config from the YAML file, the flags and ``--set``, run the stage and print what it made."""
-    from divtune.embedders import parse_embedder_specs
-    from divtune.prepare import PrepareConfig, run_prepare
+    from divtune.embedders import parse_embedder_specs  # heavy: loads numpy
+    from divtune.prepare import PrepareConfig, run_prepare  # heavy: loads numpy
 
     try:
         embedders = parse_embedder_specs(embedder) if embedder else None

@@ -47,13 +47,13 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Tables, plots and a self-contained HTML report from evaluation folders."""
-        from divtune.reporting.run import run_report
+        from divtune.reporting.run import run_report  # heavy: loads numpy
 
         comparisons = parse_assignments(compare, "--compare") if compare else None
         seed_groups = {k: v.split(",") for k, v in parse_assignments(pool, "--pool").items()} if pool else None
         interactions = None
         if interaction:
-            from divtune.reporting.comparisons import INTERACTION_TERMS
+            from divtune.reporting.comparisons import INTERACTION_TERMS  # heavy: loads numpy
 
             interactions = {}
             for name, value in parse_assignments(interaction, "--interaction").items():

@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Train the reward model (vote regression or pairwise, early stopping) and report test metrics."""
-        from divtune.reward.fit import train_reward_model
+        from divtune.reward.fit import train_reward_model  # heavy: loads numpy
 
         cfg = RewardTrainConfig.load(
             config, overrides, data=str(data) if data else None, output=str(output) if output else None,
@@ -89,6 +89,6 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Add the reward model's quality score to every line of a generations file."""
-        from divtune.reward.score import score_generations
+        from divtune.reward.score import score_generations  # heavy: loads numpy
 
         typer.echo(str(score_generations(reward, generations, output, batch_size=batch_size, overwrite=overwrite)))

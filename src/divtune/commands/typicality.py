@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         """Real stories with a typicality bias of known strength b in their scores, as a pools-layout file
         that `divtune prepare` reads (the known-answer benchmark, docs/typicality.md).
         """
-        from divtune.typicality import POOLS_FILE, TypicalityConfig, run_typicality
+        from divtune.typicality import POOLS_FILE, TypicalityConfig, run_typicality  # heavy: loads numpy
 
         cfg = TypicalityConfig.load(
             config, overrides=set_ or [], inputs=list(input) if input else None,

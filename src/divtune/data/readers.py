@@ -100,7 +100,7 @@ def iter_csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def iter_parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # heavy
 
     try:
         parquet = pq.ParquetFile(path)
@@ -114,7 +114,7 @@ def iter_parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def iter_dataset_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    from datasets import DatasetDict, load_from_disk
+    from datasets import DatasetDict, load_from_disk  # heavy
 
     try:
         dataset = load_from_disk(str(path))

@@ -37,10 +37,10 @@ def load_embedder(spec: str, cache_dir: str | Path | None = None) -> Embedder:
     if not spec:
         raise ValueError("empty embedder spec")
     if spec == STYLOMETRIC:
-        from divtune.embedders.stylometric import StylometricEmbedder
+        from divtune.embedders.stylometric import StylometricEmbedder  # heavy: loads numpy
 
         return StylometricEmbedder(cache_dir=cache_dir)
-    from divtune.embedders.sentence_transformer import SentenceTransformerEmbedder
+    from divtune.embedders.sentence_transformer import SentenceTransformerEmbedder  # heavy: loads numpy
 
     return SentenceTransformerEmbedder(spec, cache_dir=cache_dir)
 

@@ -35,7 +35,7 @@ class SentenceTransformerEmbedder(Embedder):
     @property
     def model(self):
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
+            from sentence_transformers import SentenceTransformer  # heavy
 
             with hub_errors(self.spec, self.source, "embedder", EMBEDDER_ALIASES):
                 self._model = SentenceTransformer(

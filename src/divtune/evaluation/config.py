@@ -15,7 +15,7 @@ REQUIRED_EMBEDDERS = ("semantic", "style")
 
 
 def _default_embedders() -> dict[str, str]:
-    from divtune.embedders import DEFAULT_EMBEDDERS
+    from divtune.embedders import DEFAULT_EMBEDDERS  # heavy: loads numpy
 
     return dict(DEFAULT_EMBEDDERS)
 

@@ -11,7 +11,7 @@ from divtune.io import InputError
 
 def score_quality(systems: list[System], reward_dir: str) -> None:
     """Fill missing qualities with the reward model, in one batched call over all systems."""
-    from divtune.reward.model import RewardModel
+    from divtune.reward.model import RewardModel  # heavy: loads numpy
 
     todo: list[tuple[System, str, int]] = [
         (s, k, i) for s in systems for k, qs in s.quality.items() for i, q in enumerate(qs) if q is None

@@ -21,7 +21,7 @@ from divtune.statistics import bootstrap_ci
 
 def embed_unique(texts: list[str], spec: str, cache_dir: str | None, batch_size: int) -> dict[str, np.ndarray]:
     """Embed each distinct text once (one batched call for all systems)."""
-    from divtune.embedders import load_embedder
+    from divtune.embedders import load_embedder  # heavy: loads numpy
 
     unique = list(dict.fromkeys(texts))
     embedder = load_embedder(spec, cache_dir)

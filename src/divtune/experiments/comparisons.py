@@ -54,7 +54,7 @@ def report_comparisons(cfg: ExperimentConfig) -> tuple[dict[str, str] | None, di
 
 def report_interactions(cfg: ExperimentConfig) -> dict[str, dict[str, str]]:
     """The experiment's ``interactions`` as the report takes them; refuses unknown systems and incomplete terms."""
-    from divtune.reporting.comparisons import INTERACTION_TERMS
+    from divtune.reporting.comparisons import INTERACTION_TERMS  # heavy: loads numpy
 
     by_name = {s.name: s for s in cfg.systems}
     out: dict[str, dict[str, str]] = {}

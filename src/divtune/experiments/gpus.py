@@ -14,7 +14,7 @@ def visible_gpus() -> list[str]:
     those listed in ``CUDA_VISIBLE_DEVICES`` when it is set, or ``0..n-1`` for the ``n``
     devices torch sees.
     """
-    import torch
+    import torch  # heavy
 
     if not torch.cuda.is_available():
         return []

@@ -94,7 +94,7 @@ def build_stages(cfg: ExperimentConfig) -> tuple[list[Stage], dict[str, Path]]:
 
 
 def _plan_typicality(plan: _Plan, name: str, fields: dict[str, Any]) -> None:
-    from divtune.typicality import POOLS_FILE, TypicalityConfig, run_typicality
+    from divtune.typicality import POOLS_FILE, TypicalityConfig, run_typicality  # heavy: loads numpy
 
     out = plan.root / "typicality" / name
     tcfg = TypicalityConfig.from_dict(deep_merge({"inputs": ["shipped:wp_scored"]}, deep_merge(fields, {"output": str(out)})))
@@ -104,7 +104,7 @@ def _plan_typicality(plan: _Plan, name: str, fields: dict[str, Any]) -> None:
 
 
 def _plan_prepare(plan: _Plan, variant: str, overrides: dict[str, Any]) -> None:
-    from divtune.prepare import PrepareConfig, run_prepare
+    from divtune.prepare import PrepareConfig, run_prepare  # heavy: loads numpy
 
     out = plan.root / "data" / variant
     fields = deep_merge(deep_merge(plan.cfg.prepare, overrides), {"output": str(out)})
@@ -120,7 +120,7 @@ def _plan_prepare(plan: _Plan, variant: str, overrides: dict[str, Any]) -> None:
 
 
 def _plan_reward_model(plan: _Plan) -> None:
-    from divtune.reward.fit import train_reward_model
+    from divtune.reward.fit import train_reward_model  # heavy: loads numpy
 
     reward_dir = plan.root / "reward"
     rcfg = RewardTrainConfig.from_dict(
@@ -224,7 +224,7 @@ def _plan_generate(plan: _Plan, system: SystemSpec, seed: int, model_spec: str) 
 
 def _plan_evaluate(plan: _Plan) -> dict[str, Any]:
     """The evaluation of every generation; returns its resolved settings (the report's ``after``)."""
-    from divtune.evaluation.run import run_evaluate
+    from divtune.evaluation.run import run_evaluate  # heavy: loads numpy
 
     cfg = plan.cfg
     eval_dir = plan.root / "eval"
@@ -248,7 +248,7 @@ def _plan_evaluate(plan: _Plan) -> dict[str, Any]:
 
 
 def _plan_report(plan: _Plan, evaluated: dict[str, Any]) -> None:
-    from divtune.reporting.run import run_report
+    from divtune.reporting.run import run_report  # heavy: loads numpy
 
     cfg = plan.cfg
     eval_dir, report_dir = plan.paths["eval"], plan.root / "report"
@@ -284,7 +284,7 @@ def _plan_report(plan: _Plan, evaluated: dict[str, Any]) -> None:
 
 def _plan_diagnostics(plan: _Plan) -> None:
     """Training curves and weight distributions: the "why" behind the report's numbers."""
-    from divtune.reporting.diagnostics import run_diagnostics
+    from divtune.reporting.diagnostics import run_diagnostics  # heavy: loads numpy
 
     root = plan.root
     diagnostics_dir = root / "diagnostics"

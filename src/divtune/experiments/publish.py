@@ -12,7 +12,7 @@ from divtune.experiments.record import RUN_RECORD
 
 def publish_results(cfg: ExperimentConfig, destination: str | Path) -> Path:
     """Copy the report (md, html, png, json), diagnostics, metrics and run record into ``destination``."""
-    from divtune.reporting.diagnostics import FILES
+    from divtune.reporting.diagnostics import FILES  # heavy: loads numpy
 
     root = Path(cfg.output)
     destination = Path(destination)

@@ -48,7 +48,7 @@ def run_one_stage(cfg: ExperimentConfig, name: str) -> float:
     """Run the stage called ``name`` of the experiment (a worker of :func:`run_stages_parallel`)."""
     threads = os.environ.get("DIVTUNE_TORCH_THREADS")
     if threads:
-        import torch
+        import torch  # heavy
 
         torch.set_num_threads(int(threads))
     stages, _ = build_stages(cfg)

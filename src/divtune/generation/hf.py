@@ -22,7 +22,7 @@ from divtune.generation.sample_file import append_rows, sample_key, sample_row
 
 def pad_left(ids: list[list[int]], pad_token_id: int, device=None) -> dict:
     """A left-padded batch (``input_ids``, ``attention_mask``), as the tokenizer pads with ``padding_side="left"``."""
-    import torch
+    import torch  # heavy
 
     width = max(len(row) for row in ids)
     input_ids = torch.full((len(ids), width), pad_token_id, dtype=torch.long)
@@ -37,7 +37,7 @@ def pad_left(ids: list[list[int]], pad_token_id: int, device=None) -> dict:
 
 
 def _torch_dtype(name: str, device: str):
-    import torch
+    import torch  # heavy
 
     if name == "auto":
         return models.default_dtype(device)
@@ -80,7 +80,7 @@ class HFSampler:
         ``prompt_of_row`` names rows that hold the same prompt, so its KV cache
         is computed once and shared (``share_prompt_cache``).
         """
-        import torch
+        import torch  # heavy
 
         cfg, tokenizer = self.cfg, self.tokenizer
         sampling = cfg.temperature > 0
@@ -143,8 +143,8 @@ def shared_prompt_cache(model, encoded, prompt_of_row: list[int]):
     prefill. ``generate`` then only feeds each row's last prompt token. Returns None
     when there is nothing to share (every prompt once) or no prefix (1-token prompts).
     """
-    import torch
-    from transformers import DynamicCache
+    import torch  # heavy
+    from transformers import DynamicCache  # heavy
 
     input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
     distinct = list(dict.fromkeys(prompt_of_row))

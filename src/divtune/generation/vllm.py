@@ -254,8 +254,8 @@ def plan_model(spec: str) -> ModelPlan:
 def run_vllm(cfg: GenerateConfig, prompts: list[Prompt], done: set, output: Path) -> None:
     """Sample every sample not in ``done`` into ``output``: vLLM objects made from the builder's plain dicts."""
     try:
-        from vllm import LLM, SamplingParams
-        from vllm.lora.request import LoRARequest
+        from vllm import LLM, SamplingParams  # heavy
+        from vllm.lora.request import LoRARequest  # heavy
     except ImportError:
         raise ConfigError(
             "--backend vllm needs vLLM (GPU), which is not installed here; vLLM pins a transformers other than "
@@ -301,9 +301,9 @@ def check_environment(spec: str, trust_remote_code: bool = False) -> str:
     .create_model_config()``, which reads the model's config and checks
     ``max_model_len`` and ``dtype`` against it). Raises what vLLM raises.
     """
-    from vllm import SamplingParams
-    from vllm.engine.arg_utils import EngineArgs
-    from vllm.lora.request import LoRARequest
+    from vllm import SamplingParams  # heavy
+    from vllm.engine.arg_utils import EngineArgs  # heavy
+    from vllm.lora.request import LoRARequest  # heavy
 
     cfg = GenerateConfig(model=spec, prompts="-", output="-", trust_remote_code=trust_remote_code)
     plan = plan_model(spec)

@@ -21,7 +21,7 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> list[float] 
     """Wilson score interval of a proportion; ``None`` when there are no trials."""
     if n == 0:
         return None
-    from scipy.stats import binomtest
+    from scipy.stats import binomtest  # heavy
 
     ci = binomtest(successes, n).proportion_ci(confidence_level=level, method="wilson")
     return [float(ci.low), float(ci.high)]
@@ -31,7 +31,7 @@ def sign_test_p(wins: int, losses: int) -> float | None:
     """Exact two-sided sign test of wins against losses (ties left out); ``None`` with no decided judgment."""
     if wins + losses == 0:
         return None
-    from scipy.stats import binomtest
+    from scipy.stats import binomtest  # heavy
 
     return float(binomtest(wins, wins + losses, 0.5, alternative="two-sided").pvalue)
 
@@ -83,7 +83,7 @@ def krippendorff_alpha(ratings: dict[str, dict[str, str]]) -> dict[str, Any]:
     if len(values) < 2:
         out["note"] = f"every overlapping judgment is {next(iter(values))!r}: agreement is total but alpha is undefined"
         return out
-    import krippendorff
+    import krippendorff  # heavy
 
     code = {o: float(i) for i, o in enumerate(OUTCOMES)}
     items = sorted(pairable)

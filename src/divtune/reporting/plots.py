@@ -35,10 +35,10 @@ MODES_PLOT = "modes.png"
 
 def pyplot():
     """matplotlib.pyplot on the Agg backend: never needs a display."""
-    import matplotlib
+    import matplotlib  # heavy
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy
 
     return plt
 

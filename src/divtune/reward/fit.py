@@ -73,7 +73,7 @@ def train_reward_model(cfg: RewardTrainConfig, overwrite: bool = False) -> dict:
 
     The output folder follows divtune.outputs' rule; nothing is written before training ends.
     """
-    import torch
+    import torch  # heavy
 
     torch.manual_seed(cfg.seed)
     output = Path(cfg.output)
@@ -169,7 +169,7 @@ def _objective_steps(cfg: RewardTrainConfig, train: TrainingSet, rng: np.random.
 
 def _step_loss(pred, idx: np.ndarray, pairs, targets):
     """The objective on one step: L1 against the vote targets, or Bradley-Terry on the pairs."""
-    import torch
+    import torch  # heavy
 
     if pairs is None:
         return torch.nn.functional.l1_loss(pred, targets[torch.from_numpy(idx).to(targets.device)])
@@ -179,7 +179,7 @@ def _step_loss(pred, idx: np.ndarray, pairs, targets):
 
 def _train_head_on_features(model: RewardModel, cfg, train: TrainingSet, val: TrainingSet):
     """Frozen encoder: embed every response once, then fit only the head (fast on CPU)."""
-    import torch
+    import torch  # heavy
 
     def embed(rows):
         feats = model.pooled_features([r.prompt for r in rows], [r.text for r in rows], cfg.batch_size,
@@ -212,7 +212,7 @@ def _train_head_on_features(model: RewardModel, cfg, train: TrainingSet, val: Tr
 
 
 def _train_end_to_end(model: RewardModel, cfg, train: TrainingSet, val: TrainingSet):
-    import torch
+    import torch  # heavy
 
     if model.kind == "encoder":
         groups = [{"params": list(model.backbone.parameters()), "lr": cfg.backbone_learning_rate},

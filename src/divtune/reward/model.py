@@ -37,7 +37,7 @@ PAIR_SEPARATOR = "\n\n"
 
 
 def _build_head(hidden_size: int, head_hidden: int):
-    import torch.nn as nn
+    import torch.nn as nn  # heavy
 
     if head_hidden <= 0:
         return nn.Linear(hidden_size, 1)
@@ -47,7 +47,7 @@ def _build_head(hidden_size: int, head_hidden: int):
 def _resolve_kind(source: str, kind: str, trust_remote_code: bool) -> str:
     if kind != "auto":
         return kind
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # heavy
 
     architectures = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code).architectures or []
     generative = any(a.endswith(("ForCausalLM", "ForSequenceClassification")) for a in architectures)
@@ -86,7 +86,7 @@ class RewardModel:
                 "head_hidden": cfg.head_hidden, "lora": cfg.lora, "backbone_saved": False,
                 "objective": cfg.objective, "output_scale": 1.0, "output_shift": 0.0}
         if kind == "encoder":
-            from transformers import AutoModel
+            from transformers import AutoModel  # heavy
 
             backbone = AutoModel.from_pretrained(source, use_safetensors=True, trust_remote_code=cfg.trust_remote_code)
             head = _build_head(backbone.config.hidden_size, cfg.head_hidden)
@@ -95,7 +95,7 @@ class RewardModel:
         else:
             backbone = _load_sequence_classifier(source, tokenizer, cfg.trust_remote_code)
             if cfg.lora:
-                from peft import LoraConfig, TaskType, get_peft_model
+                from peft import LoraConfig, TaskType, get_peft_model  # heavy
 
                 backbone = get_peft_model(backbone, LoraConfig(
                     task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout))
@@ -106,7 +106,7 @@ class RewardModel:
     @classmethod
     @quiet_checkpointing_rename()
     def load(cls, directory: str | Path, device: str | None = None) -> "RewardModel":
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # heavy
 
         directory = Path(directory)
         config_path = directory / REWARD_CONFIG_FILE
@@ -115,7 +115,7 @@ class RewardModel:
         spec = json.loads(config_path.read_text())
         device = device or default_device()
         if spec["kind"] == "encoder":
-            from transformers import AutoModel
+            from transformers import AutoModel  # heavy
 
             source = str(directory / "backbone") if spec["backbone_saved"] else resolve_model_source(spec["backbone"])
             tokenizer = load_tokenizer(source, padding_side="right")
@@ -128,7 +128,7 @@ class RewardModel:
             tokenizer = load_tokenizer(directory / "model" if (directory / "model" / "tokenizer_config.json").is_file()
                                        else base_source, padding_side="right")
             if spec["lora"]:
-                from peft import PeftModel
+                from peft import PeftModel  # heavy
 
                 base = _load_sequence_classifier(base_source, tokenizer, False)
                 backbone = PeftModel.from_pretrained(base, directory / "model")
@@ -140,7 +140,7 @@ class RewardModel:
         return model
 
     def save(self, directory: str | Path) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # heavy
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -185,7 +185,7 @@ class RewardModel:
 
     def _batched(self, prompts, responses, batch_size, fn, show_progress, desc):
         """Apply ``fn`` to length-sorted batches (less padding) and restore the input order."""
-        import torch
+        import torch  # heavy
 
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
@@ -221,7 +221,7 @@ class RewardModel:
 
 
 def _load_sequence_classifier(source: str, tokenizer, trust_remote_code: bool):
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification  # heavy
 
     model = AutoModelForSequenceClassification.from_pretrained(
         source, num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code)

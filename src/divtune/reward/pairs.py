@@ -25,7 +25,7 @@ def bradley_terry_loss(chosen, rejected):
     Equal rewards cost ``log 2``; a pair ranked right costs less, one ranked
     wrong more. ``logsigmoid`` keeps large margins finite in float32.
     """
-    import torch.nn.functional as F
+    import torch.nn.functional as F  # heavy
 
     if chosen.shape != rejected.shape:
         raise ValueError(f"chosen {tuple(chosen.shape)} and rejected {tuple(rejected.shape)} differ in shape")

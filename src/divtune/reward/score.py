@@ -59,7 +59,7 @@ def response_word_count(prompts: list[str], responses: list[str]) -> np.ndarray:
 def evaluate_scorer(score_fn, data_dir: str | Path, bootstrap_samples: int = 2000, seed: int = 0) -> dict:
     """Test-split figures of any scorer ``score_fn(prompts, responses) -> scores``: pairwise
     accuracy on the test gap pairs (+ bootstrap CI over prompts) and Spearman with votes."""
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # heavy
 
     test_pairs = pairs_file(data_dir, "test")
     pairs = read_pairs(test_pairs, pool_ids=True, allow_empty=True)

@@ -36,18 +36,18 @@ def build_training_args(cfg: "TrainConfig", device: str, n_pairs: int, probes=No
         kwargs["report_to"] = _with_wandb(kwargs.get("report_to"))
     try:
         if METHODS[cfg.method].family is Family.DPO:
-            from divtune.train.trainer_configs import DeviationDPOConfig
+            from divtune.train.trainer_configs import DeviationDPOConfig  # heavy: loads trl
 
             # prefix_cache_layer needs the model's layer count: build_trainer sets it.
             return DeviationDPOConfig(**kwargs, **dpo_weight_settings(cfg))
         if METHODS[cfg.method].family is Family.ORPO:
-            from divtune.train.trainer_configs import DeviationORPOConfig
+            from divtune.train.trainer_configs import DeviationORPOConfig  # heavy: loads trl
 
             return DeviationORPOConfig(
                 **kwargs, weight_column=WEIGHT_COLUMN if METHODS[cfg.method].weighted else None,
                 dorpo_mode=cfg.dorpo_mode, nll_tokens=cfg.orpo_nll_tokens,
             )
-        from trl import SFTConfig
+        from trl import SFTConfig  # heavy
 
         return SFTConfig(**kwargs)
     except TypeError as err:
@@ -62,9 +62,9 @@ def build_trainer(
 
     ``args``: the TRL config from :func:`build_training_args` (built here when not given).
     """
-    from peft import PeftModel
+    from peft import PeftModel  # heavy
 
-    from divtune.train.callbacks import EvaluateAtEndCallback, MetricsJsonlCallback
+    from divtune.train.callbacks import EvaluateAtEndCallback, MetricsJsonlCallback  # heavy: loads transformers
 
     if args is None:
         args = build_training_args(cfg, device, len(dataset), probes)
@@ -81,7 +81,7 @@ def build_trainer(
     if probes:
         common["eval_dataset"] = probes
     if METHODS[cfg.method].family is Family.DPO:
-        from divtune.train.trainers import DeviationDPOTrainer
+        from divtune.train.trainers import DeviationDPOTrainer  # heavy: loads torch
 
         prefix = prefix_cache_settings(cfg, model)
         args.prefix_cache_layer, args.prefix_cache_dir = prefix.layer, prefix.cache_dir
@@ -92,10 +92,10 @@ def build_trainer(
             trainer.prefix_cache_record = prefix_cache.new_record(None, prefix.off)
         return trainer
     if METHODS[cfg.method].family is Family.ORPO:
-        from divtune.train.trainers import DeviationORPOTrainer
+        from divtune.train.trainers import DeviationORPOTrainer  # heavy: loads torch
 
         return DeviationORPOTrainer(args=args, **common)
-    from trl import SFTTrainer
+    from trl import SFTTrainer  # heavy
 
     return SFTTrainer(args=args, **common)
 
@@ -120,8 +120,8 @@ def reference_identity(cfg: "TrainConfig", model) -> str | None:
     Hashing weight files takes a while for a large local model, so the main process does it and broadcasts
     the result (the process group exists: the trainer config has set up accelerate's state).
     """
-    from accelerate import PartialState
-    from accelerate.utils import broadcast_object_list
+    from accelerate import PartialState  # heavy
+    from accelerate.utils import broadcast_object_list  # heavy
 
     identity: list[str | None] = [None]
     if PartialState().is_main_process:

@@ -99,7 +99,7 @@ def weights_dtype(cfg: "TrainConfig", device: str):
     ``auto``: full fine-tuning keeps fp32 master weights; a LoRA base (quantised or not)
     is bf16 on GPUs that support it and fp32 elsewhere.
     """
-    import torch
+    import torch  # heavy
 
     if cfg.dtype != "auto":
         return getattr(torch, cfg.dtype)
@@ -128,10 +128,11 @@ def quantization_config(cfg: "TrainConfig", device: str):
     if cfg.quantization == "none":
         return None
     try:
+        # heavy
         import bitsandbytes  # noqa: F401
     except ImportError:
         raise ConfigError(f"quantization={cfg.quantization} needs bitsandbytes, which is not installed: {QLORA_INSTALL}") from None
-    from transformers import BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig  # heavy
 
     if cfg.quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
@@ -157,7 +158,7 @@ CPU_BATCH_SIZE = 2
 def device_defaults(device: str) -> dict[str, Any]:
     """fp32, no gradient checkpointing and the quickstart's batch on CPU (TRL defaults bf16 +
     checkpointing, ~10x slower there); bf16 and checkpointing on capable GPUs."""
-    import torch
+    import torch  # heavy
 
     if device == "cpu":
         return {
@@ -169,7 +170,7 @@ def device_defaults(device: str) -> dict[str, Any]:
 
 
 def resolve_device(cfg: "TrainConfig") -> str:
-    import torch
+    import torch  # heavy
 
     if cfg.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"

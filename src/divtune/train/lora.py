@@ -31,7 +31,7 @@ class LoraSettings(StageConfig):
 
 def lora_config(cfg: "TrainConfig", model=None):
     """PEFT's LoraConfig of ``cfg.lora``; ``model`` is needed to resolve ``last_layers``."""
-    from peft import LoraConfig
+    from peft import LoraConfig  # heavy
 
     target_modules, layers = cfg.lora.target_modules, None
     if cfg.lora.last_layers is not None:
@@ -54,7 +54,7 @@ def last_layer_targets(model, target_modules: str | list[str], last: int) -> tup
     PEFT takes ``layers_to_transform`` only with explicit module names, so
     ``all-linear`` becomes the names of the linear layers inside the blocks.
     """
-    import torch
+    import torch  # heavy
 
     n_layers = getattr(model.config, "num_hidden_layers", None)
     if not n_layers:

@@ -87,9 +87,9 @@ def _gib(n: float) -> str:
 @functools.lru_cache(maxsize=4)  # the memory check and the duration estimate of one run share it
 def model_shape(source: str, trust_remote_code: bool = False) -> ModelShape:
     """Parameter count and layer sizes of a causal LM, built on the meta device (no weights loaded)."""
-    import torch
-    from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM
+    import torch  # heavy
+    from accelerate import init_empty_weights  # heavy
+    from transformers import AutoConfig, AutoModelForCausalLM  # heavy
 
     config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     with init_empty_weights():
@@ -154,7 +154,7 @@ def estimate_peak(
 
 def available_memory() -> int:
     """Memory this process can still use: the kernel's MemAvailable, or the cgroup limit if lower."""
-    import psutil
+    import psutil  # heavy
 
     available = psutil.virtual_memory().available
     limit = _cgroup_limit()

@@ -34,7 +34,7 @@ from divtune.train.run_output import claim_train_output, save_final
 
 def _save_by_time(cfg: Any, device: str) -> list[Any]:
     """The time-based checkpoint callback (train/save_by_time.py) of an online run, or none."""
-    from divtune.train.save_by_time import resolved_save_minutes, save_by_time_callbacks
+    from divtune.train.save_by_time import resolved_save_minutes, save_by_time_callbacks  # heavy: loads transformers
 
     strategy = grpo_config_kwargs(cfg, device).get("save_strategy", "steps")
     return save_by_time_callbacks(resolved_save_minutes(cfg.save_minutes, device), strategy, run_notices.world_size())
@@ -62,7 +62,7 @@ def run_online_train(
     ``checkpoint-*`` for ``--resume`` and the done marker. ``quality_fn`` /
     ``embed_fn`` replace the reward model / embedder (programmatic use, tests).
     """
-    from divtune.train.callbacks import MetricsJsonlCallback
+    from divtune.train.callbacks import MetricsJsonlCallback  # heavy: loads transformers
 
     method = cfg.method
     check_online_settings(cfg)
@@ -162,7 +162,7 @@ def prompt_dataset(cfg: Any, rows: list[dict[str, str]], tokenizer):
 
 def write_online_record(cfg: Any, device: str, resume_from: str | None) -> None:
     """The resolved config.yaml; metrics.jsonl cut to the resumed step, or gone when starting over."""
-    from divtune.train.callbacks import truncate_metrics
+    from divtune.train.callbacks import truncate_metrics  # heavy: loads transformers
 
     output = Path(cfg.output)
     training = {k: v for k, v in grpo_config_kwargs(cfg, device).items() if k not in ONLINE_OWNED_KEYS}

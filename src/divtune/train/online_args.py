@@ -56,7 +56,7 @@ def grpo_config_kwargs(cfg: Any, device: str) -> dict[str, Any]:
 
 
 def build_grpo_config(cfg: Any, device: str):
-    from trl import GRPOConfig
+    from trl import GRPOConfig  # heavy
 
     return GRPOConfig(**grpo_config_kwargs(cfg, device))
 

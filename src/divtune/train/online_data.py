@@ -43,7 +43,7 @@ def build_prompt_dataset(rows: list[dict[str, str]], tokenizer, max_prompt_token
 
     Prompts longer than ``max_prompt_tokens`` are cut (counted in the returned number).
     """
-    from datasets import Dataset
+    from datasets import Dataset  # heavy
 
     conversational = bool(getattr(tokenizer, "chat_template", None))
     records, truncated = [], 0

@@ -46,9 +46,9 @@ def reward_model_quality(reward_dir: str | Path, use_gpu: bool = False) -> Quali
 
     def quality(prompts: list[str], completions: list[str]) -> np.ndarray:
         if not loaded:
-            import torch
+            import torch  # heavy
 
-            from divtune.reward.model import RewardModel
+            from divtune.reward.model import RewardModel  # heavy: loads numpy
 
             device = f"cuda:{torch.cuda.current_device()}" if use_gpu else "cpu"
             loaded.append(RewardModel.load(reward_dir, device=device))
@@ -58,7 +58,7 @@ def reward_model_quality(reward_dir: str | Path, use_gpu: bool = False) -> Quali
 
 
 def embedder_fn(spec: str) -> EmbedFn:
-    from divtune.embedders import load_embedder
+    from divtune.embedders import load_embedder  # heavy: loads numpy
 
     embedder = load_embedder(spec)
     return lambda texts: embedder.embed(texts, show_progress=False)
@@ -103,7 +103,7 @@ def score_gathered_groups(
         return group_rewards(method, quality_all, None, group_size)
     if embed is None:
         raise ValueError(f"method {method!r} needs an embedder")
-    import torch
+    import torch  # heavy
 
     local_emb = torch.as_tensor(np.asarray(embed(local_completions), dtype=np.float64), device=device)
     all_emb = gather(local_emb).cpu().numpy()

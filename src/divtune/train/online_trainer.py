@@ -31,8 +31,8 @@ REWARD_KEY = "online/diversity_weighted_reward"
 
 def _grpo_trainer_class():
     # Imported lazily so `import divtune.train.online_trainer` stays cheap.
-    from accelerate.utils import gather
-    from trl import GRPOTrainer
+    from accelerate.utils import gather  # heavy
+    from trl import GRPOTrainer  # heavy
 
     class DiversityGRPOTrainer(GRPOTrainer):
         """GRPOTrainer whose single reward column becomes the diversity-weighted reward of whole groups."""
@@ -83,7 +83,7 @@ def make_trainer(
     ``args``: the GRPOConfig, built before the model loaded (:func:`run_online_train`);
     built here when not given.
     """
-    from peft import PeftModel
+    from peft import PeftModel  # heavy
 
     lora = getattr(cfg, "lora", None)
     # An adapter being trained further (``init``) already is a PeftModel: no second adapter.

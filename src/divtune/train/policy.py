@@ -29,12 +29,12 @@ def sharded_loading() -> bool:
     """Whether ``from_pretrained`` now loads partitioned weights (DeepSpeed ZeRO-3) or, on all ranks but
     the first, meta weights (FSDP's ``fsdp_cpu_ram_efficient_loading``): then the model must stay where
     it was loaded. Both are switched on by TrainingArguments under ``accelerate launch``."""
-    from transformers.integrations import is_deepspeed_zero3_enabled
+    from transformers.integrations import is_deepspeed_zero3_enabled  # heavy
 
     try:
-        from transformers.distributed.fsdp import is_fsdp_enabled
+        from transformers.distributed.fsdp import is_fsdp_enabled  # heavy
     except ImportError:  # older transformers
-        from transformers.modeling_utils import is_fsdp_enabled
+        from transformers.modeling_utils import is_fsdp_enabled  # heavy
     return bool(is_deepspeed_zero3_enabled() or is_fsdp_enabled())
 
 
@@ -77,7 +77,7 @@ def load_policy(cfg: "TrainConfig", device: str, args=None):
 
 def _local_cuda_index() -> int:
     """This process's GPU: its local rank under a launcher, else 0."""
-    from accelerate import PartialState
+    from accelerate import PartialState  # heavy
 
     return PartialState().local_process_index
 
@@ -85,7 +85,7 @@ def _local_cuda_index() -> int:
 def prepare_kbit_base(model, args=None):
     """PEFT's preparation of a quantised base for training an adapter on it: frozen base, norms and
     embeddings in fp32, input gradients on (and gradient checkpointing when ``args`` ask for it)."""
-    from peft import prepare_model_for_kbit_training
+    from peft import prepare_model_for_kbit_training  # heavy
 
     checkpointing = bool(getattr(args, "activation_checkpointing", False) or getattr(args, "gradient_checkpointing", False))
     kwargs = getattr(args, "activation_checkpointing_kwargs", None) or getattr(args, "gradient_checkpointing_kwargs", None)

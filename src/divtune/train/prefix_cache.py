@@ -87,7 +87,7 @@ def available_memory() -> int:
 
 def unwrap(model):
     """The transformers model under a PEFT wrapper."""
-    from peft import PeftModel
+    from peft import PeftModel  # heavy
 
     return model.get_base_model() if isinstance(model, PeftModel) else model
 
@@ -99,8 +99,8 @@ def backbone_of(model):
 
 def unsupported_reason(model, layer: int) -> str | None:
     """Why the hidden states entering ``layer`` cannot stand in for the frozen prefix (None: they can)."""
-    import torch
-    from peft.tuners.tuners_utils import BaseTunerLayer
+    import torch  # heavy
+    from peft.tuners.tuners_utils import BaseTunerLayer  # heavy
 
     config = unwrap(model).config
     if config.model_type not in SUPPORTED_MODEL_TYPES:
@@ -128,7 +128,7 @@ def unsupported_reason(model, layer: int) -> str | None:
 @contextmanager
 def tail_only(backbone, layer: int):
     """The backbone runs only its layers from ``layer`` on; ``inputs_embeds`` are then the hidden states entering it."""
-    import torch
+    import torch  # heavy
 
     layers = backbone.layers
     backbone.layers = torch.nn.ModuleList(list(layers)[layer:])
@@ -141,7 +141,7 @@ def tail_only(backbone, layer: int):
 @contextmanager
 def prefix_only(backbone, layer: int):
     """The backbone runs its layers below ``layer`` and no final norm: its output enters ``layer``."""
-    import torch
+    import torch  # heavy
 
     layers, norm = backbone.layers, backbone.norm
     backbone.layers = torch.nn.ModuleList(list(layers)[:layer])
@@ -185,7 +185,7 @@ def cache_key(
 
 
 def row_key(ids) -> bytes:
-    import torch
+    import torch  # heavy
 
     return ids.to(torch.int64).cpu().numpy().tobytes()
 
@@ -221,7 +221,7 @@ class PrefixStore:
 
     def embeds(self, input_ids, attention_mask, dtype, device):
         """``inputs_embeds`` for a right-padded batch (pads: zeros), or None if a row is missing or left-padded."""
-        import torch
+        import torch  # heavy
 
         lengths = attention_mask.sum(dim=1).tolist()
         hidden = []
@@ -240,7 +240,7 @@ class PrefixStore:
 
 def compute_hidden(backbone, layer: int, rows: list, pad_id: int, device) -> list:
     """Hidden states entering ``layer`` for every row (float32, CPU), batched by length, without gradients."""
-    import torch
+    import torch  # heavy
 
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     out: list = [None] * len(rows)
@@ -262,7 +262,7 @@ def compute_hidden(backbone, layer: int, rows: list, pad_id: int, device) -> lis
 
 def save(path: Path, rows: list, hidden: list, meta: dict[str, str]) -> None:
     """One file per dataset: the rows' token ids and hidden states concatenated, with row offsets. Atomic."""
-    import torch
+    import torch  # heavy
 
     lengths = torch.tensor([0] + [len(r) for r in rows], dtype=torch.int64)
     save_atomic(path, {
@@ -274,7 +274,7 @@ def save(path: Path, rows: list, hidden: list, meta: dict[str, str]) -> None:
 
 def load(path: Path) -> tuple[list, list]:
     """(rows, hidden states) of a cache file; the hidden states are views into one tensor."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # heavy
 
     tensors = load_file(str(path))
     offsets = tensors[OFFSETS].tolist()

@@ -28,8 +28,8 @@ def probe_datasets(cfg: "TrainConfig", rows, tokenizer, chat: bool) -> dict[str,
     """
     if not (cfg.probe_pairs or cfg.probe_heldout_pairs):
         return None
-    import numpy as np
-    from datasets import Dataset
+    import numpy as np  # heavy
+    from datasets import Dataset  # heavy
 
     sets = {}
     if cfg.probe_pairs:

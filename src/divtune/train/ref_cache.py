@@ -51,7 +51,7 @@ CHOSEN, REJECTED = "ref_chosen_logps", "ref_rejected_logps"
 
 def weights_digest(named_tensors: Iterable[tuple[str, Any]]) -> str:
     """A digest of named tensors (name, dtype, shape and bytes), independent of their order."""
-    import torch
+    import torch  # heavy
 
     digest = hashlib.blake2b(digest_size=20)
     for name, tensor in sorted(named_tensors, key=lambda item: item[0]):
@@ -114,7 +114,7 @@ def folder_digest(folder: Path) -> str | None:
 
 def _hub_snapshot(repo_id: str) -> Path | None:
     """The local snapshot folder of a Hub model (the revision ``main`` points to), None if not cached."""
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache  # heavy
 
     found = try_to_load_from_cache(repo_id, "config.json")
     return Path(found).parent if isinstance(found, str) else None
@@ -175,7 +175,7 @@ def library_versions() -> dict[str, str]:
 
 def load(path: Path):
     """(chosen, rejected) float tensors of a cache file."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # heavy
 
     tensors = load_file(str(path))
     return tensors[CHOSEN], tensors[REJECTED]
@@ -188,7 +188,7 @@ def save(path: Path, chosen, rejected, meta: dict[str, str]) -> None:
 
 def save_atomic(path: Path, tensors: dict, meta: dict[str, str]) -> None:
     """A safetensors cache file written to a temporary name, then renamed into place."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # heavy
 
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")

@@ -52,7 +52,7 @@ class ReferenceCachesMixin:
         cache folder is not shared between machines. On a miss every rank joins the reference pass and the
         main process writes the file (atomically).
         """
-        from accelerate.utils import broadcast_object_list
+        from accelerate.utils import broadcast_object_list  # heavy
 
         if self.args.ref_cache_dir is None:
             return self._with_ref_logps(dataset, *self._reference_pass(dataset, batch_size))
@@ -109,7 +109,7 @@ class ReferenceCachesMixin:
         order, accelerate's padding of the last batch dropped) and added as columns: no file, no shared disk.
         Across runs divtune's own cache (``ref_cache_dir``) keeps them.
         """
-        from torch.utils.data import DataLoader
+        from torch.utils.data import DataLoader  # heavy
 
         loader = self.accelerator.prepare(DataLoader(
             dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False,
@@ -119,7 +119,7 @@ class ReferenceCachesMixin:
         if self.ref_model is None and self.is_deepspeed_enabled:
             # As TRL: DeepSpeed has not placed (ZeRO-1/2) or gathered (ZeRO-3) the parameters yet; one inference
             # engine serves every pass.
-            from trl.models import prepare_deepspeed
+            from trl.models import prepare_deepspeed  # heavy
 
             if self._precompute_engine is None:
                 self._precompute_engine = prepare_deepspeed(self.model, self.accelerator)

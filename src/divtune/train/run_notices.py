@@ -136,7 +136,7 @@ def _parameters(cfg: Any) -> int:
 
 def save_by_time(cfg: Any, device: str) -> list[Any]:
     """The time-based checkpoint callback of this run (train/save_by_time.py), or none."""
-    from divtune.train.save_by_time import resolved_save_minutes, save_by_time_callbacks
+    from divtune.train.save_by_time import resolved_save_minutes, save_by_time_callbacks  # heavy: loads transformers
 
     minutes = resolved_save_minutes(cfg.save_minutes, device)
     strategy = resolved_training(cfg, device).get("save_strategy", "steps")

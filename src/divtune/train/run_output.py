@@ -70,7 +70,7 @@ def claim_train_output(cfg: "TrainConfig", overwrite: bool):
 
 def save_final(trainer, tokenizer, output: Path, base_spec: str) -> None:
     """Save the trained adapter/model (without TRL's frozen reference copy) where adapters reload anywhere."""
-    from peft import PeftModel
+    from peft import PeftModel  # heavy
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     if isinstance(model, PeftModel) and REF_ADAPTER in model.peft_config:

@@ -44,7 +44,7 @@ def run_train(
     peak memory exceeds what is available (divtune.train.memory).
     """
     if METHODS[cfg.method].online:
-        from divtune.train.online import run_online_train
+        from divtune.train.online import run_online_train  # heavy: loads numpy
 
         return run_online_train(cfg, overwrite=overwrite, memory_check=memory_check)
     if not cfg.data:
@@ -66,7 +66,7 @@ def run_train(
     tokenizer = policy_tokenizer(cfg)
     rows, report = fitted_pairs(cfg, path, rows, tokenizer)
 
-    from datasets import Dataset
+    from datasets import Dataset  # heavy
 
     chat = pairs_data.has_chat_template(tokenizer)
     dataset = Dataset.from_list(pairs_data.to_trl_rows(rows, cfg.method, chat))
@@ -123,7 +123,7 @@ def check_run_size(cfg: TrainConfig, device: str, n_pairs: int, memory_check: bo
 
 def write_run_record(cfg: TrainConfig, device: str, trainer, report: pairs_data.DataReport, resume_from: str | None):
     """The resolved config.yaml, data_report.json and the caches' records; metrics.jsonl cut to the resumed step."""
-    from divtune.train.callbacks import truncate_metrics
+    from divtune.train.callbacks import truncate_metrics  # heavy: loads transformers
 
     output = Path(cfg.output)
     resolved = cfg.model_copy(update={"training": resolved_training(cfg, device)})

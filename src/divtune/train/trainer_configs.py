@@ -38,7 +38,7 @@ _CHECKPOINTING_HELP = (
 
 
 def _accelerator_available() -> bool:
-    import torch
+    import torch  # heavy
 
     accelerator = getattr(torch, "accelerator", None)
     if accelerator is not None:

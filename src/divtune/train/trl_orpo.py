@@ -13,5 +13,5 @@ def import_orpo():
     """``trl.experimental.orpo``, without its "experimental API" warning: divtune pins TRL 1.16."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*trl.experimental.*")
-        import trl.experimental.orpo as orpo
+        import trl.experimental.orpo as orpo  # heavy
     return orpo
