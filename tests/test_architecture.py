@@ -12,6 +12,9 @@
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -172,9 +175,14 @@ def test_cycle_finder_finds_a_planted_cycle():
 
 
 def test_layer_contracts_hold():
-    from importlinter.cli import lint_imports
-
-    assert lint_imports(config_filename=str(SRC.parent / "pyproject.toml")) == 0
+    # In a process of its own: import-linter reconfigures logging (dictConfig disables every
+    # logger that exists), which would silence divtune's loggers for the tests that follow.
+    run = subprocess.run(
+        [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports; "
+         f"sys.exit(lint_imports(config_filename={str(SRC.parent / 'pyproject.toml')!r}, no_logo=True))"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(SRC)}, timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_function_local_imports_are_heavy_and_say_so():
