@@ -16,7 +16,7 @@ import numpy as np
 from divtune.config import ConfigError
 from divtune.evaluation.config import EvaluateConfig
 from divtune.evaluation.keys import GOLD, GOLD_MATCHED
-from divtune.evaluation.systems import System, pick_gold_indices
+from divtune.evaluation.systems import System, draw_gold_texts
 from divtune.io import InputError, iter_jsonl
 from divtune.modes import MODES, most_common_mode
 from divtune.prepared import pairs_file, responses_file
@@ -76,15 +76,11 @@ def read_gold(
         pools.setdefault(pool_key, []).append((int(obj.get("index", lineno)), obj["text"]))
     gold = System(name=GOLD, source=str(prepared_dir), is_gold=True)
     for pool_key in sorted(pools):
-        responses = sorted(pools[pool_key])
-        if len(responses) < num_per_prompt:
-            skipped[f"gold: test prompts with fewer than {num_per_prompt} human responses"] += 1
-            skipped[f"gold: responses of test prompts with fewer than {num_per_prompt} human responses"] += len(responses)
+        texts = draw_gold_texts(pool_key, [text for _, text in sorted(pools[pool_key])], num_per_prompt, seed,
+                                skipped, scope="test ")
+        if texts is None:
             continue
-        chosen = pick_gold_indices(pool_key, len(responses), num_per_prompt, seed)
-        if len(responses) > num_per_prompt:
-            skipped[f"gold: test responses not drawn (only {num_per_prompt} per prompt)"] += len(responses) - num_per_prompt
-        gold.texts[pool_key] = [responses[i][1] for i in chosen]
+        gold.texts[pool_key] = texts
         gold.quality[pool_key] = [None] * num_per_prompt
         gold.prompts[pool_key] = prompts[pool_key]
         gold.original_ids[pool_key] = original_ids[pool_key]

@@ -28,7 +28,7 @@ from divtune.data import clean_responses, load_pools
 # load_pools names a pool by a hash of its prompt when the file has no id column.
 from divtune.data.loading import _fallback_id
 from divtune.evaluation.keys import GOLD
-from divtune.evaluation.systems import System, pick_gold_indices
+from divtune.evaluation.systems import System, draw_gold_texts
 from divtune.io import InputError
 from divtune.prepared import RESPONSES_FILE
 
@@ -76,15 +76,10 @@ def read_gold_file(
     gold = System(name=GOLD, source=str(path), is_gold=True)
     prompts_of_pool = {pool.pool_id: pool.prompt for pool in pools}
     for pool_id, key in sorted(canonical.items(), key=lambda item: item[1]):
-        responses = texts_of[pool_id]
-        if len(responses) < num_per_prompt:
-            skipped[f"gold: prompts with fewer than {num_per_prompt} human responses"] += 1
-            skipped[f"gold: responses of prompts with fewer than {num_per_prompt} human responses"] += len(responses)
+        texts = draw_gold_texts(key, texts_of[pool_id], num_per_prompt, seed, skipped)
+        if texts is None:
             continue
-        chosen = pick_gold_indices(key, len(responses), num_per_prompt, seed)
-        if len(responses) > num_per_prompt:
-            skipped[f"gold: responses not drawn (only {num_per_prompt} per prompt)"] += len(responses) - num_per_prompt
-        gold.texts[key] = [responses[i] for i in chosen]
+        gold.texts[key] = texts
         gold.quality[key] = [None] * num_per_prompt
         gold.prompts[key] = prompts_of_pool[pool_id]
         gold.original_ids[key] = original_of.get(key, key)

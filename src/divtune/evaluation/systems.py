@@ -120,6 +120,18 @@ def pick_gold_indices(pool_id: str, available: int, n: int, seed: int) -> list[i
     return sorted(rng.choice(available, size=n, replace=False).tolist())
 
 
+def draw_gold_texts(key: str, responses: list[str], n: int, seed: int, skipped: Counter, scope: str = "") -> list[str] | None:
+    """``n`` of a prompt's human responses for the gold row (seeded per prompt), or None when it has
+    fewer; what is left out is counted in ``skipped`` (``scope``: e.g. "test " for a prepared test split)."""
+    if len(responses) < n:
+        skipped[f"gold: {scope}prompts with fewer than {n} human responses"] += 1
+        skipped[f"gold: responses of {scope}prompts with fewer than {n} human responses"] += len(responses)
+        return None
+    if len(responses) > n:
+        skipped[f"gold: {scope}responses not drawn (only {n} per prompt)"] += len(responses) - n
+    return [responses[i] for i in pick_gold_indices(key, len(responses), n, seed)]
+
+
 def unique_system_names(systems: list[System]) -> None:
     """Generation files naming the same model (or ``gold``) get ``name (file stem)`` so none overwrites another."""
     generated = [s for s in systems if not s.is_gold]
