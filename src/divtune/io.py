@@ -114,6 +114,18 @@ def read_jsonl(path: str | Path) -> list[Any]:
     return [obj for _, obj in iter_jsonl(path)]
 
 
+def read_json(path: str | Path, missing: str) -> Any:
+    """A JSON file's content; InputError with ``missing`` when there is no such file, or naming the
+    line of a syntax error."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, missing)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"malformed JSON ({err.msg})", line=err.lineno) from None
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

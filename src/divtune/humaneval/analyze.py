@@ -17,7 +17,6 @@ Wilson intervals, and the exact two-sided sign test of wins against losses
 from __future__ import annotations
 
 import html
-import json
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -29,7 +28,7 @@ from divtune.config import ConfigError, StageConfig
 from divtune.humaneval.answers import AnswerSet, StudyView, read_answers
 from divtune.humaneval.stats import OUTCOMES, krippendorff_alpha, outcome_summary
 from divtune.humaneval.study import KEY_FORMAT, STUDY_FORMAT
-from divtune.io import InputError, atomic_write_text, write_json, write_jsonl
+from divtune.io import InputError, atomic_write_text, read_json, write_json, write_jsonl
 from divtune.outputs import claim_output_dir, stamped
 from divtune.reporting.plots import pyplot
 from divtune.reporting.render import CSS, data_uri, html_table, markdown_table
@@ -48,12 +47,7 @@ class AnalyzeConfig(StageConfig):
 
 
 def _load_json(path: Path, expected_format: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise InputError(path, "not found (is this a folder written by `divtune humaneval build`?)")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise InputError(path, f"malformed JSON ({err.msg})", line=err.lineno) from None
+    doc = read_json(path, "not found (is this a folder written by `divtune humaneval build`?)")
     if not isinstance(doc, dict) or doc.get("format") != expected_format:
         raise InputError(path, f"expected {expected_format!r}", field="format")
     return doc

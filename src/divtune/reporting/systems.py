@@ -20,7 +20,7 @@ import numpy as np
 from divtune.config import ConfigError
 from divtune.evaluation.keys import GOLD, GOLD_MATCHED, METRIC_KEYS, MODES_FILE, ordered_metric_keys
 from divtune.evaluation.scores import aggregate
-from divtune.io import InputError, iter_jsonl
+from divtune.io import InputError, iter_jsonl, read_json
 from divtune.methods import Family, Pairs, names
 
 #: Direction per metric, shown in the tables so readers need not remember it.
@@ -65,10 +65,7 @@ def load_eval_dir(eval_dir: str | Path) -> list[SystemResult]:
     for path in (metrics_path, per_prompt_path):
         if not path.is_file():
             raise InputError(path, "not found (run `divtune evaluate --output DIR` first)")
-    try:
-        table = json.loads(metrics_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise InputError(metrics_path, f"malformed JSON ({err.msg})", line=err.lineno) from None
+    table = read_json(metrics_path, "not found")
     if not isinstance(table, dict) or not table:
         raise InputError(metrics_path, "expected an object keyed by system name")
     per_prompt: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in table}
