@@ -97,11 +97,3 @@ SystemMethod = Literal[(BASE, *METHOD_NAMES)]  # type: ignore[valid-type]
 def names(**properties: Any) -> tuple[str, ...]:
     """The methods whose properties equal ``properties``, in table order, e.g. ``names(family=Family.DPO)``."""
     return tuple(m.name for m in METHODS.values() if all(getattr(m, k) == v for k, v in properties.items()))
-
-
-def method(name: str) -> Method:
-    """The table row of ``name``; a ``ValueError`` naming the known methods otherwise."""
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; expected one of {', '.join(METHOD_NAMES)}") from None
