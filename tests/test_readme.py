@@ -246,6 +246,8 @@ RESULT_FIGURES = [
     "+0.006 [−0.020, +0.028]", "+0.025 [−0.019, +0.066]", "not supported at this scale",
     "+0.043 [+0.016, +0.073]", "circular", "[−0.010, +0.096]", "[−0.001, +0.087]",
     "+0.037 [+0.008, +0.066]", "r = 0.94", "chat replies", "−0.026 [−0.049, −0.003]",
+    # round 2: the primary endpoint with its pre-registered interval, the interaction, the b = 0 control
+    "+0.037 [+0.013, +0.061]", "−0.027 [−0.080, +0.027]", "+0.063 [+0.026, +0.100]",
 ]
 
 
