@@ -427,3 +427,17 @@ def test_second_round_draft_starts_every_run_from_its_seeds_sft_and_measures_in_
     # Experiments without interactions keep their report stage's fingerprint.
     old = ExperimentConfig.load(path.with_name("typicality.yaml"), output="/tmp/never-written")
     assert "interactions" not in next(s for s in build_stages(old)[0] if s.name == "report").config
+
+
+def test_run_record_keeps_each_invocations_commit(tmp_path, monkeypatch):
+    """A run resumed under newer code says which commit ran each sitting, not only the latest."""
+    import divtune.experiments.record as record_module
+
+    stage = Stage("evaluate", tmp_path / "eval", {}, lambda: None)
+    for commit in ("a" * 40, "b" * 40):
+        environment = {"command": "divtune experiment x.yaml", "commit": commit, "versions": {}}
+        monkeypatch.setattr(record_module, "environment_record", lambda environment=environment: dict(environment))
+        record_module.write_run_record(tmp_path, [stage], "2026-12-07T00:00:00Z", 1.0, 1, finished=False)
+    record = json.loads((tmp_path / record_module.RUN_RECORD).read_text())
+    assert [i["commit"] for i in record["invocations"]] == ["a" * 40, "b" * 40]
+    assert record["commit"] == "b" * 40

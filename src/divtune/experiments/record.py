@@ -83,12 +83,14 @@ def write_run_record(
     """
     path = root / RUN_RECORD
     previous = json.loads(path.read_text()) if path.is_file() and not fresh else {}
+    environment = environment_record()
+    # Each sitting's own commit: the top-level one is only the latest invocation's.
     invocations = [*previous.get("invocations", []), {
-        "command": " ".join(sys.argv), "started": started_at, "wall_seconds": wall, "jobs": jobs,
-        "finished": finished,
+        "command": " ".join(sys.argv), "commit": environment["commit"], "started": started_at,
+        "wall_seconds": wall, "jobs": jobs, "finished": finished,
     }]
     recorded = {stage.name: stage.recorded_seconds() for stage in stages}
-    record = environment_record() | {
+    record = environment | {
         "stage_seconds": recorded,
         "total_stage_seconds": sum(recorded.values()),
         "wall_seconds_this_invocation": wall,
