@@ -62,10 +62,11 @@ def load_eval_dir(eval_dir: str | Path) -> list[SystemResult]:
     eval_dir = Path(eval_dir)
     metrics_path = eval_dir / "metrics.json"
     per_prompt_path = eval_dir / "per_prompt.jsonl"
-    for path in (metrics_path, per_prompt_path):
+    missing = "not found (run `divtune evaluate --output DIR` first)"
+    for path in (metrics_path, per_prompt_path):  # both checked before either is read
         if not path.is_file():
-            raise InputError(path, "not found (run `divtune evaluate --output DIR` first)")
-    table = read_json(metrics_path, "not found")
+            raise InputError(path, missing)
+    table = read_json(metrics_path, missing)
     if not isinstance(table, dict) or not table:
         raise InputError(metrics_path, "expected an object keyed by system name")
     per_prompt: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in table}
